@@ -1,0 +1,234 @@
+"""The wire contract: every topic's role and default name, and the JSON schema of every record on them.
+
+Producers and consumers import from here only; nothing else spells a topic name or a field. Unknown
+fields in incoming records are ignored (forward compatibility); known fields are strictly typed.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+
+from stream_app.errors import InvalidRecordError
+from stream_app.iso_codes import COUNTRIES, CURRENCIES
+
+
+class TopicRole(StrEnum):
+    """What a topic carries. The value is the default topic name; settings may rename it."""
+
+    TRANSACTIONS = "transactions"  # key: user_id as decimal text; value: Transaction
+    LABELS = "labels"  # key: user_id as decimal text; value: Label
+    PREDICTIONS = "predictions"  # key: event_id; value: Prediction (production model)
+    PREDICTIONS_SHADOW = "predictions.shadow"  # key: event_id; value: Prediction (shadow model)
+    TRANSACTIONS_DLQ = "transactions.dlq"  # key: original key; value: DeadLetter
+
+
+class TopicSpec(BaseModel):
+    """A topic's name and partition count (replication comes from the broker's defaults)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(min_length=1, max_length=249, pattern=r"^[a-zA-Z0-9._-]+$")
+    partitions: int = Field(default=4, ge=1)
+
+
+class Topics(BaseModel):
+    """The topic layout; every role has a spec. Configurable as ``STREAMSCORE_TOPICS__<ROLE>__NAME``."""
+
+    transactions: TopicSpec = TopicSpec(name=TopicRole.TRANSACTIONS.value)
+    labels: TopicSpec = TopicSpec(name=TopicRole.LABELS.value)
+    predictions: TopicSpec = TopicSpec(name=TopicRole.PREDICTIONS.value)
+    predictions_shadow: TopicSpec = TopicSpec(name=TopicRole.PREDICTIONS_SHADOW.value)
+    transactions_dlq: TopicSpec = TopicSpec(name=TopicRole.TRANSACTIONS_DLQ.value, partitions=1)
+
+    def spec(self, role: TopicRole) -> TopicSpec:
+        spec: TopicSpec = getattr(self, role.name.lower())
+        return spec
+
+    def all(self) -> list[TopicSpec]:
+        return [self.spec(role) for role in TopicRole]
+
+
+class ErrorCode(StrEnum):
+    """Stable reasons a record is routed to the dead-letter topic."""
+
+    DECODE = "decode"  # not UTF-8 or not JSON
+    SCHEMA = "schema"  # JSON, but a field is missing, mistyped or out of range
+    KEY_MISMATCH = "key_mismatch"  # the record key is not the value's user_id
+    LATE = "late"  # event_time older than the allowed lateness; not applied to windows
+
+
+def _utc_timestamp(value: Any) -> Any:
+    """RFC 3339 text with an explicit offset only; numbers and naive times are refused."""
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 timestamp string")
+    return value
+
+
+def _to_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must carry a UTC offset (e.g. 'Z')")
+    return value.astimezone(UTC)
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be finite")
+    return value
+
+
+def _iso(codes: frozenset[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in codes:
+            raise ValueError(f"not an {what} code")
+        return value
+
+    return AfterValidator(check)
+
+
+UtcTimestamp = Annotated[datetime, BeforeValidator(_utc_timestamp), AfterValidator(_to_utc)]
+EntityId = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
+Currency = Annotated[str, Field(strict=True, min_length=3, max_length=3), _iso(CURRENCIES, "ISO 4217")]
+Country = Annotated[str, Field(strict=True, min_length=2, max_length=2), _iso(COUNTRIES, "ISO 3166-1 alpha-2")]
+_M = TypeVar("_M", bound=BaseModel)
+Channel = Literal["pos", "web", "app"]
+
+
+class Transaction(BaseModel):
+    """A card transaction as producers publish it on ``transactions`` (key = user_id as decimal text)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Annotated[str, Field(strict=True, min_length=1, max_length=128)]
+    user_id: EntityId
+    merchant_id: EntityId
+    amount: Annotated[float, Field(gt=0, le=1e7), AfterValidator(_finite)]
+    currency: Currency
+    country: Country
+    channel: Channel
+    event_time: UtcTimestamp
+
+
+class Label(BaseModel):
+    """A delayed ground-truth label on ``labels`` (chargebacks arrive hours to days later)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Annotated[str, Field(strict=True, min_length=1, max_length=128)]
+    user_id: EntityId
+    is_fraud: Annotated[bool, Field(strict=True)]
+    label_time: UtcTimestamp
+
+
+Decision = Literal["approve", "decline"]
+
+
+class Prediction(BaseModel):
+    """One scored transaction on ``predictions`` (key = event_id)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    user_id: int
+    merchant_id: int
+    score: float
+    decision: Decision
+    model_version: str
+    features: dict[str, float]
+    event_time: datetime
+    scored_at: datetime
+    latency_ms: float
+
+
+class DeadLetterError(BaseModel):
+    code: ErrorCode
+    message: str
+
+
+class DeadLetter(BaseModel):
+    """A record that could not be processed, with where it came from and why. Key and value are the
+    original bytes, base64-encoded, so nothing is lost whatever they contained."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str | None
+    error: DeadLetterError
+    failed_at: datetime
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        error: InvalidRecordError,
+        failed_at: datetime,
+    ) -> DeadLetter:
+        return cls(
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            key=None if key is None else base64.b64encode(key).decode("ascii"),
+            value=None if value is None else base64.b64encode(value).decode("ascii"),
+            error=DeadLetterError(code=ErrorCode(error.code), message=error.message),
+            failed_at=failed_at,
+        )
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "<record>"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def decode_transaction(value: bytes | None, key: bytes | None = None) -> Transaction:
+    """Parse and validate one ``transactions`` record; raises InvalidRecordError with a DLQ code."""
+    txn = _decode(Transaction, value)
+    if key is not None and key != str(txn.user_id).encode():
+        raise InvalidRecordError(ErrorCode.KEY_MISMATCH, f"key {key[:40]!r} is not user_id {txn.user_id}")
+    return txn
+
+
+def decode_label(value: bytes | None) -> Label:
+    """Parse and validate one ``labels`` record; raises InvalidRecordError with a DLQ code."""
+    return _decode(Label, value)
+
+
+def _decode(model: type[_M], value: bytes | None) -> _M:
+    if value is None:
+        raise InvalidRecordError(ErrorCode.DECODE, "record has no value (tombstone)")
+    try:
+        return model.model_validate_json(value)
+    except ValidationError as exc:
+        if any(e["type"] in ("json_invalid", "json_type") for e in exc.errors()):
+            raise InvalidRecordError(ErrorCode.DECODE, _describe(exc)) from None
+        raise InvalidRecordError(ErrorCode.SCHEMA, _describe(exc)) from None
+
+
+def encode(record: BaseModel) -> bytes:
+    """Serialise any contract record to its JSON wire form."""
+    return record.model_dump_json().encode()
+
+
+def user_key(user_id: int) -> bytes:
+    """The partitioning key of ``transactions`` and ``labels``: user_id as decimal text."""
+    return str(user_id).encode()

@@ -1,0 +1,162 @@
+"""The one settings object. Every value comes from ``STREAMSCORE_*`` environment variables (nested with
+``__``, e.g. ``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS``) or its default; secrets are SecretStr so they never
+print. Clients are configured from here and nowhere else."""
+
+from __future__ import annotations
+
+import ssl
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream_app.contract import Topics
+from stream_app.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class KafkaSettings(BaseModel):
+    """Broker address and security, passed identically to confluent-kafka, aiokafka and Faust."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "streamscore"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
+        return self
+
+    def confluent(self) -> dict[str, Any]:
+        """librdkafka properties for confluent-kafka clients (admin, producer, consumer)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username
+            conf["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        return conf
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.security_protocol.endswith("SSL"):
+            return None
+        cafile = str(self.ssl_ca_location) if self.ssl_ca_location else None
+        return ssl.create_default_context(cafile=cafile)
+
+    def aiokafka(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka's AIOKafkaProducer/AIOKafkaConsumer."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        context = self.ssl_context()
+        if context is not None:
+            kwargs["ssl_context"] = context
+        return kwargs
+
+    def faust_broker(self) -> str:
+        return ";".join(f"kafka://{server.strip()}" for server in self.bootstrap_servers.split(","))
+
+
+class RedisSettings(BaseModel):
+    """The Redis behind Feast's online store. ``url`` is redis://host:port/db (rediss:// for TLS); the
+    password lives apart so it stays secret."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _parseable(self) -> RedisSettings:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError(f"redis url must look like redis://host:port/db, got {self.url!r}")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 6379
+
+    @property
+    def db(self) -> int:
+        path = urlsplit(self.url).path.strip("/")
+        return int(path) if path else 0
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "rediss"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis``."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "db": self.db,
+            "password": self.password.get_secret_value() if self.password else None,
+            "ssl": self.tls,
+        }
+
+    def feast_connection_string(self) -> str:
+        """Feast's own format: ``host:port,db=N[,ssl=true][,password=...]``."""
+        parts = [f"{self.host}:{self.port}", f"db={self.db}"]
+        if self.tls:
+            parts.append("ssl=true")
+        if self.password:
+            parts.append(f"password={self.password.get_secret_value()}")
+        return ",".join(parts)
+
+
+class FeastSettings(BaseModel):
+    """Where the Feast repository lives. ``feature_store.yaml`` reads the Redis address from
+    ``STREAMSCORE_FEAST_REDIS_CONNECTION``, which the adapter sets from ``redis`` above."""
+
+    repo_path: Path = REPO_ROOT / "feature_repo"
+
+
+class Settings(BaseSettings):
+    """Everything streamscore can be told. Construct once (``get_settings()``) and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    topics: Topics = Field(default_factory=Topics)
+    feast: FeastSettings = Field(default_factory=FeastSettings)
+    data_dir: Path = REPO_ROOT / "data"
+    models_dir: Path = REPO_ROOT / "models" / "registry"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once; a bad value is a ConfigError."""
+    try:
+        return Settings()
+    except ValueError as exc:
+        raise ConfigError(f"invalid STREAMSCORE_* settings: {exc}") from exc
