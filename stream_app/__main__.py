@@ -1,0 +1,40 @@
+"""``python -m stream_app <command>``: the operational entry points."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from stream_app.errors import StreamscoreError
+
+
+def _create_topics(_: argparse.Namespace) -> None:
+    from stream_app.adapters.kafka_admin import ensure_topics
+    from stream_app.settings import get_settings
+
+    settings = get_settings()
+    created = ensure_topics(settings.kafka, settings.topics.all())
+    for spec in settings.topics.all():
+        state = "created" if spec.name in created else "exists"
+        print(f"{spec.name:<24} partitions={spec.partitions:<3} {state}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stream_app", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("create-topics", help="create the contract's topics (idempotent)").set_defaults(
+        run=_create_topics
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except StreamscoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
