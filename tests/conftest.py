@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from stream_app.contract import Topics, TopicSpec
 from stream_app.settings import KafkaSettings, RedisSettings, Settings
-from tests.services import Services, ServiceError, kafka_answers, redis_answers, services
+from tests.services import ServiceError, Services, kafka_answers, redis_answers, services
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ Whatever the source, the service must answer; otherwise the tests fail with the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -99,13 +100,17 @@ def _from_local_processes() -> Iterator[Services]:
     url = f"redis://127.0.0.1:{TEST_REDIS_PORT}/0"
     stops: list[Callable[[], object]] = []
     try:
-        for script, answers in (("redis.sh", lambda: redis_answers(url)), ("kafka.sh", lambda: kafka_answers(kafka))):
+        checks: list[tuple[str, Callable[[], bool]]] = [
+            ("redis.sh", lambda: redis_answers(url)),
+            ("kafka.sh", lambda: kafka_answers(kafka)),
+        ]
+        for script, answers in checks:
             if answers():
                 continue
             started = _script(script, "start")
             if started.returncode != 0:
                 raise ServiceError(f"infra/{script} start failed:\n{started.stdout}{started.stderr}")
-            stops.append(lambda s=script: _script(s, "stop"))
+            stops.append(functools.partial(_script, script, "stop"))
         yield Services(kafka, url, "local processes")
     finally:
         for stop in reversed(stops):

@@ -36,7 +36,7 @@ def test_confluent_kafka_round_trip(settings: Settings, unique: str) -> None:
     assert producer.flush(10) == 0
     consumer = Consumer({**settings.kafka.confluent(), "group.id": f"smoke-{unique}", "auto.offset.reset": "earliest"})
     consumer.subscribe([topic.name])
-    received: list[tuple[bytes, bytes]] = []
+    received: list[tuple[bytes | None, bytes | None]] = []
     try:
         for _ in range(100):
             msg = consumer.poll(0.5)

@@ -1,0 +1,58 @@
+# streamscore — every entry point. `make test` and `make demo` do all set-up themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+# Tests use their own ports so they never touch a running demo.
+TEST_PORTS := KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093 REDIS_PORT=16379
+
+.PHONY: help install infra-up infra-down infra-status topics lint test test-unit clean
+
+help:
+	@echo "make install     venv + dependencies (pinned by constraints.txt), Redis, Kafka jars"
+	@echo "make test        install, lint, type-check, all tests on real Kafka/Redis/Feast"
+	@echo "make infra-up    start Kafka (127.0.0.1:9092) and Redis (127.0.0.1:6379); infra-down stops them"
+	@echo "make topics      create the contract's topics (idempotent)"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+	infra/redis.sh install
+	infra/kafka.sh fetch
+
+infra-up: install
+	infra/redis.sh start
+	infra/kafka.sh start
+
+infra-down:
+	infra/kafka.sh stop
+	infra/redis.sh stop
+
+infra-status:
+	-infra/redis.sh status
+	-infra/kafka.sh status
+
+topics: infra-up
+	$(PY) -m stream_app create-topics
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy stream_app feature_repo models tests
+
+test-unit: $(STAMP)
+	$(VENV)/bin/pytest -m "not integration" -q
+
+# The fixtures start Kafka and Redis on the test ports when no address is given in the environment,
+# and stop them at the end; the trailing stop also covers a run that was killed half-way.
+test: install lint
+	@set -o pipefail; rc=0; $(VENV)/bin/pytest -q --durations=15 || rc=$$?; \
+	  $(TEST_PORTS) infra/kafka.sh stop >/dev/null 2>&1; $(TEST_PORTS) infra/redis.sh stop >/dev/null 2>&1; \
+	  exit $$rc
+
+clean: infra-down
+	rm -rf .run build *.egg-info .mypy_cache .ruff_cache .pytest_cache
