@@ -114,7 +114,7 @@ class Transaction(BaseModel):
     event_id: Annotated[str, Field(strict=True, min_length=1, max_length=128)]
     user_id: EntityId
     merchant_id: EntityId
-    amount: Annotated[float, Field(gt=0, le=1e7), AfterValidator(_finite)]
+    amount: Annotated[float, Field(strict=True, gt=0, le=1e7), AfterValidator(_finite)]
     currency: Currency
     country: Country
     channel: Channel

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from stream_app.settings import KafkaSettings, RedisSettings, Settings
+
+
+def test_nested_environment_variables_configure_every_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("STREAMSCORE_REDIS__URL", "rediss://cache:6380/3")
+    monkeypatch.setenv("STREAMSCORE_TOPICS__TRANSACTIONS__NAME", "txns.v2")
+    monkeypatch.setenv("STREAMSCORE_TOPICS__TRANSACTIONS__PARTITIONS", "12")
+    settings = Settings()
+    assert settings.kafka.confluent()["bootstrap.servers"] == "k1:9092,k2:9092"
+    assert settings.kafka.faust_broker() == "kafka://k1:9092;kafka://k2:9092"
+    assert (settings.redis.host, settings.redis.port, settings.redis.db, settings.redis.tls) == ("cache", 6380, 3, True)
+    assert settings.topics.transactions.name == "txns.v2"
+    assert settings.topics.transactions.partitions == 12
+    assert settings.topics.labels.name == "labels"
+
+
+def test_sasl_credentials_reach_both_clients_and_stay_secret() -> None:
+    kafka = KafkaSettings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+                          sasl_username="svc", sasl_password="s3cret")  # type: ignore[arg-type]
+    assert kafka.confluent()["sasl.password"] == "s3cret"
+    assert kafka.aiokafka()["sasl_plain_password"] == "s3cret"
+    assert "s3cret" not in repr(kafka)
+    assert "s3cret" not in str(kafka.model_dump())
+
+
+def test_sasl_without_credentials_is_refused() -> None:
+    with pytest.raises(ValidationError, match="needs sasl_mechanism"):
+        KafkaSettings(security_protocol="SASL_SSL")
+
+
+def test_redis_password_goes_to_feast_and_client_but_not_repr() -> None:
+    redis = RedisSettings(url="redis://r:6379/1", password="pw")  # type: ignore[arg-type]
+    assert redis.feast_connection_string() == "r:6379,db=1,password=pw"
+    assert redis.client_kwargs()["password"] == "pw"
+    assert "pw" not in repr(redis)
+
+
+def test_redis_url_must_be_a_redis_url() -> None:
+    with pytest.raises(ValidationError, match="redis url"):
+        RedisSettings(url="http://nope")
