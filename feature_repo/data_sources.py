@@ -1,0 +1,40 @@
+"""Where feature rows come from. Stream features have a PushSource whose batch source is the offline
+feature log the worker and the backfill append to; batch profiles are daily parquet snapshots."""
+
+from feast import Field, FileSource, PushSource, RequestSource
+from feast.types import Float64, Int64, String
+
+from stream_app.core.request_features import REQUEST_INPUTS
+
+OFFLINE_LOG_DIR = "data/offline"
+BATCH_DIR = "data/batch"
+TIMESTAMP = "event_timestamp"
+CREATED = "created_timestamp"
+
+_KINDS = {"float": Float64, "int": Int64, "str": String}
+
+user_window_log = FileSource(
+    name="user_window_log", path=f"{OFFLINE_LOG_DIR}/user_windows", timestamp_field=TIMESTAMP,
+    created_timestamp_column=CREATED, description="Every user window row served, one per transaction.",
+)
+merchant_window_log = FileSource(
+    name="merchant_window_log", path=f"{OFFLINE_LOG_DIR}/merchant_windows", timestamp_field=TIMESTAMP,
+    created_timestamp_column=CREATED, description="Every merchant window row served, one per transaction.",
+)
+user_window_push = PushSource(name="user_window_push", batch_source=user_window_log)
+merchant_window_push = PushSource(name="merchant_window_push", batch_source=merchant_window_log)
+
+user_profile_source = FileSource(
+    name="user_profile_source", path=f"{BATCH_DIR}/user_profile.parquet", timestamp_field=TIMESTAMP,
+    description="Daily user snapshots, each from history strictly before its timestamp.",
+)
+merchant_profile_source = FileSource(
+    name="merchant_profile_source", path=f"{BATCH_DIR}/merchant_profile.parquet", timestamp_field=TIMESTAMP,
+    description="Daily merchant snapshots, each from history strictly before its timestamp.",
+)
+
+transaction_request = RequestSource(
+    name="transaction_request",
+    schema=[Field(name=name, dtype=_KINDS[kind]) for name, kind in REQUEST_INPUTS.items()],
+    description="Fields of the transaction being scored.",
+)
