@@ -20,12 +20,22 @@ def _create_topics(_: argparse.Namespace) -> None:
         print(f"{spec.name:<24} partitions={spec.partitions:<3} {state}")
 
 
+def _feast(args: argparse.Namespace) -> None:
+    from stream_app.adapters.feast_store import run_feast_cli
+    from stream_app.settings import get_settings
+
+    print(run_feast_cli(get_settings(), args.feast_args), end="")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stream_app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("create-topics", help="create the contract's topics (idempotent)").set_defaults(
         run=_create_topics
     )
+    feast = commands.add_parser("feast", help="run the feast CLI on feature_repo with the Redis address from settings")
+    feast.add_argument("feast_args", nargs=argparse.REMAINDER, help="e.g. apply | plan | materialize-incremental END")
+    feast.set_defaults(run=_feast)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

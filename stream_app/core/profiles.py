@@ -1,6 +1,11 @@
 """Batch profile features: daily snapshots of each user and merchant, computed from history strictly
 before the snapshot time (point-in-time correct), materialised to the online store by Feast.
 
+A snapshot at midnight d has a row for every entity that is known or active during day d, even one
+first seen that day: its values then say "nothing known" (counts 0, the rest missing), which is exactly
+what serving uses when the online store has no profile for it (``MISSING_PROFILE``). Without such rows
+Feast's as-of join would drop that day's training rows for the entity instead of returning nulls.
+
 Pure pandas: no Feast, no files. The backfill CLI reads history, calls these, and writes parquet."""
 
 from __future__ import annotations
@@ -20,6 +25,15 @@ USER_PROFILE_FEATURES: Final[dict[str, str]] = {
 MERCHANT_PROFILE_FEATURES: Final[dict[str, str]] = {
     "merchant_avg_amount_30d": "float",
     "merchant_txn_count_30d": "int",
+}
+# What a missing profile means, in serving and in snapshots alike.
+MISSING_PROFILE: Final[dict[str, float | int | None]] = {
+    "home_country": None,
+    "user_account_age_days": float("nan"),
+    "user_avg_amount_30d": float("nan"),
+    "user_txn_count_30d": 0,
+    "merchant_avg_amount_30d": float("nan"),
+    "merchant_txn_count_30d": 0,
 }
 LOOKBACK_DAYS: Final[int] = 30
 TIMESTAMP: Final[str] = "event_timestamp"
@@ -55,17 +69,19 @@ def _rolling_stats(transactions: pd.DataFrame, key: str, days: pd.DatetimeIndex)
 
 
 def user_profiles(transactions: pd.DataFrame, users: pd.DataFrame, days: pd.DatetimeIndex) -> pd.DataFrame:
-    """One row per (user, snapshot day) for every user known (signed up) by that day.
-    ``users`` needs user_id, home_country, signup_time."""
+    """One row per (user, snapshot day d) for every user signed up before the end of day d.
+    ``users`` needs user_id, home_country, signup_time; a user signed up during day d is unknown at d."""
     stats = _rolling_stats(transactions, "user_id", days)
     signup = pd.to_datetime(users["signup_time"], utc=True)
     rows = []
     for day in days:
-        known = users[signup < day]
+        listed = (signup < day + pd.Timedelta(days=1)).to_numpy()
+        known = (signup < day).to_numpy()[listed]
+        age = ((day - signup[listed]).dt.total_seconds() / 86400.0).to_numpy()
         rows.append(pd.DataFrame({
-            "user_id": known["user_id"].to_numpy(),
-            "home_country": known["home_country"].to_numpy(),
-            "user_account_age_days": ((day - signup[signup < day]).dt.total_seconds() / 86400.0).to_numpy(),
+            "user_id": users["user_id"].to_numpy()[listed],
+            "home_country": np.where(known, users["home_country"].to_numpy()[listed], None),
+            "user_account_age_days": np.where(known, age, np.nan),
             TIMESTAMP: day,
         }))
     base = pd.concat(rows, ignore_index=True)
@@ -76,12 +92,21 @@ def user_profiles(transactions: pd.DataFrame, users: pd.DataFrame, days: pd.Date
 
 
 def merchant_profiles(transactions: pd.DataFrame, days: pd.DatetimeIndex) -> pd.DataFrame:
-    """One row per (merchant, snapshot day) for merchants seen in the 30 days before it."""
+    """One row per (merchant, snapshot day d) for merchants active in the 30 days before d or during d."""
+    times = pd.to_datetime(transactions["event_time"], utc=True)
+    seen = pd.DataFrame({"merchant_id": transactions["merchant_id"].to_numpy(), "day": times.dt.floor("D")})
+    seen = seen.drop_duplicates()
+    listed = []
+    for day in days:
+        active = seen[(seen["day"] >= day - pd.Timedelta(days=LOOKBACK_DAYS)) & (seen["day"] <= day)]
+        listed.append(pd.DataFrame({"merchant_id": active["merchant_id"].unique(), TIMESTAMP: day}))
+    base = pd.concat(listed, ignore_index=True)
     stats = _rolling_stats(transactions, "merchant_id", days)
-    out = pd.DataFrame({
-        "merchant_id": stats["merchant_id"].astype(np.int64),
-        TIMESTAMP: stats[TIMESTAMP],
-        "merchant_avg_amount_30d": stats["avg"].astype(np.float64),
-        "merchant_txn_count_30d": stats["n"].astype(np.int64),
+    out = base.merge(stats[["merchant_id", TIMESTAMP, "n", "avg"]], on=["merchant_id", TIMESTAMP], how="left")
+    frame = pd.DataFrame({
+        "merchant_id": out["merchant_id"].astype(np.int64),
+        TIMESTAMP: out[TIMESTAMP],
+        "merchant_avg_amount_30d": out["avg"].astype(np.float64),
+        "merchant_txn_count_30d": out["n"].fillna(0).astype(np.int64),
     })
-    return out.sort_values([TIMESTAMP, "merchant_id"], ignore_index=True)
+    return frame.sort_values([TIMESTAMP, "merchant_id"], ignore_index=True)

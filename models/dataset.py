@@ -1,0 +1,84 @@
+"""Training frames from Feast: the entity frame built from labelled transactions, and
+``get_historical_features`` through the production FeatureService (point-in-time correct)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from models.features import LABEL, TIMESTAMP, model_feature_names
+from stream_app.errors import DataValidationError
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+REPO_FILES = ("feature_store.yaml", ".feastignore", "repo.py")
+
+
+def entity_frame(transactions: pd.DataFrame, labels: pd.DataFrame, label_cutoff: pd.Timestamp | None = None,
+                 ) -> pd.DataFrame:
+    """One row per labelled transaction: the entity keys, the event time, the request fields the
+    on-demand features need, and the label. With ``label_cutoff``, only labels known by then count."""
+    known = labels if label_cutoff is None else labels[pd.to_datetime(labels["label_time"], utc=True) <= label_cutoff]
+    frame = transactions[["event_id", "user_id", "merchant_id", "amount", "country", "channel", "event_time"]].merge(
+        known[["event_id", "is_fraud"]], on="event_id", how="inner", validate="one_to_one")
+    stamps = pd.to_datetime(frame["event_time"], utc=True).dt.as_unit("us")
+    out = pd.DataFrame({
+        "event_id": frame["event_id"].astype(str),
+        "user_id": frame["user_id"].astype(np.int64),
+        "merchant_id": frame["merchant_id"].astype(np.int64),
+        TIMESTAMP: stamps,
+        "amount": frame["amount"].astype(np.float64),
+        "country": frame["country"].astype(str),
+        "channel": frame["channel"].astype(str),
+        "event_hour": stamps.dt.hour.astype(np.int64),
+        LABEL: frame["is_fraud"].astype(bool),
+    })
+    return out.sort_values([TIMESTAMP, "event_id"], ignore_index=True)
+
+
+def historical_features(store: FeatureStore, entities: pd.DataFrame) -> pd.DataFrame:
+    """The FeatureService's features for every entity row, in the entity frame's order."""
+    from stream_app.adapters.feast_store import production_service
+
+    service = store.get_feature_service(production_service().name)
+    frame = store.get_historical_features(entity_df=entities, features=service).to_df()
+    missing = [name for name in model_feature_names() if name not in frame.columns]
+    if missing:
+        raise DataValidationError(f"historical retrieval lacks features {missing}", {"missing": missing})
+    # Feast may reorder rows: restore the entity frame's order by event_id.
+    return frame.set_index("event_id").loc[entities["event_id"]].reset_index()
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """A stable digest of a frame's content (values and column names), for the registry."""
+    digest = hashlib.sha256()
+    digest.update(",".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def prepare_workspace(template: Path, dest: Path, project: str) -> Path:
+    """A private copy of the Feast repository's configuration (same definitions, own registry, own data
+    dir, own project name): for golden sets and tests that must not touch the real repository."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", project):
+        raise ValueError(f"Feast project names are lowercase identifiers, got {project!r}")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in REPO_FILES:
+        shutil.copy2(template / name, dest / name)
+    yaml = dest / "feature_store.yaml"
+    yaml.write_text(re.sub(r"(?m)^project: .*$", f"project: {project}", yaml.read_text()))
+    return dest
+
+
+def apply_definitions(store: FeatureStore) -> None:
+    """Register every definition of feature_repo in the store's registry (what `feast apply` does)."""
+    import feature_repo.repo as definitions
+
+    store.apply([getattr(definitions, name) for name in definitions.__all__])

@@ -1,0 +1,66 @@
+"""Feast access: the store opened from Settings, the production FeatureService and its feature order.
+
+``feature_store.yaml`` reads the Redis address from ``STREAMSCORE_FEAST_REDIS_CONNECTION``; this module
+derives that from the one settings object, so nothing else spells a Redis address for Feast."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stream_app.errors import ConfigError, ServiceUnavailableError
+from stream_app.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureService, FeatureStore
+
+REDIS_CONNECTION_ENV = "STREAMSCORE_FEAST_REDIS_CONNECTION"
+
+
+def feast_env(settings: Settings) -> dict[str, str]:
+    """The environment Feast needs, derived from settings (secrets included: pass it only to Feast)."""
+    return {REDIS_CONNECTION_ENV: settings.redis.feast_connection_string()}
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    """A FeatureStore on ``settings.feast.repo_path`` with the Redis address from settings."""
+    from feast import FeatureStore
+
+    repo = settings.feast.repo_path
+    if not (repo / "feature_store.yaml").is_file():
+        raise ConfigError(f"no feature_store.yaml in {repo}")
+    os.environ.update(feast_env(settings))
+    return FeatureStore(repo_path=str(repo))
+
+
+def production_service() -> FeatureService:
+    """The FeatureService the production model is trained and served on (from feature_repo's objects)."""
+    from feature_repo.feature_services import PRODUCTION_SERVICE
+
+    return PRODUCTION_SERVICE
+
+
+def service_feature_names(service: FeatureService) -> list[str]:
+    """The model's input columns in the service's order."""
+    return [feature.name for projection in service.feature_view_projections for feature in projection.features]
+
+
+def service_feature_refs(service: FeatureService) -> list[str]:
+    """``view:feature`` references in the service's order."""
+    return [f"{projection.name_to_use()}:{feature.name}" for projection in service.feature_view_projections
+            for feature in projection.features]
+
+
+def run_feast_cli(settings: Settings, args: Sequence[str], repo: Path | None = None) -> str:
+    """Run the real ``feast`` CLI on the repository (apply, plan, materialize-incremental ...)."""
+    repo = repo or settings.feast.repo_path
+    done = subprocess.run([sys.executable, "-m", "feast.cli.cli", "-c", str(repo), *args],
+                          env={**os.environ, **feast_env(settings)}, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
+        raise ServiceUnavailableError(f"feast {' '.join(args)} failed:\n" + "\n".join(tail))
+    return done.stdout
