@@ -1,5 +1,8 @@
 """Where feature rows come from. Stream features have a PushSource whose batch source is the offline
-feature log the worker and the backfill append to; batch profiles are daily parquet snapshots."""
+feature log the worker and the backfill append to (a directory of parquet parts, read by glob); batch
+profiles are daily parquet snapshots. Paths are relative to the repository: the DuckDB offline store
+resolves them against the working directory, so offline reads run from inside the repository (the
+`feast` CLI does that itself; stream_app.adapters.feast_store.in_repo does it for library calls)."""
 
 from feast import Field, FileSource, PushSource, RequestSource
 from feast.types import Float64, Int64, String
@@ -14,11 +17,11 @@ CREATED = "created_timestamp"
 _KINDS = {"float": Float64, "int": Int64, "str": String}
 
 user_window_log = FileSource(
-    name="user_window_log", path=f"{OFFLINE_LOG_DIR}/user_windows", timestamp_field=TIMESTAMP,
+    name="user_window_log", path=f"{OFFLINE_LOG_DIR}/user_windows/*.parquet", timestamp_field=TIMESTAMP,
     created_timestamp_column=CREATED, description="Every user window row served, one per transaction.",
 )
 merchant_window_log = FileSource(
-    name="merchant_window_log", path=f"{OFFLINE_LOG_DIR}/merchant_windows", timestamp_field=TIMESTAMP,
+    name="merchant_window_log", path=f"{OFFLINE_LOG_DIR}/merchant_windows/*.parquet", timestamp_field=TIMESTAMP,
     created_timestamp_column=CREATED, description="Every merchant window row served, one per transaction.",
 )
 user_window_push = PushSource(name="user_window_push", batch_source=user_window_log)

@@ -18,6 +18,11 @@ from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, Function
 
 _KINDS = {"float": Float64, "int": Int64, "str": String}
 
+# A window row is logged at the instant of the event it was served for, so the as-of join always finds
+# it exactly; a short TTL keeps the offline join small and marks online rows older than an hour as
+# stale (windows move on without new events).
+WINDOW_ROW_TTL = timedelta(hours=1)
+
 
 def _window_field(spec: WindowSpec) -> Field:
     dtype = Int64 if spec.function in (Function.COUNT, Function.DISTINCT) else Float64
@@ -26,12 +31,12 @@ def _window_field(spec: WindowSpec) -> Field:
 
 
 user_windows = FeatureView(
-    name="user_windows", entities=[user], ttl=timedelta(days=1), online=True, source=user_window_push,
+    name="user_windows", entities=[user], ttl=WINDOW_ROW_TTL, online=True, source=user_window_push,
     schema=[_window_field(spec) for spec in USER_WINDOWS],
     description="Sliding-window features per user, computed by stream_app.core at each transaction.",
 )
 merchant_windows = FeatureView(
-    name="merchant_windows", entities=[merchant], ttl=timedelta(days=7), online=True,
+    name="merchant_windows", entities=[merchant], ttl=WINDOW_ROW_TTL, online=True,
     source=merchant_window_push, schema=[_window_field(spec) for spec in MERCHANT_WINDOWS],
     description="Sliding-window features per merchant (transactions and delayed labels).",
 )

@@ -14,7 +14,7 @@ from stream_app.core import request_features
 _KINDS = {"float": Float64, "int": Int64}
 
 
-@on_demand_feature_view(  # type: ignore[misc]
+@on_demand_feature_view(  # type: ignore[untyped-decorator]
     sources=[transaction_request, user_windows, user_profile],
     schema=[Field(name=name, dtype=_KINDS[kind]) for name, kind in request_features.REQUEST_FEATURES.items()],
     mode="python",

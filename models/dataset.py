@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -45,23 +44,16 @@ def entity_frame(transactions: pd.DataFrame, labels: pd.DataFrame, label_cutoff:
 
 def historical_features(store: FeatureStore, entities: pd.DataFrame) -> pd.DataFrame:
     """The FeatureService's features for every entity row, in the entity frame's order."""
-    from stream_app.adapters.feast_store import production_service
+    from stream_app.adapters.feast_store import in_repo, production_service
 
     service = store.get_feature_service(production_service().name)
-    frame = store.get_historical_features(entity_df=entities, features=service).to_df()
+    with in_repo(store):
+        frame = store.get_historical_features(entity_df=entities, features=service).to_df()
     missing = [name for name in model_feature_names() if name not in frame.columns]
     if missing:
         raise DataValidationError(f"historical retrieval lacks features {missing}", {"missing": missing})
     # Feast may reorder rows: restore the entity frame's order by event_id.
     return frame.set_index("event_id").loc[entities["event_id"]].reset_index()
-
-
-def content_hash(frame: pd.DataFrame) -> str:
-    """A stable digest of a frame's content (values and column names), for the registry."""
-    digest = hashlib.sha256()
-    digest.update(",".join(map(str, frame.columns)).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return digest.hexdigest()
 
 
 def prepare_workspace(template: Path, dest: Path, project: str) -> Path:

@@ -7,7 +7,6 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from stream_app.core.profiles import MERCHANT_PROFILE_FEATURES, USER_PROFILE_FEATURES
-from stream_app.core.request_features import REQUEST_FEATURES
 from stream_app.core.window_spec import ALL_WINDOWS, Function
 
 if TYPE_CHECKING:

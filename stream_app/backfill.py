@@ -26,7 +26,6 @@ from tqdm import tqdm
 from feature_repo.data_sources import (
     BATCH_DIR,
     CREATED,
-    OFFLINE_LOG_DIR,
     TIMESTAMP,
     merchant_window_log,
     user_window_log,
@@ -127,12 +126,17 @@ def _frame(key: str, ids: np.ndarray, stamps: np.ndarray, rows: list[dict[str, f
     return pd.DataFrame(data)
 
 
+def log_directory(source_path: str) -> Path:
+    """The directory of an offline log source whose path is a ``dir/*.parquet`` glob."""
+    return Path(source_path).parent if "*" in Path(source_path).name else Path(source_path)
+
+
 def write_outputs(repo: Path, result: BackfillResult, user_profiles: pd.DataFrame,
                   merchant_profiles: pd.DataFrame) -> list[Path]:
     """Write (overwrite) the backfill's part of the offline log and the batch profiles."""
     written = []
     for source, frame in ((user_window_log, result.user_rows), (merchant_window_log, result.merchant_rows)):
-        target = repo / source.path / BACKFILL_PART
+        target = repo / log_directory(source.path) / BACKFILL_PART
         target.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(target, index=False)
         written.append(target)

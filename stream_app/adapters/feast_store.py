@@ -5,10 +5,11 @@ derives that from the one settings object, so nothing else spells a Redis addres
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,15 @@ def open_store(settings: Settings) -> FeatureStore:
     return FeatureStore(repo_path=str(repo))
 
 
+@contextlib.contextmanager
+def in_repo(store: FeatureStore) -> Iterator[None]:
+    """Run offline-store calls from inside the repository: the DuckDB offline store resolves relative
+    source paths against the working directory. Not thread-safe (the working directory is per process);
+    offline retrieval is a batch job."""
+    with contextlib.chdir(store.repo_path):
+        yield
+
+
 def production_service() -> FeatureService:
     """The FeatureService the production model is trained and served on (from feature_repo's objects)."""
     from feature_repo.feature_services import PRODUCTION_SERVICE
@@ -51,8 +61,11 @@ def service_feature_names(service: FeatureService) -> list[str]:
 
 def service_feature_refs(service: FeatureService) -> list[str]:
     """``view:feature`` references in the service's order."""
-    return [f"{projection.name_to_use()}:{feature.name}" for projection in service.feature_view_projections
-            for feature in projection.features]
+    refs: list[str] = []
+    for projection in service.feature_view_projections:
+        view = projection.name_to_use()  # type: ignore[no-untyped-call]
+        refs.extend(f"{view}:{feature.name}" for feature in projection.features)
+    return refs
 
 
 def run_feast_cli(settings: Settings, args: Sequence[str], repo: Path | None = None) -> str:

@@ -80,7 +80,7 @@ def user_profiles(transactions: pd.DataFrame, users: pd.DataFrame, days: pd.Date
         age = ((day - signup[listed]).dt.total_seconds() / 86400.0).to_numpy()
         rows.append(pd.DataFrame({
             "user_id": users["user_id"].to_numpy()[listed],
-            "home_country": np.where(known, users["home_country"].to_numpy()[listed], None),
+            "home_country": pd.Series(users["home_country"].to_numpy()[listed]).where(known, None).to_numpy(),
             "user_account_age_days": np.where(known, age, np.nan),
             TIMESTAMP: day,
         }))

@@ -1,0 +1,249 @@
+"""The promotion gate: a version reaches ``production`` (or ``shadow``) only if it consumes exactly the
+features the FeatureService serves and is not worse than the current production model on the golden
+set. ``python -m models.promote VERSION [--alias production|shadow] [--force] [--tolerance 0.005]
+[--registry DIR]``; exit code 0 = promoted, 1 = refused or failed, 2 = bad arguments.
+
+Decisions:
+
+* The baseline is always the current ``production`` model, for both aliases: a shadow candidate that is
+  already worse than production offline is not worth the online comparison.
+* Both models are scored NOW on the same golden set (not compared with numbers stored earlier), so a
+  changed golden set cannot make the comparison unfair.
+* ``tolerance`` is an absolute allowance in metric units: refused when
+  ``candidate < production - tolerance`` for ROC-AUC or for PR-AUC. Equal models pass (re-promoting or
+  rolling forward retrained-identical models is fine); a rollback to a worse model needs ``--force``.
+* With no production model the candidate must clear a floor: ROC-AUC >= ``min_roc_auc`` and PR-AUC
+  above the golden base rate (better than a random ranking).
+* If the production model cannot be scored on the golden set (it uses features the golden set no longer
+  has), the gate fails closed: the comparison is impossible, so only ``--force`` promotes.
+* ``--force`` overrides everything (gate and feature-list mismatch), logs at CRITICAL, and is recorded
+  in the alias record and the history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from models.registry import ALIASES, LoadedModel, ModelRegistry
+from stream_app.core.metrics import pr_auc, roc_auc
+from stream_app.errors import DataValidationError, RegistryError, StreamscoreError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOLERANCE = 0.005
+DEFAULT_MIN_ROC_AUC = 0.75
+
+
+@dataclass(frozen=True)
+class GoldenSet:
+    """A fixed labelled frame every promotion is judged on: ``X`` columns are feature names (any
+    order; each model picks its own), ``y`` the 0/1 labels aligned with ``X``'s rows."""
+
+    X: pd.DataFrame
+    y: npt.NDArray[Any]
+
+    def check(self) -> None:
+        """Both classes and matching lengths, or DataValidationError: an AUC on anything less means
+        nothing, and a gate judging on it would be noise."""
+        y = np.asarray(self.y)
+        if y.ndim != 1 or y.size != len(self.X):
+            raise DataValidationError(f"golden set: y has shape {y.shape}, X has {len(self.X)} rows")
+        positives = int(np.count_nonzero(y == 1))
+        if positives in (0, y.size) or not bool(np.all((y == 0) | (y == 1))):
+            raise DataValidationError(
+                f"golden set needs 0/1 labels of both classes, got {positives} positives out of {y.size}"
+            )
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """What happened, as recorded in the alias record (``details``) and the version's golden_metrics."""
+
+    version: str
+    alias: str
+    previous: str | None
+    passed: bool
+    forced: bool
+    candidate: dict[str, Any] | None
+    baseline: dict[str, Any]
+    failures: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _golden_metrics(model: LoadedModel, golden: GoldenSet) -> dict[str, Any]:
+    """ROC-AUC and PR-AUC of ``model`` on the golden set (DataValidationError if it lacks features)."""
+    scores = model.predict(golden.X)
+    y = np.asarray(golden.y)
+    return {"version": model.version, "roc_auc": roc_auc(y, scores), "pr_auc": pr_auc(y, scores)}
+
+
+def _feature_difference(actual: Sequence[str], expected: Sequence[str]) -> str:
+    missing = [f for f in expected if f not in actual]
+    extra = [f for f in actual if f not in expected]
+    if missing or extra:
+        return f"missing {missing}, extra {extra}"
+    return f"same features in a different order: {list(actual)} vs FeatureService {list(expected)}"
+
+
+def promote(
+    registry: ModelRegistry,
+    version: str,
+    alias: str,
+    expected_features: Sequence[str],
+    golden: GoldenSet,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    force: bool = False,
+    min_roc_auc: float = DEFAULT_MIN_ROC_AUC,
+) -> PromotionResult:
+    """Gate and move ``alias`` to ``version``. Raises RegistryError stating the numbers when refused
+    (nothing changes then), DataValidationError when the golden set itself is unusable."""
+    if alias not in ALIASES:
+        raise RegistryError(f"unknown alias {alias!r}; aliases are {', '.join(ALIASES)}")
+    if tolerance < 0:
+        raise RegistryError(f"tolerance must be >= 0, got {tolerance}")
+    golden.check()
+    candidate = registry.load(version)
+    current = registry.get_alias(alias)
+    failures: list[str] = []
+
+    expected = list(expected_features)
+    if candidate.metadata.features != expected:
+        difference = _feature_difference(candidate.metadata.features, expected)
+        mismatch = f"feature list differs from the FeatureService: {difference}"
+        if not force:
+            raise RegistryError(f"refusing to promote {version} to {alias}: {mismatch}")
+        failures.append(mismatch)
+
+    candidate_metrics: dict[str, Any] | None
+    try:
+        candidate_metrics = _golden_metrics(candidate, golden)
+    except DataValidationError as exc:
+        candidate_metrics = None
+        failures.append(f"candidate {version} cannot be scored on the golden set: {exc}")
+
+    positives = int(np.count_nonzero(np.asarray(golden.y) == 1))
+    golden_info = {"n": len(golden.X), "positives": positives, "base_rate": positives / len(golden.X)}
+    baseline = _compare(registry, golden, candidate_metrics, tolerance=tolerance, min_roc_auc=min_roc_auc,
+                        failures=failures)
+
+    if failures and not force:
+        raise RegistryError(f"refusing to promote {version} to {alias}: " + "; ".join(failures))
+    forced = bool(failures)
+    if forced:
+        log.critical("FORCED promotion of %s to %s despite: %s", version, alias, "; ".join(failures))
+
+    result = PromotionResult(
+        version=version,
+        alias=alias,
+        previous=current,
+        passed=not failures,
+        forced=forced,
+        candidate=candidate_metrics,
+        baseline=baseline,
+        failures=failures,
+    )
+    record = {"evaluated_at": datetime.now(UTC).isoformat(), "golden": golden_info, **result.as_dict()}
+    registry.record_golden_metrics(version, record)
+    # Compare-and-swap: if another promotion moved the alias meanwhile, our comparison is stale.
+    registry.set_alias(alias, version, forced=forced, details=record, expected_current=current)
+    log.info("promoted %s to %s (previous %s, gate %s)", version, alias, current, "FORCED" if forced else "passed")
+    return result
+
+
+def _compare(
+    registry: ModelRegistry,
+    golden: GoldenSet,
+    candidate: Mapping[str, Any] | None,
+    *,
+    tolerance: float,
+    min_roc_auc: float,
+    failures: list[str],
+) -> dict[str, Any]:
+    """Judge the candidate's golden metrics against production (or the floor when there is none),
+    appending a sentence with the numbers to ``failures`` per violated rule; returns the baseline."""
+    production_version = registry.get_alias("production")
+    if production_version is None:
+        base_rate = float(np.mean(np.asarray(golden.y) == 1))
+        if candidate is not None:
+            if candidate["roc_auc"] < min_roc_auc:
+                failures.append(
+                    f"ROC-AUC {candidate['roc_auc']:.4f} is below the floor {min_roc_auc:.4f} "
+                    "(no production model to compare with)"
+                )
+            if candidate["pr_auc"] <= base_rate:
+                failures.append(
+                    f"PR-AUC {candidate['pr_auc']:.4f} does not beat the golden base rate {base_rate:.4f}"
+                )
+        return {"kind": "floor", "min_roc_auc": min_roc_auc, "pr_auc_above": base_rate}
+
+    baseline: dict[str, Any] = {"kind": "production", "version": production_version, "tolerance": tolerance}
+    try:
+        production = _golden_metrics(registry.load(production_version), golden)
+    except DataValidationError as exc:
+        failures.append(
+            f"production model {production_version} cannot be scored on the golden set, so the candidate "
+            f"cannot be compared with it ({exc}); use --force if the feature service changed on purpose"
+        )
+        return baseline
+    baseline.update(roc_auc=production["roc_auc"], pr_auc=production["pr_auc"])
+    if candidate is not None:
+        for metric, label in (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC")):
+            ours, theirs = float(candidate[metric]), float(production[metric])
+            if ours < theirs - tolerance:
+                failures.append(
+                    f"{label} {ours:.4f} is worse than production {production_version}'s {theirs:.4f} "
+                    f"by {theirs - ours:.4f} (> tolerance {tolerance:.4f})"
+                )
+    return baseline
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m models.promote", description=__doc__.split("\n\n")[0]
+                                     if __doc__ else None)
+    parser.add_argument("version", help="the registered version to promote, e.g. v0003")
+    parser.add_argument("--alias", choices=ALIASES, default="production")
+    parser.add_argument("--force", action="store_true",
+                        help="promote even if the gate or the feature-list check fails (logged as FORCED)")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help="allowed absolute drop in ROC-AUC and PR-AUC against production (default %(default)s)")
+    parser.add_argument("--min-roc-auc", type=float, default=DEFAULT_MIN_ROC_AUC,
+                        help="floor when there is no production model yet (default %(default)s)")
+    parser.add_argument("--registry", type=Path, default=None, help="registry root (default: Settings.models_dir)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        registry = ModelRegistry(args.registry) if args.registry is not None else ModelRegistry.from_settings()
+        # Imported here: the feature list comes from the Feast definitions, which the library
+        # function (and its tests) must not need.
+        from models.features import load_golden_set, model_feature_names
+
+        result = promote(registry, args.version, args.alias, model_feature_names(), load_golden_set(),
+                         tolerance=args.tolerance, force=args.force, min_roc_auc=args.min_roc_auc)
+    except StreamscoreError as exc:
+        log.error("promotion of %s to %s refused or failed: %s", args.version, args.alias, exc)
+        return 1
+    print(json.dumps(result.as_dict(), indent=2, sort_keys=True, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
