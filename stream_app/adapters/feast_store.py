@@ -69,9 +69,11 @@ def service_feature_refs(service: FeatureService) -> list[str]:
 
 
 def run_feast_cli(settings: Settings, args: Sequence[str], repo: Path | None = None) -> str:
-    """Run the real ``feast`` CLI on the repository (apply, plan, materialize-incremental ...)."""
+    """Run the real ``feast`` CLI on the repository (apply, plan, materialize-incremental ...), from
+    inside it: the DuckDB offline store resolves source paths against the working directory."""
     repo = repo or settings.feast.repo_path
-    done = subprocess.run([sys.executable, "-m", "feast.cli.cli", "-c", str(repo), *args],
+    repo = repo.resolve()
+    done = subprocess.run([sys.executable, "-m", "feast.cli.cli", "-c", str(repo), *args], cwd=repo,
                           env={**os.environ, **feast_env(settings)}, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip().splitlines()[-15:]

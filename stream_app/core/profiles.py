@@ -88,6 +88,7 @@ def user_profiles(transactions: pd.DataFrame, users: pd.DataFrame, days: pd.Date
     out = base.merge(stats[["user_id", TIMESTAMP, "n", "avg"]], on=["user_id", TIMESTAMP], how="left")
     out["user_txn_count_30d"] = out["n"].fillna(0).astype(np.int64)
     out["user_avg_amount_30d"] = out["avg"].astype(np.float64)
+    out[TIMESTAMP] = out[TIMESTAMP].dt.as_unit("us")  # Feast's DuckDB store reads microseconds only
     return out[["user_id", TIMESTAMP, *USER_PROFILE_FEATURES]].sort_values([TIMESTAMP, "user_id"], ignore_index=True)
 
 
@@ -105,7 +106,7 @@ def merchant_profiles(transactions: pd.DataFrame, days: pd.DatetimeIndex) -> pd.
     out = base.merge(stats[["merchant_id", TIMESTAMP, "n", "avg"]], on=["merchant_id", TIMESTAMP], how="left")
     frame = pd.DataFrame({
         "merchant_id": out["merchant_id"].astype(np.int64),
-        TIMESTAMP: out[TIMESTAMP],
+        TIMESTAMP: out[TIMESTAMP].dt.as_unit("us"),
         "merchant_avg_amount_30d": out["avg"].astype(np.float64),
         "merchant_txn_count_30d": out["n"].fillna(0).astype(np.int64),
     })
