@@ -7,13 +7,16 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 # Tests use their own ports so they never touch a running demo.
 TEST_PORTS := KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093 REDIS_PORT=16379
 
-.PHONY: help install infra-up infra-down infra-status topics lint test test-unit clean
+.PHONY: help install infra-up infra-down infra-status topics lint test test-unit clean history backfill \
+	feast-apply train promote materialize pipeline bench
 
 help:
 	@echo "make install     venv + dependencies (pinned by constraints.txt), Redis, Kafka jars"
 	@echo "make test        install, lint, type-check, all tests on real Kafka/Redis/Feast"
 	@echo "make infra-up    start Kafka (127.0.0.1:9092) and Redis (127.0.0.1:6379); infra-down stops them"
 	@echo "make topics      create the contract's topics (idempotent)"
+	@echo "make pipeline    history -> backfill -> feast apply -> train -> promote -> materialize (needs Redis)"
+	@echo "make bench       benchmarks (never part of make test); results in bench/results/"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +56,39 @@ test: install lint
 	@set -o pipefail; rc=0; $(VENV)/bin/pytest -q --durations=15 || rc=$$?; \
 	  $(TEST_PORTS) infra/kafka.sh stop >/dev/null 2>&1; $(TEST_PORTS) infra/redis.sh stop >/dev/null 2>&1; \
 	  exit $$rc
+
+# The offline pipeline. History ends yesterday so that `feast materialize-incremental` (whose first run
+# starts at wall-clock now - TTL) loads the latest daily profiles.
+DAYS ?= 30
+USERS ?= 20000
+MERCHANTS ?= 2000
+SEED ?= 7
+HISTORY := data/history
+
+history: $(STAMP)
+	$(PY) -m stream_app.generator history --days $(DAYS) --users $(USERS) --merchants $(MERCHANTS) \
+	  --seed $(SEED) --start $$(date -u -d "$(DAYS) days ago" +%F) --out $(HISTORY)
+
+backfill: $(STAMP)
+	$(PY) -m stream_app.backfill --history $(HISTORY)
+
+feast-apply: $(STAMP)
+	$(PY) -m stream_app feast apply
+
+train: $(STAMP)
+	$(PY) -m models.train --history $(HISTORY)
+
+promote: $(STAMP)
+	$(PY) -m models.promote latest
+
+materialize: $(STAMP)
+	$(PY) -m stream_app feast materialize-incremental $$(date -u +%FT%T) --views user_profile --views merchant_profile
+
+pipeline: history backfill feast-apply train promote materialize
+
+bench: install
+	$(PY) bench/bench_windows.py
+	$(PY) bench/bench_backfill.py
 
 clean: infra-down
 	rm -rf .run build *.egg-info .mypy_cache .ruff_cache .pytest_cache

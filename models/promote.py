@@ -215,7 +215,7 @@ def _compare(
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m models.promote", description=__doc__.split("\n\n")[0]
                                      if __doc__ else None)
-    parser.add_argument("version", help="the registered version to promote, e.g. v0003")
+    parser.add_argument("version", help="the registered version to promote, e.g. v0003, or 'latest'")
     parser.add_argument("--alias", choices=ALIASES, default="production")
     parser.add_argument("--force", action="store_true",
                         help="promote even if the gate or the feature-list check fails (logged as FORCED)")
@@ -236,6 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # function (and its tests) must not need.
         from models.features import load_golden_set, model_feature_names
 
+        if args.version == "latest":
+            latest = registry.latest_version()
+            if latest is None:
+                raise RegistryError("the registry has no versions to promote")
+            args.version = latest
         result = promote(registry, args.version, args.alias, model_feature_names(), load_golden_set(),
                          tolerance=args.tolerance, force=args.force, min_roc_auc=args.min_roc_auc)
     except StreamscoreError as exc:
