@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from stream_app import backfill
+from stream_app.generator.config import HistoryConfig
+from stream_app.generator.history import generate_history, write_history
+
+
+def _digest(paths: list[Path]) -> dict[str, str]:
+    return {p.name + str(p.parent.name): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def test_backfill_is_idempotent_and_serves_one_row_per_transaction(tmp_path: Path) -> None:
+    history = generate_history(HistoryConfig(days=2, users=200, merchants=30, seed=9,
+                                             start=pd.Timestamp("2026-10-01", tz="UTC").to_pydatetime()))
+    write_history(history, tmp_path / "history")
+    repo = tmp_path / "repo"
+    first = backfill.backfill(tmp_path / "history", repo)
+    files = sorted(repo.rglob("*.parquet"))
+    before = _digest(files)
+    second = backfill.backfill(tmp_path / "history", repo)
+    assert _digest(sorted(repo.rglob("*.parquet"))) == before
+    assert len(files) == 4
+    assert len(first.user_rows) == len(second.user_rows) == len(history.transactions)
+    assert first.events_per_s > 0
+
+
+def test_arrival_order_puts_labels_before_transactions_at_the_same_instant() -> None:
+    t = pd.to_datetime(["2026-10-01T00:00:01Z", "2026-10-01T00:00:02Z"], utc=True)
+    txns = pd.DataFrame({"event_time": t})
+    labels = pd.DataFrame({"label_time": pd.to_datetime(["2026-10-01T00:00:02Z", "2026-10-01T00:00:00Z"], utc=True)})
+    assert list(backfill.arrival_order(txns, labels)) == [
+        ("label", 1), ("transaction", 0), ("label", 0), ("transaction", 1)]
