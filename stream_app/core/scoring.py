@@ -1,0 +1,61 @@
+"""Feature vectors and scores: assemble each event's features in the model's order and score a batch.
+
+The worker scores micro-batches with ``Scorer.score``; training evaluates with the same call, so a
+model sees identically built inputs offline and online (NaN = missing, as XGBoost expects)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import xgboost
+
+Decision = Literal["approve", "decline"]
+FeatureValue = float | int | bool | None
+
+
+def assemble(features: Sequence[str], parts: Sequence[Sequence[Mapping[str, FeatureValue]]]) -> npt.NDArray[np.float64]:
+    """A (events × features) float64 matrix. ``parts`` holds, per event, the mappings its features come
+    from (window rows, profiles, request features); a name absent from all of them, or None, is NaN.
+    A name present in two parts of the same event must agree (it would be a definition bug)."""
+    matrix = np.full((len(parts), len(features)), np.nan, dtype=np.float64)
+    index = {name: j for j, name in enumerate(features)}
+    for i, sources in enumerate(parts):
+        row = matrix[i]
+        for source in sources:
+            for name, value in source.items():
+                j = index.get(name)
+                if j is None or value is None:
+                    continue
+                row[j] = float(value)
+    return matrix
+
+
+def as_features(features: Sequence[str], vector: npt.NDArray[np.float64]) -> dict[str, float | None]:
+    """One assembled row as {name: value}, NaN as None (JSON has no NaN) — what a prediction carries."""
+    return {name: (None if math.isnan(v) else float(v)) for name, v in zip(features, vector.tolist(), strict=True)}
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A model ready to score: the booster, its ordered inputs, its threshold and its version."""
+
+    booster: xgboost.Booster
+    features: tuple[str, ...]
+    threshold: float
+    version: str
+
+    def score(self, matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        if matrix.ndim != 2 or matrix.shape[1] != len(self.features):
+            raise ValueError(f"expected (n, {len(self.features)}) features, got {matrix.shape}")
+        if matrix.shape[0] == 0:
+            return np.empty(0, dtype=np.float64)
+        scores = self.booster.inplace_predict(matrix, missing=np.nan, validate_features=False)
+        return np.asarray(scores, dtype=np.float64)
+
+    def decide(self, scores: npt.NDArray[np.float64]) -> list[Decision]:
+        return ["decline" if s >= self.threshold else "approve" for s in scores.tolist()]
