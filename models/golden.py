@@ -45,7 +45,10 @@ def build_golden_frame(settings: Settings, seed: int = GOLDEN_SEED) -> pd.DataFr
 
 def golden_set(settings: Settings | None = None, seed: int = GOLDEN_SEED) -> GoldenSet:
     settings = settings or get_settings()
-    cache = settings.data_dir / "golden" / f"{production_service_name()}-seed{seed}.parquet"
+    from stream_app.generator.config import GENERATOR_VERSION
+
+    name = f"{production_service_name()}-gen{GENERATOR_VERSION}-seed{seed}.parquet"
+    cache = settings.data_dir / "golden" / name
     if cache.is_file():
         frame = pd.read_parquet(cache)
     else:
