@@ -146,7 +146,7 @@ class Prediction(BaseModel):
     score: float
     decision: Decision
     model_version: str
-    features: dict[str, float]
+    features: dict[str, float | None]  # None = missing (JSON has no NaN)
     event_time: datetime
     scored_at: datetime
     latency_ms: float

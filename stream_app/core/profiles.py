@@ -35,6 +35,10 @@ MISSING_PROFILE: Final[dict[str, float | int | None]] = {
     "merchant_avg_amount_30d": float("nan"),
     "merchant_txn_count_30d": 0,
 }
+MISSING_USER_PROFILE: Final[dict[str, float | int | None]] = {
+    name: MISSING_PROFILE[name] for name in USER_PROFILE_FEATURES}
+MISSING_MERCHANT_PROFILE: Final[dict[str, float | int | None]] = {
+    name: MISSING_PROFILE[name] for name in MERCHANT_PROFILE_FEATURES}
 LOOKBACK_DAYS: Final[int] = 30
 TIMESTAMP: Final[str] = "event_timestamp"
 

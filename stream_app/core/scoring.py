@@ -21,17 +21,22 @@ FeatureValue = float | int | bool | None
 def assemble(features: Sequence[str], parts: Sequence[Sequence[Mapping[str, FeatureValue]]]) -> npt.NDArray[np.float64]:
     """A (events × features) float64 matrix. ``parts`` holds, per event, the mappings its features come
     from (window rows, profiles, request features); a name absent from all of them, or None, is NaN.
-    A name present in two parts of the same event must agree (it would be a definition bug)."""
+    A feature supplied by two parts of one event is a definition bug: ValueError."""
     matrix = np.full((len(parts), len(features)), np.nan, dtype=np.float64)
     index = {name: j for j, name in enumerate(features)}
     for i, sources in enumerate(parts):
         row = matrix[i]
+        seen: set[int] = set()
         for source in sources:
             for name, value in source.items():
                 j = index.get(name)
-                if j is None or value is None:
+                if j is None:
                     continue
-                row[j] = float(value)
+                if j in seen:
+                    raise ValueError(f"feature {name!r} is supplied twice for event {i}")
+                seen.add(j)
+                if value is not None:
+                    row[j] = float(value)
     return matrix
 
 

@@ -38,6 +38,11 @@ def test_batch_scores_equal_the_booster_on_a_dmatrix_and_decisions_follow_the_th
     assert scorer.score(np.empty((0, 3))).shape == (0,)
 
 
+def test_a_feature_supplied_twice_is_a_definition_bug() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        assemble(FEATURES, [[{"a": 1.0}, {"a": float("nan")}]])
+
+
 def test_a_matrix_of_the_wrong_width_is_refused() -> None:
     with pytest.raises(ValueError, match="expected"):
         Scorer(_booster(), FEATURES, 0.5, "v").score(np.zeros((1, 2)))

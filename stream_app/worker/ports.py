@@ -1,0 +1,43 @@
+"""What the batch processor needs from the outside, as protocols. Real adapters live in
+stream_app.adapters; unit tests pass fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from stream_app.core.engine import WindowState
+from stream_app.core.scoring import Scorer
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One consumed Kafka record, exactly as it arrived."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None  # the broker's record timestamp: when the event entered Kafka
+
+
+WindowRow = tuple[int, datetime, Mapping[str, float]]  # entity id, event time, features
+
+
+class StatePort(Protocol):
+    def load(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> WindowState: ...
+    def commit(self, state: WindowState) -> None: ...
+    def invalidate(self) -> None: ...
+
+
+class OnlineStorePort(Protocol):
+    def write_windows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow]) -> None: ...
+    def read_profiles(self, user_ids: Sequence[int], merchant_ids: Sequence[int],
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
+
+
+class ModelPort(Protocol):
+    def current(self) -> Scorer: ...

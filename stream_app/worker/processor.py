@@ -1,0 +1,123 @@
+"""One micro-batch of ``transactions`` records in, everything the worker must emit out.
+
+``process`` computes; it reads window state and batch profiles (one call each) but writes nothing.
+The runner then delivers predictions and dead letters, appends the feature rows, writes the online
+store, and only then commits the window state and the offsets — so a crash at any point replays
+events whose state is not committed (same features, same prediction) or recognises them as replays
+(state committed: no second prediction)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from stream_app.contract import (
+    DeadLetter,
+    ErrorCode,
+    Prediction,
+    Transaction,
+    decode_transaction,
+)
+from stream_app.core import request_features
+from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows, WindowState
+from stream_app.core.scoring import as_features, assemble
+from stream_app.core.windows import Outcome
+from stream_app.errors import InvalidRecordError
+from stream_app.worker.ports import ModelPort, OnlineStorePort, RawRecord, StatePort, WindowRow
+
+
+@dataclass
+class BatchResult:
+    predictions: list[Prediction] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    user_rows: list[WindowRow] = field(default_factory=list)
+    merchant_rows: list[WindowRow] = field(default_factory=list)
+    state: WindowState = field(default_factory=WindowState)
+    replayed: int = 0
+    records: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    record: RawRecord
+    txn: Transaction
+    rows: WindowRows
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class BatchProcessor:
+    def __init__(self, *, allowed_lateness_s: float, state: StatePort, online: OnlineStorePort, model: ModelPort,
+                 clock: Callable[[], datetime] = _now) -> None:
+        self.allowed_lateness_s = allowed_lateness_s
+        self.state = state
+        self.online = online
+        self.model = model
+        self.clock = clock
+
+    def process(self, records: Sequence[RawRecord]) -> BatchResult:
+        result = BatchResult(records=len(records))
+        decoded: list[tuple[RawRecord, Transaction]] = []
+        for record in records:
+            try:
+                decoded.append((record, decode_transaction(record.value, record.key)))
+            except InvalidRecordError as error:
+                result.dead_letters.append(self._dead(record, error))
+        if not decoded:
+            return result
+        state = self.state.load(sorted({t.user_id for _, t in decoded}), sorted({t.merchant_id for _, t in decoded}))
+        engine = FeatureEngine(self.allowed_lateness_s, state)
+        served: list[_Served] = []
+        for record, txn in decoded:
+            outcome = engine.on_transaction(TransactionEvent(
+                txn.event_id, txn.user_id, txn.merchant_id, txn.amount, txn.event_time.timestamp(),
+                (record.partition, record.offset)))
+            if outcome is Outcome.REPLAY:
+                result.replayed += 1
+            elif outcome is Outcome.LATE:
+                result.dead_letters.append(self._dead(record, InvalidRecordError(
+                    ErrorCode.LATE, f"event_time {txn.event_time.isoformat()} is older than the allowed lateness "
+                    f"({self.allowed_lateness_s:g} s) behind user {txn.user_id}'s newest event")))
+            elif isinstance(outcome, WindowRows):
+                served.append(_Served(record, txn, outcome))
+        result.state = state
+        if served:
+            self._score(served, result)
+        return result
+
+    def _score(self, served: list[_Served], result: BatchResult) -> None:
+        scorer = self.model.current()
+        users, merchants = self.online.read_profiles([s.txn.user_id for s in served],
+                                                     [s.txn.merchant_id for s in served])
+        parts = []
+        for item, user_profile, merchant_profile in zip(served, users, merchants, strict=True):
+            txn = item.txn
+            request = request_features.compute(
+                amount=txn.amount, country=txn.country, channel=txn.channel, event_hour=txn.event_time.hour,
+                user_mean_24h=item.rows.user.get("user_amount_mean_24h"),
+                home_country=user_profile.get("home_country"))
+            parts.append([item.rows.user, item.rows.merchant, user_profile, merchant_profile, request])
+            result.user_rows.append((txn.user_id, txn.event_time, item.rows.user))
+            result.merchant_rows.append((txn.merchant_id, txn.event_time, item.rows.merchant))
+        matrix = assemble(scorer.features, parts)
+        scores = scorer.score(matrix)
+        decisions = scorer.decide(scores)
+        scored_at = self.clock()
+        for i, item in enumerate(served):
+            entered = (_EPOCH + timedelta(milliseconds=item.record.timestamp_ms)
+                       if item.record.timestamp_ms is not None else item.txn.event_time)
+            result.predictions.append(Prediction(
+                event_id=item.txn.event_id, user_id=item.txn.user_id, merchant_id=item.txn.merchant_id,
+                score=float(scores[i]), decision=decisions[i], model_version=scorer.version,
+                features=as_features(scorer.features, matrix[i]), event_time=item.txn.event_time,
+                scored_at=scored_at, latency_ms=max(0.0, (scored_at - entered) / timedelta(milliseconds=1))))
+
+    def _dead(self, record: RawRecord, error: InvalidRecordError) -> DeadLetter:
+        return DeadLetter.of(topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
+                             value=record.value, error=error, failed_at=self.clock())

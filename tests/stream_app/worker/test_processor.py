@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import xgboost
+
+from stream_app.contract import ErrorCode
+from stream_app.core.engine import WindowState
+from stream_app.core.profiles import MISSING_MERCHANT_PROFILE
+from stream_app.core.scoring import Scorer
+from stream_app.worker.ports import RawRecord, WindowRow
+from stream_app.worker.processor import BatchProcessor
+
+FEATURES = ("user_txn_count_10m", "merchant_txn_count_1h", "txn_amount", "is_foreign_country",
+            "user_avg_amount_30d")
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeState:
+    """Committed state is a deep copy, like a store that persisted bytes."""
+
+    def __init__(self) -> None:
+        self.committed = WindowState()
+
+    def load(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> WindowState:
+        return copy.deepcopy(self.committed)
+
+    def commit(self, state: WindowState) -> None:
+        self.committed = copy.deepcopy(state)
+
+    def invalidate(self) -> None:
+        pass
+
+
+class FakeOnline:
+    def read_profiles(self, user_ids: Sequence[int], merchant_ids: Sequence[int],
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        users = [{"home_country": "FR", "user_avg_amount_30d": 40.0} for _ in user_ids]
+        return users, [dict(MISSING_MERCHANT_PROFILE) for _ in merchant_ids]
+
+    def write_windows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow]) -> None:
+        pass
+
+
+class FakeModel:
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(300, len(FEATURES)))
+        booster = xgboost.train({"objective": "binary:logistic", "nthread": 1},
+                                xgboost.DMatrix(x, label=(x[:, 2] > 0).astype(int), feature_names=list(FEATURES)),
+                                num_boost_round=5)
+        self.scorer = Scorer(booster, FEATURES, threshold=0.5, version="v0042")
+
+    def current(self) -> Scorer:
+        return self.scorer
+
+
+def txn(i: int, *, user: int = 1, minutes: float = 0, country: str = "FR", amount: float = 20.0) -> dict[str, Any]:
+    return {"event_id": f"e{i}", "user_id": user, "merchant_id": 7, "amount": amount, "currency": "EUR",
+            "country": country, "channel": "web",
+            "event_time": (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")}
+
+
+def record(offset: int, body: dict[str, Any] | bytes, key: bytes | None = None, partition: int = 0) -> RawRecord:
+    value = body if isinstance(body, bytes) else json.dumps(body).encode()
+    if key is None and isinstance(body, dict):
+        key = str(body["user_id"]).encode()
+    return RawRecord("transactions", partition, offset, key, value, timestamp_ms=int(T0.timestamp() * 1000))
+
+
+def processor(state: FakeState | None = None) -> BatchProcessor:
+    return BatchProcessor(allowed_lateness_s=300, state=state or FakeState(), online=FakeOnline(),
+                          model=FakeModel(), clock=lambda: T0 + timedelta(milliseconds=5))
+
+
+def test_valid_events_are_scored_once_and_invalid_ones_dead_lettered_with_their_bytes() -> None:
+    batch = [record(0, txn(0)), record(1, b"{not json", key=b"1"), record(2, txn(2, minutes=1, country="IT")),
+             record(3, {**txn(3), "amount": -5}), record(4, txn(4), key=b"999")]
+    result = processor().process(batch)
+    assert [p.event_id for p in result.predictions] == ["e0", "e2"]
+    assert [(d.offset, d.error.code) for d in result.dead_letters] == [
+        (1, ErrorCode.DECODE), (3, ErrorCode.SCHEMA), (4, ErrorCode.KEY_MISMATCH)]
+    assert base64.b64decode(result.dead_letters[0].value or "") == b"{not json"
+    second = result.predictions[1]
+    assert list(second.features) == list(FEATURES)
+    assert second.features["user_txn_count_10m"] == 2
+    assert second.features["is_foreign_country"] == 1
+    assert second.features["user_avg_amount_30d"] == 40.0
+    assert second.model_version == "v0042" and second.latency_ms == 5.0
+    assert len(result.user_rows) == len(result.merchant_rows) == 2
+
+
+def test_replay_after_commit_emits_nothing_and_replay_before_commit_repeats_the_same_predictions() -> None:
+    state = FakeState()
+    batch = [record(i, txn(i, minutes=i)) for i in range(5)]
+    first = processor(state).process(batch)
+    again = processor(state).process(batch)  # crashed before commit: same state, same answers
+    assert [p.model_dump(exclude={"scored_at", "latency_ms"}) for p in again.predictions] == \
+        [p.model_dump(exclude={"scored_at", "latency_ms"}) for p in first.predictions]
+    state.commit(first.state)
+    replay = processor(state).process(batch)
+    assert replay.predictions == [] and replay.replayed == 5
+    follow = processor(state).process([record(5, txn(5, minutes=5))])
+    assert follow.predictions[0].features["user_txn_count_10m"] == 6
+
+
+def test_a_late_event_is_dead_lettered_as_late() -> None:
+    result = processor().process([record(0, txn(0, minutes=60)), record(1, txn(1, minutes=0))])
+    assert [p.event_id for p in result.predictions] == ["e0"]
+    assert [d.error.code for d in result.dead_letters] == [ErrorCode.LATE]
+    assert "allowed lateness" in result.dead_letters[0].error.message
