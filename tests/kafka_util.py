@@ -29,11 +29,12 @@ def consume(settings: Settings, topic: str, expected: int, timeout_s: float = 60
             msg = consumer.poll(0.2)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise RuntimeError(f"consuming {topic}: {msg.error()}")
-            records.append((msg.key(), msg.value(), msg.partition(), msg.offset()))
+                raise RuntimeError(f"consuming {topic}: {error}")
+            records.append((msg.key(), msg.value(), int(msg.partition() or 0), int(msg.offset() or 0)))
     finally:
         consumer.close()
     return records

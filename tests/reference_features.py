@@ -67,7 +67,7 @@ class Reference:
         inside = [j for j in earlier if t - spec.window_s < self.t[j] <= t]
         if spec.function is Function.COUNT:
             return float(len(inside))
-        values = [float(self.txn.at[j, spec.field]) for j in inside]  # type: ignore[index]
+        values = [float(self.txn.at[j, spec.field]) for j in inside]  # type: ignore[index, arg-type]
         if spec.function is Function.SUM:
             return math.fsum(values)
         if spec.function is Function.MEAN:

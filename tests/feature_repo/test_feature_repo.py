@@ -59,7 +59,7 @@ def test_apply_plan_materialize_and_read_the_feature_service_online(settings: Se
     assert online["txn_amount"][0] == 42.0
     assert online["hour_of_day"][0] == 13
     assert online["channel_code"][0] == 1
-    assert online["is_foreign_country"][0] == int(users.at[user_id, "home_country"] != "FR")
+    assert online["is_foreign_country"][0] == int(bool(users.at[user_id, "home_country"] != "FR"))
     # no window row was pushed for this store: the ratio's input is missing, so the ratio is too
     assert online["user_txn_count_1h"][0] is None
     ratio = online["amount_to_user_mean_24h"][0]

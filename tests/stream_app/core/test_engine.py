@@ -8,7 +8,7 @@ from stream_app.core.windows import Outcome
 T0 = 1_800_000_000.0
 
 
-def txn(i: int, t: float, user: int = 1, merchant: int = 10, amount: float = 10.0, partition: int = 0,
+def txn(i: int, t: float, *, user: int = 1, merchant: int = 10, amount: float = 10.0, partition: int = 0,
         ) -> TransactionEvent:
     return TransactionEvent(f"e{i}", user, merchant, amount, t, (partition, i))
 

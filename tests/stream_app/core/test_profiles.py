@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 
@@ -19,7 +20,7 @@ def test_snapshots_only_see_history_strictly_before_their_day() -> None:
                           "signup_time": pd.to_datetime(["2026-09-01T00:00", "2026-10-02T12:00"], utc=True)})
     days = profiles.snapshot_days(txns)
     assert list(days.strftime("%m-%d")) == ["10-01", "10-02", "10-03"]
-    user = profiles.user_profiles(txns, users, days).set_index(["user_id", "event_timestamp"])
+    user: Any = profiles.user_profiles(txns, users, days).set_index(["user_id", "event_timestamp"])
     day = {d.strftime("%m-%d"): d for d in days}
     first = user.loc[(1, day["10-01"])]
     assert first["user_txn_count_30d"] == 0 and math.isnan(first["user_avg_amount_30d"])
@@ -31,7 +32,7 @@ def test_snapshots_only_see_history_strictly_before_their_day() -> None:
     assert (2, day["10-01"]) not in user.index
     assert user.loc[(2, day["10-03"]), "user_txn_count_30d"] == 1
     assert user.loc[(1, day["10-01"]), "user_account_age_days"] == 30.0
-    merchant = profiles.merchant_profiles(txns, days).set_index(["merchant_id", "event_timestamp"])
+    merchant: Any = profiles.merchant_profiles(txns, days).set_index(["merchant_id", "event_timestamp"])
     assert merchant.loc[(10, day["10-03"]), "merchant_txn_count_30d"] == 2
     first_day = merchant.loc[(11, day["10-02"])]  # first seen that day: listed, no history yet
     assert first_day["merchant_txn_count_30d"] == 0 and math.isnan(first_day["merchant_avg_amount_30d"])
@@ -41,6 +42,6 @@ def test_snapshots_only_see_history_strictly_before_their_day() -> None:
 def test_the_thirty_day_lookback_drops_old_history() -> None:
     txns = _txns([(1, 10, 10.0, "2026-09-01T08:00Z"), (1, 10, 50.0, "2026-10-05T08:00Z")])
     days = pd.date_range("2026-10-05", "2026-10-06", freq="D", tz="UTC")
-    merchant = profiles.merchant_profiles(txns, days).set_index(["merchant_id", "event_timestamp"])
+    merchant: Any = profiles.merchant_profiles(txns, days).set_index(["merchant_id", "event_timestamp"])
     assert merchant.loc[(10, days[1]), "merchant_avg_amount_30d"] == 50.0
     assert merchant.loc[(10, days[1]), "merchant_txn_count_30d"] == 1

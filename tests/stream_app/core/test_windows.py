@@ -449,9 +449,9 @@ def _run_against_reference(data: st.DataObject, specs: Sequence[WindowSpec], lat
                     with pytest.raises(ValueError):
                         kw.query(t)
             else:
-                want = ref.query(t)
+                wanted = ref.query(t)
                 for kw in instances:
-                    assert_same(kw.query(t), want)
+                    assert_same(kw.query(t), wanted)
             continue
         part = data.draw(st.integers(0, 2), label="partition")
         if action == "replay" and part in next_offset:
@@ -462,23 +462,23 @@ def _run_against_reference(data: st.DataObject, specs: Sequence[WindowSpec], lat
         t = t0 if latest is None else latest + _delta(data, lateness, unit, horizon)
         ob = Observation(time=t, values=_values(data, specs), position=(part, offset))
         expected_outcome = ref.classify(ob)
-        before = [_snapshot(kw, latest, lateness) for kw in instances]
+        snapshots = [_snapshot(kw, latest, lateness) for kw in instances]
         bytes_before = [kw.to_bytes() for kw in instances]
-        want = ref.apply(ob)
-        event(f"outcome {want.outcome}" + (" out of order" if latest is not None and t < latest else ""))
-        for kw, snap, raw in zip(instances, before, bytes_before, strict=True):
+        expected = ref.apply(ob)
+        event(f"outcome {expected.outcome}" + (" out of order" if latest is not None and t < latest else ""))
+        for kw, snap, raw in zip(instances, snapshots, bytes_before, strict=True):
             assert kw.classify(ob) is expected_outcome
-            got = kw.apply(ob)
-            assert got.outcome is want.outcome
-            assert_same(got.features, want.features)
-            if got.outcome is not Outcome.APPLIED:
+            applied = kw.apply(ob)
+            assert applied.outcome is expected.outcome
+            assert_same(applied.features, expected.features)
+            if applied.outcome is not Outcome.APPLIED:
                 for b, a in zip(snap, _snapshot(kw, latest, lateness), strict=True):
                     assert_identical(a, b)
-            if got.outcome is Outcome.REPLAY:
+            if applied.outcome is Outcome.REPLAY:
                 assert kw.to_bytes() == raw
             needed = ref.needed()
             assert kw.retained_count <= needed + needed // 4 + 1
-            if latest is not None and got.outcome is Outcome.APPLIED and t - latest > lateness + horizon:
+            if latest is not None and applied.outcome is Outcome.APPLIED and t - latest > lateness + horizon:
                 assert kw.retained_count == 1
                 event("gap shrank the state")
         first = instances[0]
