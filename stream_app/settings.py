@@ -140,6 +140,22 @@ class FeastSettings(BaseModel):
     repo_path: Path = REPO_ROOT / "feature_repo"
 
 
+class WorkerSettings(BaseModel):
+    """How the stream worker consumes and retries."""
+
+    app_id: str = "streamscore-worker"
+    batch_size: int = Field(default=1000, ge=1)
+    batch_within_s: float = Field(default=0.05, gt=0)
+    allowed_lateness_s: float = Field(default=300.0, ge=0)
+    model_alias: Literal["production", "shadow"] = "production"
+    model_poll_s: float = Field(default=5.0, gt=0)
+    retry_initial_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=5.0, gt=0)
+    poison_attempts: int = Field(default=3, ge=1)  # unexpected failures of one batch before it is dead-lettered
+    producer_linger_ms: int = Field(default=5, ge=0)
+    web_port: int = Field(default=6066, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     """Everything streamscore can be told. Construct once (``get_settings()``) and pass it down."""
 
@@ -149,6 +165,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     topics: Topics = Field(default_factory=Topics)
     feast: FeastSettings = Field(default_factory=FeastSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     data_dir: Path = REPO_ROOT / "data"
     models_dir: Path = REPO_ROOT / "models" / "registry"
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from stream_app.contract import DeadLetter, Prediction
 from stream_app.core.engine import WindowState
 from stream_app.core.scoring import Scorer
 
@@ -41,3 +42,13 @@ class OnlineStorePort(Protocol):
 
 class ModelPort(Protocol):
     def current(self) -> Scorer: ...
+
+
+class OfflineLogPort(Protocol):
+    def append_rows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow], batch_id: str) -> None:
+        """Durable on return (the rows of a replayed batch may be appended again: identical rows)."""
+
+
+class PublisherPort(Protocol):
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter]) -> None:
+        """Delivered (acknowledged by the broker) on return."""

@@ -68,7 +68,7 @@ class BatchProcessor:
             try:
                 decoded.append((record, decode_transaction(record.value, record.key)))
             except InvalidRecordError as error:
-                result.dead_letters.append(self._dead(record, error))
+                result.dead_letters.append(self.dead_letter(record, error))
         if not decoded:
             return result
         state = self.state.load(sorted({t.user_id for _, t in decoded}), sorted({t.merchant_id for _, t in decoded}))
@@ -81,7 +81,7 @@ class BatchProcessor:
             if outcome is Outcome.REPLAY:
                 result.replayed += 1
             elif outcome is Outcome.LATE:
-                result.dead_letters.append(self._dead(record, InvalidRecordError(
+                result.dead_letters.append(self.dead_letter(record, InvalidRecordError(
                     ErrorCode.LATE, f"event_time {txn.event_time.isoformat()} is older than the allowed lateness "
                     f"({self.allowed_lateness_s:g} s) behind user {txn.user_id}'s newest event")))
             elif isinstance(outcome, WindowRows):
@@ -118,6 +118,6 @@ class BatchProcessor:
                 features=as_features(scorer.features, matrix[i]), event_time=item.txn.event_time,
                 scored_at=scored_at, latency_ms=max(0.0, (scored_at - entered) / timedelta(milliseconds=1))))
 
-    def _dead(self, record: RawRecord, error: InvalidRecordError) -> DeadLetter:
+    def dead_letter(self, record: RawRecord, error: InvalidRecordError) -> DeadLetter:
         return DeadLetter.of(topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
                              value=record.value, error=error, failed_at=self.clock())

@@ -1,0 +1,117 @@
+"""Carries one batch through its effects in the order that makes crashes harmless:
+
+1. compute (``BatchProcessor.process``: reads state and profiles, writes nothing);
+2. deliver predictions and dead letters and wait for the broker's acknowledgement;
+3. append the served feature rows to the offline log, then write them to the online store;
+4. commit the window state (one atomic write) — from here on the batch's events are replays;
+5. return; the caller acks the records, and Faust commits the offsets later.
+
+A crash before 4 replays the batch from the old state: same features, same predictions (duplicates are
+identical; the offline log gets identical rows again). A crash after 4 replays recognised events:
+nothing is emitted twice and no aggregate counts an event twice.
+
+Nothing escapes ``handle``: Faust acks a whole ``take_events`` batch when an exception escapes
+(faust-streaming #527), which would lose it. A dependency that is down (ServiceUnavailableError) is
+waited for with backoff, without acking; any other failure is retried, then the batch's records are
+dead-lettered with code ``internal`` so they are kept, not lost, and the worker goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from stream_app.contract import ErrorCode
+from stream_app.errors import InvalidRecordError, ServiceUnavailableError
+from stream_app.settings import WorkerSettings
+from stream_app.worker.ports import OfflineLogPort, OnlineStorePort, PublisherPort, RawRecord, StatePort
+from stream_app.worker.processor import BatchProcessor, BatchResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunnerStats:
+    records: int = 0
+    predictions: int = 0
+    replayed: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def add(self, result: BatchResult) -> None:
+        self.records += result.records
+        self.predictions += len(result.predictions)
+        self.replayed += result.replayed
+        self.dead_letters.update(str(d.error.code) for d in result.dead_letters)
+        self.latencies_ms.extend(p.latency_ms for p in result.predictions)
+
+
+class BatchRunner:
+    def __init__(self, *, processor: BatchProcessor, publisher: PublisherPort, online: OnlineStorePort,
+                 offline: OfflineLogPort, state: StatePort, settings: WorkerSettings) -> None:
+        self.processor = processor
+        self.publisher = publisher
+        self.online = online
+        self.offline = offline
+        self.state = state
+        self.settings = settings
+        self.stats = RunnerStats()
+
+    async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
+        delay = self.settings.retry_initial_s
+        failures = 0
+        while True:
+            try:
+                result = await self._once(records)
+            except ServiceUnavailableError as exc:
+                self.stats.retries += 1
+                self.state.invalidate()
+                log.warning("dependency unavailable, retrying batch of %d in %.1f s: %s", len(records), delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_s)
+                continue
+            except Exception as exc:  # an escaping error would lose the batch (module docstring)
+                failures += 1
+                self.state.invalidate()
+                log.exception("batch of %d failed (%d/%d)", len(records), failures, self.settings.poison_attempts)
+                if failures < self.settings.poison_attempts:
+                    continue
+                result = await self._dead_letter_all(records, exc)
+            self.stats.add(result)
+            return result
+
+    async def _once(self, records: Sequence[RawRecord]) -> BatchResult:
+        result = self.processor.process(records)
+        await self.publisher.publish(result.predictions, result.dead_letters)
+        if result.user_rows:
+            batch_id = _batch_id(records)
+            self.offline.append_rows(result.user_rows, result.merchant_rows, batch_id)
+            self.online.write_windows(result.user_rows, result.merchant_rows)
+        self.state.commit(result.state)
+        return result
+
+    async def _dead_letter_all(self, records: Sequence[RawRecord], exc: Exception) -> BatchResult:
+        error = InvalidRecordError(ErrorCode.INTERNAL, f"processing failed {self.settings.poison_attempts} times: "
+                                   f"{type(exc).__name__}: {exc}"[:1000])
+        letters = [self.processor.dead_letter(record, error) for record in records]
+        delay = self.settings.retry_initial_s
+        while True:
+            try:
+                await self.publisher.publish([], letters)
+                return BatchResult(dead_letters=letters, records=len(records))
+            except ServiceUnavailableError as unavailable:
+                log.warning("cannot dead-letter yet: %s", unavailable)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_s)
+
+
+def _batch_id(records: Sequence[RawRecord]) -> str:
+    """Names the batch by its source positions, so a replayed identical batch rewrites the same part."""
+    by_partition: dict[int, list[int]] = {}
+    for r in records:
+        by_partition.setdefault(r.partition, []).append(r.offset)
+    return "_".join(f"p{p}-{min(o)}-{max(o)}" for p, o in sorted(by_partition.items()))
+

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from stream_app.contract import DeadLetter, ErrorCode, Prediction
+from stream_app.core.engine import WindowState
+from stream_app.errors import ServiceUnavailableError
+from stream_app.settings import WorkerSettings
+from stream_app.worker.ports import WindowRow
+from stream_app.worker.processor import BatchProcessor
+from stream_app.worker.runner import BatchRunner
+from tests.stream_app.worker.test_processor import FakeModel, FakeOnline, FakeState, record, txn
+
+FAST = WorkerSettings(retry_initial_s=0.001, retry_max_s=0.002, poison_attempts=2)
+
+
+class Journal:
+    """Every effect, in order, as the runner performs it."""
+
+    def __init__(self) -> None:
+        self.effects: list[str] = []
+        self.predictions: list[Prediction] = []
+        self.dead: list[DeadLetter] = []
+
+
+class Publisher:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter]) -> None:
+        self.journal.effects.append("publish")
+        self.journal.predictions.extend(predictions)
+        self.journal.dead.extend(dead_letters)
+
+
+class Offline:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def append_rows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow], batch_id: str) -> None:
+        self.journal.effects.append(f"offline {batch_id}")
+
+
+class Online(FakeOnline):
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def write_windows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow]) -> None:
+        self.journal.effects.append("online")
+
+
+class FlakyState(FakeState):
+    """Redis away for the first ``outages`` commits."""
+
+    def __init__(self, journal: Journal, outages: int = 0) -> None:
+        super().__init__()
+        self.journal = journal
+        self.outages = outages
+
+    def commit(self, state: WindowState) -> None:
+        if self.outages:
+            self.outages -= 1
+            self.journal.effects.append("commit failed")
+            raise ServiceUnavailableError("redis down")
+        self.journal.effects.append("commit")
+        super().commit(state)
+
+
+def runner(journal: Journal, state: FakeState, processor: BatchProcessor | None = None) -> BatchRunner:
+    online = Online(journal)
+    processor = processor or BatchProcessor(allowed_lateness_s=300, state=state, online=online, model=FakeModel())
+    return BatchRunner(processor=processor, publisher=Publisher(journal), online=online, offline=Offline(journal),
+                       state=state, settings=FAST)
+
+
+def test_effects_happen_in_crash_safe_order() -> None:
+    journal = Journal()
+    asyncio.run(runner(journal, FlakyState(journal)).handle([record(0, txn(0)), record(1, txn(1, minutes=1))]))
+    assert journal.effects == ["publish", "offline p0-0-1", "online", "commit"]
+
+
+def test_a_dependency_outage_is_waited_out_and_repeated_predictions_are_identical() -> None:
+    journal = Journal()
+    state = FlakyState(journal, outages=2)
+    the_runner = runner(journal, state)
+    result = asyncio.run(the_runner.handle([record(i, txn(i, minutes=i)) for i in range(3)]))
+    assert journal.effects.count("commit failed") == 2 and journal.effects[-1] == "commit"
+    assert the_runner.stats.retries == 2 and len(result.predictions) == 3
+    by_event: dict[str, set[str]] = {}
+    for p in journal.predictions:
+        by_event.setdefault(p.event_id, set()).add(p.model_dump_json(exclude={"scored_at", "latency_ms"}))
+    assert sorted(by_event) == ["e0", "e1", "e2"]
+    assert all(len(versions) == 1 for versions in by_event.values())
+    # after the commit, the same records are replays: nothing more is emitted
+    again = asyncio.run(the_runner.handle([record(i, txn(i, minutes=i)) for i in range(3)]))
+    assert again.predictions == [] and again.replayed == 3
+
+
+class Exploding(BatchProcessor):
+    def process(self, records):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug")
+
+
+def test_a_batch_that_keeps_failing_is_dead_lettered_not_lost() -> None:
+    journal = Journal()
+    state = FlakyState(journal)
+    processor = Exploding(allowed_lateness_s=300, state=state, online=Online(journal), model=FakeModel())
+    batch = [record(0, txn(0)), record(1, txn(1))]
+    result = asyncio.run(runner(journal, state, processor).handle(batch))
+    assert [d.offset for d in journal.dead] == [0, 1]
+    assert {d.error.code for d in result.dead_letters} == {ErrorCode.INTERNAL}
+    assert "a bug" in journal.dead[0].error.message
+
+
+@pytest.mark.parametrize("outages", [1, 3])
+def test_outages_never_commit_state_early(outages: int) -> None:
+    journal = Journal()
+    state = FlakyState(journal, outages=outages)
+    asyncio.run(runner(journal, state).handle([record(0, txn(0))]))
+    assert journal.effects.count("commit") == 1
+    assert state.committed.users[1].positions == {0: 0}
