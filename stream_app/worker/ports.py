@@ -28,6 +28,20 @@ class RawRecord:
 WindowRow = tuple[int, datetime, Mapping[str, float]]  # entity id, event time, features
 
 
+@dataclass(frozen=True, slots=True)
+class Indexed:
+    """What a delayed label needs from its transaction's prediction."""
+
+    merchant_id: int
+    score: float
+    model_version: str
+
+
+class PredictionIndexPort(Protocol):
+    def remember(self, predictions: Sequence[Prediction]) -> None: ...
+    def lookup(self, event_ids: Sequence[str]) -> list[Indexed | None]: ...
+
+
 class StatePort(Protocol):
     def load(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> WindowState: ...
     def commit(self, state: WindowState) -> None: ...

@@ -1,0 +1,88 @@
+"""The Faust application: topics, the transactions agent, rebalance handling.
+
+One agent consumes ``transactions`` in micro-batches (``take_events``: up to ``batch_size`` records
+or ``batch_within_s``) and hands each batch to the BatchRunner, which never lets an exception escape
+(see runner.py). Concurrency is 1: faust-streaming #606 commits past in-flight events otherwise; scale
+out with partitions and workers in one consumer group instead."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from stream_app.settings import Settings
+from stream_app.worker.ports import RawRecord
+from stream_app.worker.runner import BatchRunner
+
+log = logging.getLogger(__name__)
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust's credentials object for the configured Kafka security (None for PLAINTEXT)."""
+    kafka = settings.kafka
+    context = kafka.ssl_context()
+    if kafka.sasl_mechanism:
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        return faust.SASLCredentials(username=kafka.sasl_username, password=password,
+                                     mechanism=kafka.sasl_mechanism, ssl_context=context)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+@dataclass(frozen=True)
+class WorkerApp:
+    app: faust.App
+    runner: Callable[[], BatchRunner]  # the runner (built on first use); its stats feed progress displays
+
+
+def create_app(settings: Settings, runner_factory: Callable[[faust.App], BatchRunner],
+               web_enabled: bool = False) -> WorkerApp:
+    """The worker app. ``runner_factory`` builds the runner once the app exists (it needs the app's
+    topics for publishing); called lazily when the agent starts, so nothing connects at import."""
+    worker = settings.worker
+    app = faust.App(
+        worker.app_id,
+        broker=settings.kafka.faust_broker(),
+        broker_credentials=broker_credentials(settings),
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=web_enabled,
+        web_port=worker.web_port,
+        web_bind="127.0.0.1",
+        topic_disable_leader=True,
+        topic_allow_declare=False,  # topics are created by `python -m stream_app create-topics`
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=worker.producer_linger_ms,
+        broker_commit_every=worker.batch_size,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4096, 4 * worker.batch_size),
+    )
+    transactions = app.topic(settings.topics.transactions.name, value_serializer="raw", key_serializer="raw")
+    app.topic(settings.topics.predictions.name, value_serializer="raw", key_serializer="raw")
+    app.topic(settings.topics.transactions_dlq.name, value_serializer="raw", key_serializer="raw")
+    holder: dict[str, BatchRunner] = {}
+
+    def runner() -> BatchRunner:
+        if "runner" not in holder:
+            holder["runner"] = runner_factory(app)
+        return holder["runner"]
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type, untyped-decorator]
+    async def _revoked(app: faust.App, revoked: Any, **_: Any) -> None:
+        if "runner" in holder:
+            holder["runner"].state.invalidate()  # another worker may own these keys now
+
+    @app.agent(transactions, concurrency=1)  # type: ignore[untyped-decorator]
+    async def score(stream: Any) -> None:
+        async for events in stream.take_events(worker.batch_size, within=worker.batch_within_s):
+            records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key,
+                                 e.message.value, int(e.message.timestamp * 1000)) for e in events]
+            await runner().handle(records)
+
+    return WorkerApp(app, runner)

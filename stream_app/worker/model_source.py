@@ -1,0 +1,51 @@
+"""The model the worker scores with, reloaded without a restart when its alias moves.
+
+``current()`` is called once per batch; at most every ``poll_s`` it compares the alias stamp
+(version, mtime) and loads the new version if it changed. A promotion therefore takes effect within
+``poll_s`` plus one batch. A version that fails to load keeps the previous model serving (logged)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from models.registry import ModelRegistry
+from stream_app.core.scoring import Scorer
+from stream_app.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+
+class RegistryModel:
+    def __init__(self, registry: ModelRegistry, alias: str, poll_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry
+        self.alias = alias
+        self.poll_s = poll_s
+        self.clock = clock
+        self._stamp = registry.alias_stamp(alias)
+        self._scorer = self._load()
+        self._checked = clock()
+
+    def _load(self) -> Scorer:
+        loaded = self.registry.load_alias(self.alias)
+        meta = loaded.metadata
+        return Scorer(loaded.booster, tuple(meta.features), meta.threshold, loaded.version)
+
+    def current(self) -> Scorer:
+        now = self.clock()
+        if now - self._checked >= self.poll_s:
+            self._checked = now
+            stamp = self.registry.alias_stamp(self.alias)
+            if stamp != self._stamp:
+                try:
+                    scorer = self._load()
+                except RegistryError:
+                    log.exception("alias %s moved to %s but it cannot be loaded; still serving %s",
+                                  self.alias, stamp[0], self._scorer.version)
+                else:
+                    log.info("model %s -> %s (%s)", self._scorer.version, scorer.version, self.alias)
+                    self._scorer = scorer
+                self._stamp = stamp
+        return self._scorer

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import redis
+
+from stream_app.adapters.prediction_index import PredictionIndex
+from stream_app.contract import Prediction
+from stream_app.errors import ServiceUnavailableError
+from stream_app.settings import Settings
+from stream_app.worker.ports import Indexed
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def prediction(event_id: str, merchant: int, score: float) -> Prediction:
+    return Prediction(event_id=event_id, user_id=1, merchant_id=merchant, score=score, decision="approve",
+                      model_version="v3", features={}, event_time=NOW, scored_at=NOW, latency_ms=1.0)
+
+
+def test_remember_then_lookup_with_expiry(settings: Settings, unique: str) -> None:
+    client = redis.Redis(**settings.redis.client_kwargs())
+    index = PredictionIndex(client, f"t{unique}", ttl_s=60)
+    index.remember([prediction("a", 7, 0.25), prediction("b", 8, 0.75)])
+    assert index.lookup(["b", "missing", "a"]) == [Indexed(8, 0.75, "v3"), None, Indexed(7, 0.25, "v3")]
+    assert 0 < client.ttl(f"t{unique}:pred:a") <= 60
+
+
+def test_a_dead_redis_is_service_unavailable() -> None:
+    index = PredictionIndex(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5), "x")
+    with pytest.raises(ServiceUnavailableError):
+        index.lookup(["a"])
