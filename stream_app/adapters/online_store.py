@@ -1,0 +1,242 @@
+"""The stream worker's batched access to Feast's online store: one provider call per view per micro-batch.
+
+Per-event Feast calls cost milliseconds (registry lookups, pandas -> arrow -> proto); building the protos
+here and handing them to the provider's ``online_write_batch`` / ``online_read`` is Feast's own fastest
+supported path, and what it writes is byte-for-byte what ``write_to_online_store`` would write, so
+``FeatureStore.get_online_features`` serves it unchanged.
+
+Semantics the worker relies on:
+
+- **NaN is stored as an absent value** (an empty ``Value`` proto), exactly as Feast's DataFrame paths
+  (``write_to_online_store``, ``push``) store it and as the offline log holds it (parquet null).
+  ``get_online_features`` then returns ``None`` for it, and ``read_profiles`` the MISSING_PROFILE default.
+- **One row per entity and batch**: of several rows for one entity, the latest by event timestamp wins,
+  ties going to the later position in the batch (the provider alone would keep the *first* of equal times).
+- **Feast's per-entity timestamp rule across batches** (``skip_dedup: false``, the default): the provider
+  reads the stored ``_ts:<view>`` first and skips a row whose timestamp is not newer. So replaying a batch
+  is a no-op, a late (older) row never overwrites a newer one, and, as a consequence, a row with the *same*
+  timestamp as the stored one but different values (two events at one instant split across batches) is
+  not applied either. With ``skip_dedup: true`` in ``feature_store.yaml`` every row is written, last call
+  wins: a replay of older rows then overwrites newer values.
+- Retrying a whole batch after ServiceUnavailableError is therefore safe: rows already written carry
+  timestamps that are not newer than themselves, so they are skipped, and the rest are applied.
+  redis-py's default retry policy (3 retries, exponential backoff) makes a refused connection surface
+  only after ~10 s; that is the connection string's business, not this adapter's.
+- Feast does not enforce a view's TTL on online reads (``get_online_features`` returns stale rows);
+  ``read_profiles`` behaves the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import redis.exceptions
+
+from stream_app.core.profiles import MISSING_PROFILE
+from stream_app.errors import ConfigError, ServiceUnavailableError
+
+if TYPE_CHECKING:
+    from feast import FeatureStore, FeatureView
+
+USER_WINDOWS_VIEW: Final = "user_windows"
+MERCHANT_WINDOWS_VIEW: Final = "merchant_windows"
+USER_PROFILE_VIEW: Final = "user_profile"
+MERCHANT_PROFILE_VIEW: Final = "merchant_profile"
+
+# Errors after which the same call may succeed: the worker waits and retries the batch.
+_UNAVAILABLE: Final = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+WindowRow = tuple[int, datetime, Mapping[str, float]]
+"""(entity id, event timestamp, feature name -> value) as the window core serves it."""
+
+_INT_CACHE_SIZE: Final = 65_536
+
+# Data passed to the provider: (entity key, feature name -> value, event time, created time).
+_ProtoRow = tuple[Any, dict[str, Any], datetime, datetime | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _WindowView:
+    """A window view resolved once: the registry object and how to encode each of its features."""
+
+    view: FeatureView
+    join_key: str
+    int_names: tuple[str, ...]  # Int64 features (counts, distinct counts)
+    float_names: tuple[str, ...]  # Float64 features
+    key_template: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _ProfileView:
+    view: FeatureView
+    join_key: str
+    names: tuple[str, ...]
+    defaults: dict[str, Any]
+    key_template: Any
+
+
+class OnlineFeatures:
+    """Batched writes of window rows and reads of profiles through the store's provider.
+
+    Feature views are looked up once here, so batches make no registry calls; a later ``feast apply``
+    that changes their schemas needs a new instance (the worker builds one at start-up)."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        from feast.errors import FeatureViewNotFoundException
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        self._config = store.config
+        self._provider = store.provider
+        self._entity_key: Callable[..., Any] = EntityKey
+        self._value: Callable[..., Any] = Value
+        # Shared, never mutated protos: the provider only serialises them. Counts repeat a lot.
+        self._absent = Value()
+        self._int_values: dict[float, Any] = {}
+        try:
+            self._user_windows = self._window_view(store.get_feature_view(USER_WINDOWS_VIEW))
+            self._merchant_windows = self._window_view(store.get_feature_view(MERCHANT_WINDOWS_VIEW))
+            self._user_profile = self._profile_view(store.get_feature_view(USER_PROFILE_VIEW))
+            self._merchant_profile = self._profile_view(store.get_feature_view(MERCHANT_PROFILE_VIEW))
+        except FeatureViewNotFoundException as exc:
+            raise ConfigError(f"{exc} (run `python -m stream_app feast apply`)") from exc
+
+    # --- construction -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _join_key(view: FeatureView) -> str:
+        from feast.types import Int64
+
+        columns = view.entity_columns
+        if len(columns) != 1 or columns[0].dtype != Int64:
+            raise ConfigError(f"view {view.name} must have one Int64 join key, has {columns}")
+        return str(columns[0].name)
+
+    def _window_view(self, view: FeatureView) -> _WindowView:
+        from feast.types import Float64, Int64
+
+        unsupported = [f"{field.name}: {field.dtype}" for field in view.features if field.dtype not in (Int64, Float64)]
+        if unsupported:
+            raise ConfigError(f"window view {view.name} has features {unsupported}; only Int64 and Float64 are written")
+        return _WindowView(view, self._join_key(view), tuple(f.name for f in view.features if f.dtype == Int64),
+                           tuple(f.name for f in view.features if f.dtype == Float64), self._key_template(view))
+
+    def _profile_view(self, view: FeatureView) -> _ProfileView:
+        names = tuple(field.name for field in view.features)
+        undefined = [name for name in names if name not in MISSING_PROFILE]
+        if undefined:
+            raise ConfigError(f"profile features {undefined} of {view.name} have no MISSING_PROFILE default")
+        return _ProfileView(view, self._join_key(view), names, {name: MISSING_PROFILE[name] for name in names},
+                            self._key_template(view))
+
+    def _key_template(self, view: FeatureView) -> Any:
+        """An EntityKey with the view's join key and id 0: copying it is twice as fast as building one."""
+        return self._entity_key(join_keys=[self._join_key(view)], entity_values=[self._value(int64_val=0)])
+
+    def _key(self, template: Any, entity_id: int) -> Any:
+        key = self._entity_key()
+        key.CopyFrom(template)
+        key.entity_values[0].int64_val = int(entity_id)
+        return key
+
+    # --- writes -------------------------------------------------------------------------------------
+
+    def write_windows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow]) -> None:
+        """Write a micro-batch's window rows to ``user_windows`` and ``merchant_windows``: one provider
+        call per view (none for an empty side). Rows must carry every feature of their view; extra keys
+        are ignored. Naive timestamps are taken as UTC, as Feast does."""
+        # Encode both sides first: a malformed row refuses the batch before anything is written.
+        batches = [(spec, self._encode_windows(spec, rows))
+                   for spec, rows in ((self._user_windows, user_rows), (self._merchant_windows, merchant_rows))
+                   if rows]
+        for spec, data in batches:
+            with _service_errors(f"write {spec.view.name}"):
+                self._provider.online_write_batch(self._config, spec.view, data, None)
+
+    def _encode_windows(self, spec: _WindowView, rows: Sequence[WindowRow]) -> list[_ProtoRow]:
+        """Protos for the latest row of each entity (by timestamp, then position in the batch)."""
+        latest: dict[int, tuple[datetime, Mapping[str, float]]] = {}
+        for entity_id, timestamp, values in rows:
+            stamp = timestamp if timestamp.tzinfo is not None else timestamp.replace(tzinfo=UTC)
+            held = latest.get(entity_id)
+            if held is None or stamp >= held[0]:
+                latest[entity_id] = (stamp, values)
+
+        value, absent, ints, isnan = self._value, self._absent, self._int_values, math.isnan
+        data: list[_ProtoRow] = []
+        for entity_id, (stamp, values) in latest.items():
+            encoded: dict[str, Any] = {}
+            try:
+                for name in spec.int_names:
+                    raw = values[name]
+                    if isnan(raw):  # stored absent, like Feast's DataFrame paths
+                        encoded[name] = absent
+                        continue
+                    proto = ints.get(raw)
+                    if proto is None:
+                        proto = value(int64_val=_as_int(raw, name))
+                        if len(ints) < _INT_CACHE_SIZE:
+                            ints[raw] = proto
+                    encoded[name] = proto
+                for name in spec.float_names:
+                    raw = values[name]
+                    encoded[name] = absent if isnan(raw) else value(double_val=raw)
+            except KeyError as exc:
+                raise ValueError(f"{spec.view.name} row for {spec.join_key}={entity_id} lacks {exc.args[0]}") from None
+            data.append((self._key(spec.key_template, entity_id), encoded, stamp, None))
+        return data
+
+    # --- reads --------------------------------------------------------------------------------------
+
+    def read_profiles(self, user_ids: Sequence[int], merchant_ids: Sequence[int],
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Profiles for each requested id, in request order (duplicates allowed, each read once), with
+        MISSING_PROFILE defaults for unknown entities and absent values. One provider call per view."""
+        return self._read(self._user_profile, user_ids), self._read(self._merchant_profile, merchant_ids)
+
+    def _read(self, spec: _ProfileView, ids: Sequence[int]) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        unique = list(dict.fromkeys(ids))
+        keys = [self._key(spec.key_template, i) for i in unique]
+        with _service_errors(f"read {spec.view.name}"):
+            # a fresh list: the Redis store appends its timestamp field to the one it is given
+            rows = self._provider.online_read(self._config, spec.view, keys, list(spec.names))
+        found: dict[int, dict[str, Any]] = {}
+        for entity_id, (_, values) in zip(unique, rows, strict=True):
+            profile = dict(spec.defaults)
+            if values:
+                for name, proto in values.items():
+                    kind = proto.WhichOneof("val")
+                    if kind is not None and name in profile:
+                        profile[name] = getattr(proto, kind)
+            found[entity_id] = profile
+        if len(unique) == len(ids):
+            return [found[i] for i in ids]
+        return [dict(found[i]) for i in ids]  # duplicates get their own dicts: callers may mutate them
+
+
+def _as_int(raw: float, name: str) -> int:
+    """Counts arrive as floats from the window core; refuse anything that is not a whole number."""
+    if math.isinf(raw) or raw != int(raw):
+        raise ValueError(f"{name} is an Int64 feature, got {raw!r}")
+    return int(raw)
+
+
+@contextlib.contextmanager
+def _service_errors(operation: str) -> Iterator[None]:
+    """Redis unreachable or too slow -> ServiceUnavailableError, which the worker waits on and retries."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise ServiceUnavailableError(f"online store: {operation} failed: {exc}") from exc

@@ -1,0 +1,247 @@
+"""OnlineFeatures on the real Redis through a private Feast workspace: what it writes is what
+``FeatureStore.get_online_features`` serves, profiles come back with MISSING_PROFILE defaults, and an
+unreachable Redis surfaces as ServiceUnavailableError."""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from models.dataset import apply_definitions
+from stream_app.adapters.online_store import OnlineFeatures
+from stream_app.core.profiles import MISSING_PROFILE
+from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, Function
+from stream_app.errors import ConfigError, ServiceUnavailableError
+from stream_app.settings import RedisSettings, Settings
+from tests.feast_workspace import Workspace, open_workspace
+
+pytestmark = pytest.mark.integration
+
+USER_REFS = [f"user_windows:{spec.name}" for spec in USER_WINDOWS]
+MERCHANT_REFS = [f"merchant_windows:{spec.name}" for spec in MERCHANT_WINDOWS]
+USER_PROFILE_NAMES = ["home_country", "user_account_age_days", "user_avg_amount_30d", "user_txn_count_30d"]
+MERCHANT_PROFILE_NAMES = ["merchant_avg_amount_30d", "merchant_txn_count_30d"]
+NAN = float("nan")
+
+
+@pytest.fixture
+def workspace(settings: Settings, tmp_path: Path, unique: str) -> Iterator[Workspace]:
+    ws = open_workspace(settings, tmp_path, f"online_{unique}")
+    apply_definitions(ws.store)
+    yield ws
+    ws.store.teardown()  # drops this project's Redis keys
+
+
+@pytest.fixture
+def online(workspace: Workspace) -> OnlineFeatures:
+    return OnlineFeatures(workspace.store)
+
+
+def user_row(seed: float, since_prev: float = 5.0) -> dict[str, float]:
+    """A user window row whose every value derives from ``seed`` (counts whole, as the core serves)."""
+    row = {spec.name: float(int(seed) + i) if spec.function in (Function.COUNT, Function.DISTINCT)
+           else seed + i / 4 for i, spec in enumerate(USER_WINDOWS)}
+    row["user_seconds_since_prev"] = since_prev
+    return row
+
+
+def merchant_row(seed: float) -> dict[str, float]:
+    return {"merchant_txn_count_1h": float(int(seed)), "merchant_label_count_7d": 2.0,
+            "merchant_fraud_rate_7d": seed / 100}
+
+
+def served(row: dict[str, float]) -> dict[str, Any]:
+    """What get_online_features returns for a written row: ints for counts, None for NaN."""
+    kinds = {spec.name: spec.function in (Function.COUNT, Function.DISTINCT) for spec in (*USER_WINDOWS,
+                                                                                           *MERCHANT_WINDOWS)}
+    return {name: None if math.isnan(v) else int(v) if kinds[name] else v for name, v in row.items()}
+
+
+def online_rows(ws: Workspace, refs: list[str], key: str, ids: list[int]) -> list[dict[str, Any]]:
+    got = ws.store.get_online_features(features=refs, entity_rows=[{key: i} for i in ids]).to_dict()
+    names = [ref.split(":")[1] for ref in refs]
+    return [{name: got[name][n] for name in names} for n in range(len(ids))]
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, online: OnlineFeatures, method: str) -> list[tuple[str, int]]:
+    """Record (view, rows) of each provider call the adapter makes."""
+    provider = online._provider
+    real = getattr(provider, method)
+    calls: list[tuple[str, int]] = []
+
+    def spy(config: Any, table: Any, data: Any, *rest: Any) -> Any:
+        calls.append((table.name, len(data)))
+        return real(config, table, data, *rest)
+
+    monkeypatch.setattr(provider, method, spy)
+    return calls
+
+
+def test_write_windows_serves_the_latest_row_per_entity(workspace: Workspace, online: OnlineFeatures,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    t = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    s = timedelta(seconds=1)
+    calls = count_calls(monkeypatch, online, "online_write_batch")
+    user_rows = [
+        (1, t, user_row(1)),
+        (2, t, user_row(20, since_prev=NAN)),  # a user's first event: no "since previous"
+        (1, t + s, user_row(3)),
+        (1, t + s, user_row(4)),  # same instant as the row before: the later position wins
+        (1, t - s, user_row(5)),  # older than what the batch already holds for user 1: loses
+        (3, (t + 2 * s).replace(tzinfo=None), user_row(30)),  # naive = UTC, as in Feast
+    ]
+    merchant_rows = [(10, t + s, merchant_row(7)), (10, t, merchant_row(8)), (11, t, merchant_row(9))]
+
+    online.write_windows(user_rows, merchant_rows)
+
+    assert calls == [("user_windows", 3), ("merchant_windows", 2)]  # one call per view, one row per entity
+    assert online_rows(workspace, USER_REFS, "user_id", [1, 2, 3, 4]) == [
+        served(user_row(4)), served(user_row(20, since_prev=NAN)), served(user_row(30)),
+        dict.fromkeys(served(user_row(1)))]
+    assert online_rows(workspace, MERCHANT_REFS, "merchant_id", [10, 11]) == [
+        served(merchant_row(7)), served(merchant_row(9))]
+    # The FeatureService path (with the on-demand view) serves the same rows.
+    service = workspace.store.get_feature_service("fraud_model_v1")
+    got = workspace.store.get_online_features(features=service, entity_rows=[{
+        "user_id": 1, "merchant_id": 10, "amount": 10.0, "country": "DE", "channel": "web", "event_hour": 3}],
+    ).to_dict()
+    assert got["user_txn_count_24h"] == [served(user_row(4))["user_txn_count_24h"]]
+    assert got["merchant_fraud_rate_7d"] == [0.07]
+
+    online.write_windows([], [])  # an empty batch costs no call
+    assert len(calls) == 2
+
+
+def test_nan_is_stored_exactly_as_feasts_own_write_path_stores_it(workspace: Workspace,
+                                                                 online: OnlineFeatures) -> None:
+    """Same bytes as write_to_online_store: NaN is an absent value, counts Int64, the rest Float64."""
+    t = datetime.now(UTC) - timedelta(minutes=1)
+    row = user_row(6, since_prev=NAN) | {"user_amount_max_24h": NAN}
+    frame = pd.DataFrame([{"user_id": 100, "event_timestamp": t, "created_timestamp": t} | served(row)])
+    frame = frame.astype({"user_amount_max_24h": "float64", "user_seconds_since_prev": "float64"})
+    workspace.store.write_to_online_store("user_windows", frame)
+    online.write_windows([(101, t, row)], [])
+
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    view = workspace.store.get_feature_view("user_windows")
+    keys = [EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=i)]) for i in (100, 101)]
+    (ts_feast, by_feast), (ts_ours, by_ours) = workspace.store.provider.online_read(
+        workspace.store.config, view, keys, None)
+    assert by_feast is not None
+    assert by_ours is not None
+    assert ts_ours == ts_feast
+    assert {k: v.SerializeToString() for k, v in by_ours.items()} == {
+        k: v.SerializeToString() for k, v in by_feast.items()}
+    assert by_ours["user_seconds_since_prev"].WhichOneof("val") is None
+    assert by_ours["user_txn_count_1h"].WhichOneof("val") == "int64_val"
+
+
+def test_later_batches_follow_feasts_per_entity_timestamps(workspace: Workspace, online: OnlineFeatures) -> None:
+    """skip_dedup is off: a row is applied only when newer than the stored one, so a replay is a no-op
+    and a late row never overwrites; a different row at the stored instant is not applied either."""
+    t = datetime.now(UTC) - timedelta(minutes=10)
+    online.write_windows([(1, t, user_row(10))], [(5, t, merchant_row(10))])
+    online.write_windows([(1, t, user_row(10))], [(5, t, merchant_row(10))])  # replayed batch
+    online.write_windows([(1, t - timedelta(seconds=30), user_row(11))], [])  # late row
+    online.write_windows([(1, t, user_row(12))], [])  # same instant, other values
+    assert online_rows(workspace, USER_REFS, "user_id", [1]) == [served(user_row(10))]
+    online.write_windows([(1, t + timedelta(microseconds=1), user_row(13))], [])  # newer by 1 µs
+    assert online_rows(workspace, USER_REFS, "user_id", [1]) == [served(user_row(13))]
+    assert online_rows(workspace, MERCHANT_REFS, "merchant_id", [5]) == [served(merchant_row(10))]
+
+
+def test_bad_rows_refuse_the_whole_batch_before_anything_is_written(workspace: Workspace,
+                                                                     online: OnlineFeatures) -> None:
+    t = datetime.now(UTC)
+    incomplete = merchant_row(1)
+    del incomplete["merchant_fraud_rate_7d"]
+    with pytest.raises(ValueError, match="lacks merchant_fraud_rate_7d"):
+        online.write_windows([(1, t, user_row(1))], [(10, t, incomplete)])
+    with pytest.raises(ValueError, match="Int64 feature"):
+        online.write_windows([(1, t, user_row(1) | {"user_txn_count_1h": 2.5})], [])
+    assert online_rows(workspace, USER_REFS, "user_id", [1]) == [dict.fromkeys(user_row(1))]
+
+
+def test_read_profiles_returns_stored_values_and_missing_defaults(workspace: Workspace, online: OnlineFeatures,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    day = pd.Timestamp.now(tz="UTC").floor("D")
+    workspace.store.write_to_online_store("user_profile", pd.DataFrame({
+        "user_id": [1, 2], "event_timestamp": [day, day],
+        "home_country": ["DE", None],  # user 2 signed up today: nothing known yet
+        "user_account_age_days": [400.5, NAN], "user_avg_amount_30d": [42.25, NAN], "user_txn_count_30d": [17, 0],
+    }))
+    workspace.store.write_to_online_store("merchant_profile", pd.DataFrame({
+        "merchant_id": [10], "event_timestamp": [day], "merchant_avg_amount_30d": [99.5],
+        "merchant_txn_count_30d": [1234],
+    }))
+    calls = count_calls(monkeypatch, online, "online_read")
+
+    users, merchants = online.read_profiles([1, 2, 999, 1], [10, 777])
+
+    assert calls == [("user_profile", 3), ("merchant_profile", 2)]  # one call per view, each id once
+    missing_user = {name: MISSING_PROFILE[name] for name in USER_PROFILE_NAMES}
+    missing_merchant = {name: MISSING_PROFILE[name] for name in MERCHANT_PROFILE_NAMES}
+    known: dict[str, Any] = {
+        "home_country": "DE", "user_account_age_days": 400.5, "user_avg_amount_30d": 42.25, "user_txn_count_30d": 17}
+    expected_users = [known, missing_user, missing_user, known]  # user 2's stored row says "nothing known"
+    assert [_nan_safe(p) for p in users] == [_nan_safe(p) for p in expected_users]
+    assert [type(users[0][n]) for n in USER_PROFILE_NAMES] == [str, float, float, int]
+    assert users[0] is not users[3]  # duplicates get their own dicts
+    assert [_nan_safe(p) for p in merchants] == [
+        _nan_safe({"merchant_avg_amount_30d": 99.5, "merchant_txn_count_30d": 1234}), _nan_safe(missing_merchant)]
+
+    # Feast's own read agrees: its value where it has one, else what MISSING_PROFILE says.
+    refs = [f"user_profile:{name}" for name in USER_PROFILE_NAMES]
+    theirs: list[dict[str, Any]] = [
+        {name: MISSING_PROFILE[name] if value is None else value for name, value in row.items()}
+              for row in online_rows(workspace, refs, "user_id", [1, 2, 999])]
+    assert [_nan_safe(p) for p in theirs] == [_nan_safe(p) for p in users[:3]]
+
+    assert online.read_profiles([], []) == ([], [])
+    assert len(calls) == 2
+
+
+def _nan_safe(profile: dict[str, Any]) -> dict[str, Any]:
+    return {k: "NaN" if isinstance(v, float) and math.isnan(v) else v for k, v in profile.items()}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_redis_raises_service_unavailable(workspace: Workspace, tmp_path: Path) -> None:
+    """A second store config on the same registry, pointing at a port nothing listens on. ``retry=null``
+    (redis-py: no retries) keeps the test fast; with the default policy (3 retries, exponential
+    backoff) the same error arrives after ~10 s."""
+    dead = Settings(redis=RedisSettings(url=f"redis://127.0.0.1:{_free_port()}/0"))
+    repo = tmp_path / "dead_repo"
+    repo.mkdir()
+    (repo / "feature_store.yaml").write_text(
+        f"project: {workspace.store.project}\nprovider: local\n"
+        f"registry: {workspace.path / 'data' / 'registry.db'}\n"
+        f"online_store:\n  type: redis\n  connection_string: \"{dead.redis.feast_connection_string()},retry=null\"\n"
+        "offline_store:\n  type: duckdb\nentity_key_serialization_version: 3\n")
+    from feast import FeatureStore
+
+    online = OnlineFeatures(FeatureStore(repo_path=str(repo)))
+    with pytest.raises(ServiceUnavailableError, match="write user_windows"):
+        online.write_windows([(1, datetime.now(UTC), user_row(1))], [])
+    with pytest.raises(ServiceUnavailableError, match="read user_profile"):
+        online.read_profiles([1], [2])
+
+
+def test_unapplied_definitions_are_a_config_error(settings: Settings, tmp_path: Path, unique: str) -> None:
+    ws = open_workspace(settings, tmp_path, f"empty_{unique}")
+    with pytest.raises(ConfigError, match="user_windows"):
+        OnlineFeatures(ws.store)
