@@ -7,8 +7,9 @@ out with partitions and workers in one consumer group instead."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,18 @@ def broker_credentials(settings: Settings) -> Any:
     if context is not None:
         return faust.SSLCredentials(context)
     return None
+
+
+async def finish_even_if_cancelled(work: Awaitable[object]) -> None:
+    """Graceful SIGTERM: Faust cancels agents on shutdown, and ``take_events`` acks the batch as the
+    cancellation unwinds. Let the batch finish first (outputs delivered, state committed), then
+    propagate the cancellation."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,6 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], BatchRu
         async for events in stream.take_events(worker.batch_size, within=worker.batch_within_s):
             records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key,
                                  e.message.value, int(e.message.timestamp * 1000)) for e in events]
-            await runner().handle(records)
+            await finish_even_if_cancelled(runner().handle(records))
 
     return WorkerApp(app, runner)

@@ -122,3 +122,23 @@ def test_outages_never_commit_state_early(outages: int) -> None:
     asyncio.run(runner(journal, state).handle([record(0, txn(0))]))
     assert journal.effects.count("commit") == 1
     assert state.committed.users[1].positions == {0: 0}
+
+
+def test_a_cancelled_batch_finishes_before_the_cancellation_propagates() -> None:
+    from stream_app.worker.app import finish_even_if_cancelled
+
+    done: list[str] = []
+
+    async def batch() -> None:
+        await asyncio.sleep(0.05)
+        done.append("committed")
+
+    async def scenario() -> None:
+        agent = asyncio.ensure_future(finish_even_if_cancelled(batch()))
+        await asyncio.sleep(0.01)
+        agent.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await agent
+        assert done == ["committed"]
+
+    asyncio.run(scenario())
