@@ -25,14 +25,13 @@ from tqdm import tqdm
 
 from feature_repo.data_sources import (
     BATCH_DIR,
-    CREATED,
-    TIMESTAMP,
     merchant_window_log,
     user_window_log,
 )
+from stream_app.adapters.offline_log import log_directory, window_frame
 from stream_app.core import profiles
 from stream_app.core.engine import FeatureEngine, LabelEvent, TransactionEvent, WindowRows
-from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, Function
+from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS
 from stream_app.errors import ConfigError
 
 BACKFILL_PART = "part-backfill.parquet"
@@ -119,16 +118,8 @@ def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float = DE
 
 def _frame(key: str, ids: np.ndarray, stamps: np.ndarray, rows: list[dict[str, float]],  # type: ignore[type-arg]
            specs: tuple) -> pd.DataFrame:  # type: ignore[type-arg]
-    data: dict[str, object] = {key: ids, TIMESTAMP: stamps, CREATED: stamps}
-    for spec in specs:
-        values = np.array([row[spec.name] for row in rows], dtype=np.float64)
-        data[spec.name] = values.astype(np.int64) if spec.function in (Function.COUNT, Function.DISTINCT) else values
-    return pd.DataFrame(data)
-
-
-def log_directory(source_path: str) -> Path:
-    """The directory of an offline log source whose path is a ``dir/*.parquet`` glob."""
-    return Path(source_path).parent if "*" in Path(source_path).name else Path(source_path)
+    """The offline log's rows; the stream worker's log writer builds them with the same function."""
+    return window_frame(key, ids, stamps, rows, specs)
 
 
 def write_outputs(repo: Path, result: BackfillResult, user_profiles: pd.DataFrame,

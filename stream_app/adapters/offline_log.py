@@ -1,0 +1,241 @@
+"""The offline feature log: append-only parquet parts of the window rows the worker served.
+
+Feast's stream feature views read it as their batch source (``data/offline/{user,merchant}_windows/
+*.parquet`` inside the Feast repository, paths from feature_repo.data_sources), so training sees the
+rows serving served. The backfill writes ``part-backfill.parquet`` into the same directories through
+``window_frame``, the one builder of the log's schema: entity id (int64), ``event_timestamp`` and
+``created_timestamp`` (both the event time, datetime64[us, UTC]: Feast's DuckDB offline store reads
+microseconds only), then one column per WindowSpec in spec order (COUNT and DISTINCT int64, the rest
+float64).
+
+Writes are atomic: a part is written under a temporary name in its directory (never matching the
+``*.parquet`` glob), fsynced, renamed over its final name with ``os.replace`` and the directory fsynced,
+so readers see a whole part or none and a part survives a crash once ``flush`` returns.
+
+Duplicates: a part is named after the batch identity - its source positions, e.g.
+``part-stream-p0-100-199_p3-40-80.parquet`` - so a batch replayed with the same boundaries (a crash
+before the state commit) overwrites its part instead of adding one. A replay cut at other boundaries
+writes the same rows into another part; the rows are identical (same state, same events: entity,
+event_timestamp and created_timestamp included) and Feast keeps one row per entity, timestamp and
+created timestamp, so such duplicates are tolerated, and ``compact`` removes them.
+
+Buffering: many tiny parts slow every offline read, so rows can be buffered over several batches and
+written by one ``flush`` (one part per directory). Buffered rows are not durable; flush before the
+window state of their batches is committed, or a crash loses them for good (the replay sees the
+committed state and serves nothing). ``append_rows`` (buffer + flush) is the durable-on-return call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from feature_repo.data_sources import CREATED, TIMESTAMP, merchant_window_log, user_window_log
+from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, Entity, Function, WindowSpec
+from stream_app.core.windows import Position
+from stream_app.errors import ServiceUnavailableError
+
+WindowRow = tuple[int, datetime, Mapping[str, float]]  # entity id, event time (tz-aware), features
+
+_INT_FUNCTIONS = (Function.COUNT, Function.DISTINCT)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._+-]+")
+_MAX_IDENTITY = 120  # longer batch identities (many partitions or batches) are named by their hash
+
+
+def log_directory(source_path: str) -> Path:
+    """The directory of an offline log source whose path is a ``dir/*.parquet`` glob."""
+    return Path(source_path).parent if "*" in Path(source_path).name else Path(source_path)
+
+
+def log_columns(specs: Sequence[WindowSpec]) -> list[str]:
+    """The columns of one log, in order."""
+    return [specs[0].entity.value, TIMESTAMP, CREATED, *(s.name for s in specs)]
+
+
+def window_frame(key: str, ids: Any, stamps: Any, rows: Sequence[Mapping[str, float]],
+                 specs: Sequence[WindowSpec]) -> pd.DataFrame:
+    """Rows of one log: ``ids`` (ints), ``stamps`` (anything ``pd.to_datetime`` reads as instants, naive =
+    UTC) and one feature mapping per row; the event time is also the created time."""
+    times = pd.DatetimeIndex(pd.to_datetime(stamps, utc=True)).as_unit("us")
+    data: dict[str, object] = {key: np.asarray(ids, dtype=np.int64), TIMESTAMP: times, CREATED: times}
+    for spec in specs:
+        values = np.array([row[spec.name] for row in rows], dtype=np.float64)
+        data[spec.name] = values.astype(np.int64) if spec.function in _INT_FUNCTIONS else values
+    return pd.DataFrame(data)
+
+
+def rows_frame(rows: Sequence[WindowRow], specs: Sequence[WindowSpec]) -> pd.DataFrame:
+    """A log frame from the worker's (entity id, event time, features) rows."""
+    return window_frame(specs[0].entity.value, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                        specs)
+
+
+def conform(frame: pd.DataFrame, specs: Sequence[WindowSpec]) -> pd.DataFrame:
+    """``frame`` with exactly the log's columns, order and dtypes; ValueError if columns differ."""
+    columns = log_columns(specs)
+    if set(frame.columns) != set(columns) or len(frame.columns) != len(columns):
+        raise ValueError(f"offline log frame must have columns {columns}, got {list(frame.columns)}")
+    out = frame.loc[:, columns].reset_index(drop=True)
+    out[columns[0]] = out[columns[0]].astype(np.int64)
+    for name in (TIMESTAMP, CREATED):
+        out[name] = pd.to_datetime(out[name], utc=True).dt.as_unit("us")
+    for spec in specs:
+        out[spec.name] = out[spec.name].astype(np.int64 if spec.function in _INT_FUNCTIONS else np.float64)
+    return out
+
+
+def batch_id_for(first: Position, last: Position) -> str:
+    """The identity of a batch of one partition, as the worker's runner spells it."""
+    if first[0] != last[0]:
+        raise ValueError(f"first {first} and last {last} are on different partitions; pass a batch id")
+    return f"p{first[0]}-{first[1]}-{last[1]}"
+
+
+def part_name(source: str, identities: Sequence[str]) -> str:
+    """Deterministic part name for the batches ``identities`` (in buffer order) of ``source``."""
+    identity = "+".join(identities)
+    if len(identity) > _MAX_IDENTITY or not _SAFE_NAME.fullmatch(identity):
+        identity = "h" + hashlib.sha256(identity.encode()).hexdigest()[:32]
+    return f"part-{source}-{identity}.parquet"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_part(frame: pd.DataFrame, target: Path, writer_id: str = "w") -> Path:
+    """Write ``frame`` to ``target`` atomically and durably (temp name, fsync, os.replace, dir fsync)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{writer_id}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            frame.to_parquet(fh, index=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise ServiceUnavailableError(f"offline log: cannot write {target}: {exc}") from exc
+    return target
+
+
+class OfflineLogWriter:
+    """Buffers served rows and writes them as parquet parts of the user and merchant window logs.
+
+    ``writer_id`` names this process in temporary file names only; part names come from ``source`` and
+    the batch identities, so they are the same whichever worker (or restart) replays a batch.
+    """
+
+    def __init__(self, repo_path: Path, writer_id: str, *, source: str = "stream",
+                 user_specs: tuple[WindowSpec, ...] = USER_WINDOWS,
+                 merchant_specs: tuple[WindowSpec, ...] = MERCHANT_WINDOWS) -> None:
+        if not _SAFE_NAME.fullmatch(source) or source == "backfill":
+            raise ValueError(f"source must be a plain name other than 'backfill', got {source!r}")
+        if user_specs[0].entity is not Entity.USER or merchant_specs[0].entity is not Entity.MERCHANT:
+            raise ValueError("user_specs must be user windows and merchant_specs merchant windows")
+        self.repo_path = Path(repo_path)
+        self.writer_id = re.sub(r"[^A-Za-z0-9_-]", "_", writer_id)[:64] or "w"
+        self.source = source
+        self.user_dir = self.repo_path / log_directory(user_window_log.path)
+        self.merchant_dir = self.repo_path / log_directory(merchant_window_log.path)
+        self._specs = (user_specs, merchant_specs)
+        self._users: list[pd.DataFrame] = []
+        self._merchants: list[pd.DataFrame] = []
+        self._identities: list[str] = []
+
+    @property
+    def pending_rows(self) -> int:
+        """User rows buffered and not yet flushed (each has its merchant row)."""
+        return sum(len(f) for f in self._users)
+
+    def buffer_frames(self, user_frame: pd.DataFrame, merchant_frame: pd.DataFrame, batch_id: str) -> None:
+        """Buffer one batch's frames (columns as ``window_frame`` makes them)."""
+        users, merchants = conform(user_frame, self._specs[0]), conform(merchant_frame, self._specs[1])
+        if batch_id in self._identities:
+            raise ValueError(f"batch {batch_id!r} is already buffered")
+        self._users.append(users)
+        self._merchants.append(merchants)
+        self._identities.append(batch_id)
+
+    def buffer_rows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow], batch_id: str) -> None:
+        """Buffer one batch's served rows, as the worker's processor produces them."""
+        self.buffer_frames(rows_frame(user_rows, self._specs[0]), rows_frame(merchant_rows, self._specs[1]),
+                           batch_id)
+
+    def flush(self) -> list[Path]:
+        """Write everything buffered as one part per log directory; durable on return. The buffer is kept
+        if a write fails, so the retry rewrites the same part names."""
+        if not self._identities:
+            return []
+        name = part_name(self.source, self._identities)
+        written = []
+        for frames, directory in ((self._users, self.user_dir), (self._merchants, self.merchant_dir)):
+            frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+            if len(frame):
+                written.append(write_part(frame, directory / name, self.writer_id))
+        self._users.clear()
+        self._merchants.clear()
+        self._identities.clear()
+        return written
+
+    def append_rows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow],
+                    batch_id: str) -> list[Path]:
+        """Buffer one batch and flush: durable on return (the worker's OfflineLogPort)."""
+        self.buffer_rows(user_rows, merchant_rows, batch_id)
+        return self.flush()
+
+    def append(self, user_frame: pd.DataFrame, merchant_frame: pd.DataFrame, first_position: Position,
+               last_position: Position) -> list[Path]:
+        """Write one single-partition batch's frames now, named by its first and last source positions."""
+        self.buffer_frames(user_frame, merchant_frame, batch_id_for(first_position, last_position))
+        return self.flush()
+
+
+def _stream_parts(directory: Path, source: str) -> Iterator[Path]:
+    return (p for p in sorted(directory.glob(f"part-{source}-*.parquet")) if p.is_file())
+
+
+def compact(repo_path: Path, source: str = "stream") -> list[Path]:
+    """Merge each log directory's ``source`` parts into one part, dropping duplicate rows (same entity,
+    event and created timestamp). The merged part is written before the inputs are removed, so a crash
+    leaves duplicates at worst; parts written meanwhile are not inputs and stay. The backfill part is
+    never touched."""
+    written = []
+    for source_def, specs in ((user_window_log, USER_WINDOWS), (merchant_window_log, MERCHANT_WINDOWS)):
+        directory = Path(repo_path) / log_directory(source_def.path)
+        inputs = list(_stream_parts(directory, source))
+        if len(inputs) < 2:
+            continue
+        try:
+            frames = [conform(pd.read_parquet(p), specs) for p in inputs]
+        except OSError as exc:
+            raise ServiceUnavailableError(f"offline log: cannot read parts in {directory}: {exc}") from exc
+        key = specs[0].entity.value
+        merged = (pd.concat(frames, ignore_index=True)
+                  .drop_duplicates(subset=[key, TIMESTAMP, CREATED], keep="last")
+                  .sort_values([TIMESTAMP, key], kind="stable", ignore_index=True))
+        digest = hashlib.sha256("\n".join(p.name for p in inputs).encode()).hexdigest()[:16]
+        target = write_part(merged, directory / f"part-{source}-compact-{digest}.parquet", "compact")
+        for path in inputs:
+            if path != target:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        _fsync_dir(directory)
+        written.append(target)
+    return written

@@ -1,0 +1,63 @@
+"""Builds a runnable worker from Settings: the real adapters behind each port."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+import faust
+import redis
+
+from models.registry import ModelRegistry
+from stream_app.adapters.feast_store import open_store
+from stream_app.adapters.offline_log import OfflineLogWriter
+from stream_app.adapters.online_store import OnlineFeatures
+from stream_app.adapters.state_store import RedisWindowStore
+from stream_app.settings import Settings
+from stream_app.worker.app import WorkerApp, create_app
+from stream_app.worker.model_source import RegistryModel
+from stream_app.worker.ports import WindowRow
+from stream_app.worker.processor import BatchProcessor
+from stream_app.worker.publisher import FaustPublisher
+from stream_app.worker.runner import BatchRunner
+
+
+class OfflineLog:
+    """The OfflineLogPort over the parquet log writer: one durable part per batch. A part left buffered by
+    a failed write (disk full, ...) is written first; the runner's retry then re-appends the same batch."""
+
+    def __init__(self, writer: OfflineLogWriter) -> None:
+        self.writer = writer
+
+    def append_rows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow], batch_id: str) -> None:
+        if self.writer.pending_rows:
+            self.writer.flush()
+        self.writer.append_rows(user_rows, merchant_rows, batch_id)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def build_runner(settings: Settings, app: faust.App) -> BatchRunner:
+    store = open_store(settings)
+    online = OnlineFeatures(store)
+    client = redis.Redis(**settings.redis.client_kwargs())
+    state = RedisWindowStore(client, namespace=f"{store.project}:{settings.worker.app_id}",
+                             allowed_lateness_s=settings.worker.allowed_lateness_s)
+    model = RegistryModel(ModelRegistry(settings.models_dir), settings.worker.model_alias, settings.worker.model_poll_s)
+    processor = BatchProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, online=online,
+                               model=model)
+    publisher = FaustPublisher(app.topic(settings.topics.predictions.name, value_serializer="raw",
+                                         key_serializer="raw"),
+                               app.topic(settings.topics.transactions_dlq.name, value_serializer="raw",
+                                         key_serializer="raw"))
+    offline = OfflineLog(OfflineLogWriter(Path(settings.feast.repo_path), worker_id()))
+    return BatchRunner(processor=processor, publisher=publisher, online=online, offline=offline, state=state,
+                       settings=settings.worker)
+
+
+def build_worker(settings: Settings, web_enabled: bool = False) -> WorkerApp:
+    return create_app(settings, lambda app: build_runner(settings, app), web_enabled=web_enabled)

@@ -1,0 +1,157 @@
+"""The offline feature log writer: atomic, idempotent per batch identity, the backfill's schema."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from feature_repo.data_sources import CREATED, TIMESTAMP
+from stream_app import backfill
+from stream_app.adapters import offline_log
+from stream_app.adapters.offline_log import OfflineLogWriter, compact, log_columns, part_name, rows_frame
+from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
+from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS
+from stream_app.errors import ServiceUnavailableError
+
+T0 = datetime(2026, 10, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def served(n: int, start: int = 0) -> tuple[list[offline_log.WindowRow], list[offline_log.WindowRow]]:
+    """Rows the real engine serves for n transactions (offsets start .. start+n-1 of partition 0)."""
+    engine = FeatureEngine(300.0)
+    users: list[offline_log.WindowRow] = []
+    merchants: list[offline_log.WindowRow] = []
+    for i in range(start, start + n):
+        when = T0 + timedelta(seconds=7 * i)
+        rows = engine.on_transaction(TransactionEvent(f"e{i}", i % 3, 10 + i % 2, 5.0 + i, when.timestamp(), (0, i)))
+        assert isinstance(rows, WindowRows)
+        users.append((i % 3, when, rows.user))
+        merchants.append((10 + i % 2, when, rows.merchant))
+    return users, merchants
+
+
+def parts(repo: Path) -> list[Path]:
+    return sorted(repo.rglob("part-*.parquet"))
+
+
+def test_a_batch_is_one_readable_part_per_log_with_no_temp_files_left(tmp_path: Path) -> None:
+    writer = OfflineLogWriter(tmp_path, "host-1")
+    users, merchants = served(5)
+    written = writer.append_rows(users, merchants, "p0-0-4")
+    assert sorted(written) == parts(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in sorted(written)] == [
+        "data/offline/merchant_windows/part-stream-p0-0-4.parquet",
+        "data/offline/user_windows/part-stream-p0-0-4.parquet"]
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith("part-")] == []
+    frame = pd.read_parquet(tmp_path / "data/offline/user_windows/part-stream-p0-0-4.parquet")
+    assert len(frame) == 5 and list(frame.columns) == log_columns(USER_WINDOWS)
+    assert frame["user_txn_count_24h"].tolist() == [1, 1, 1, 2, 2]
+
+
+def test_the_same_batch_twice_yields_one_part_with_the_same_rows(tmp_path: Path) -> None:
+    users, merchants = served(4)
+    OfflineLogWriter(tmp_path, "a").append_rows(users, merchants, "p0-0-3")
+    first = {p: pd.read_parquet(p) for p in parts(tmp_path)}
+    OfflineLogWriter(tmp_path, "b").append_rows(users, merchants, "p0-0-3")  # another worker replays it
+    assert parts(tmp_path) == sorted(first)
+    for path, frame in first.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(path), frame)
+
+
+def test_append_names_a_partition_batch_by_its_first_and_last_positions(tmp_path: Path) -> None:
+    users, merchants = served(3, start=100)
+    writer = OfflineLogWriter(tmp_path, "w", source="transactions")
+    writer.append(rows_frame(users, USER_WINDOWS), rows_frame(merchants, MERCHANT_WINDOWS), (2, 100), (2, 102))
+    writer.append(rows_frame(users, USER_WINDOWS), rows_frame(merchants, MERCHANT_WINDOWS), (2, 100), (2, 102))
+    assert {p.name for p in parts(tmp_path)} == {"part-transactions-p2-100-102.parquet"}
+    with pytest.raises(ValueError, match="different partitions"):
+        writer.append(rows_frame(users, USER_WINDOWS), rows_frame(merchants, MERCHANT_WINDOWS), (1, 0), (2, 5))
+
+
+def test_columns_and_dtypes_are_the_backfills_with_microsecond_utc_timestamps(tmp_path: Path) -> None:
+    history = pd.DataFrame({
+        "event_id": ["a", "b", "c"], "user_id": [1, 2, 1], "merchant_id": [7, 7, 8], "amount": [3.0, 4.5, 1.25],
+        "event_time": pd.to_datetime([T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)], utc=True)})
+    labels = pd.DataFrame({"event_id": pd.Series([], dtype=str), "is_fraud": pd.Series([], dtype=bool),
+                           "label_time": pd.to_datetime(pd.Series([], dtype="datetime64[us]"), utc=True)})
+    result = backfill.run(history, labels)
+    backfill_dir = tmp_path / "backfill"
+    backfill.write_outputs(backfill_dir, result, pd.DataFrame({"x": [1]}), pd.DataFrame({"x": [1]}))
+
+    users, merchants = served(3)
+    OfflineLogWriter(tmp_path / "stream", "w").append_rows(users, merchants, "p0-0-2")
+    for log in ("user_windows", "merchant_windows"):
+        ours = pq.read_schema(tmp_path / "stream" / "data/offline" / log / "part-stream-p0-0-2.parquet")
+        theirs = pq.read_schema(backfill_dir / "data/offline" / log / backfill.BACKFILL_PART)
+        assert ours.names == theirs.names
+        assert ours.types == theirs.types
+        assert str(ours.field(TIMESTAMP).type) == str(ours.field(CREATED).type) == "timestamp[us, tz=UTC]"
+    frame = pd.read_parquet(tmp_path / "stream" / "data/offline/user_windows/part-stream-p0-0-2.parquet")
+    assert frame[TIMESTAMP].tolist() == [pd.Timestamp(u[1]) for u in users]  # microseconds kept exactly
+    assert (frame[TIMESTAMP] == frame[CREATED]).all()
+    assert math.isnan(frame["user_seconds_since_prev"].iloc[0])
+
+
+def test_buffered_batches_flush_as_one_part_and_nothing_before(tmp_path: Path) -> None:
+    writer = OfflineLogWriter(tmp_path, "w")
+    first, second = served(6)[0][:3], served(6)[0][3:]
+    m_first, m_second = served(6)[1][:3], served(6)[1][3:]
+    writer.buffer_rows(first, m_first, "p0-0-2")
+    writer.buffer_rows(second, m_second, "p0-3-5")
+    assert parts(tmp_path) == [] and writer.pending_rows == 6
+    written = writer.flush()
+    assert {p.name for p in written} == {part_name("stream", ["p0-0-2", "p0-3-5"])} == {
+        "part-stream-p0-0-2+p0-3-5.parquet"}
+    assert len(pd.read_parquet(written[0])) == 6 and writer.pending_rows == 0
+    assert writer.flush() == []
+
+
+def test_long_batch_identities_are_hashed_into_a_short_stable_name() -> None:
+    ids = [f"p{p}-{1000 * p}-{1000 * p + 999}" for p in range(12)]
+    name = part_name("stream", ["_".join(ids)])
+    assert name == part_name("stream", ["_".join(ids)]) and len(name) < 60
+    assert part_name("stream", ["../../etc"]).startswith("part-stream-h")
+
+
+def test_a_failed_write_leaves_no_temp_file_and_keeps_the_buffer(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = OfflineLogWriter(tmp_path, "w")
+    users, merchants = served(2)
+    writer.buffer_rows(users, merchants, "p0-0-1")
+
+    def refuse(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", refuse)
+    with pytest.raises(ServiceUnavailableError, match="No space left"):
+        writer.flush()
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    monkeypatch.undo()
+    assert len(writer.flush()) == 2  # the retry writes the same part names
+
+
+def test_frames_with_other_columns_are_refused(tmp_path: Path) -> None:
+    users, merchants = served(1)
+    bad = rows_frame(users, USER_WINDOWS).drop(columns=["user_txn_count_1h"])
+    with pytest.raises(ValueError, match="must have columns"):
+        OfflineLogWriter(tmp_path, "w").buffer_frames(bad, rows_frame(merchants, MERCHANT_WINDOWS), "p0-0-0")
+
+
+def test_compact_merges_parts_and_drops_duplicate_rows(tmp_path: Path) -> None:
+    users, merchants = served(6)
+    writer = OfflineLogWriter(tmp_path, "w")
+    writer.append_rows(users[:4], merchants[:4], "p0-0-3")
+    writer.append_rows(users[2:], merchants[2:], "p0-2-5")  # a replay cut at other boundaries
+    (tmp_path / "data/offline/user_windows" / backfill.BACKFILL_PART).write_bytes(b"not touched")
+    merged = compact(tmp_path)
+    assert len(merged) == 2
+    user_parts = sorted((tmp_path / "data/offline/user_windows").glob("part-*.parquet"))
+    assert [p.name for p in user_parts] == [backfill.BACKFILL_PART, merged[0].name]
+    frame = pd.read_parquet(merged[0])
+    assert len(frame) == 6 and frame[TIMESTAMP].is_monotonic_increasing
+    pd.testing.assert_frame_equal(frame, rows_frame(users, USER_WINDOWS))
