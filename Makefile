@@ -4,8 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
-# Tests use their own ports so they never touch a running demo.
-TEST_PORTS := KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093 REDIS_PORT=16379
 
 .PHONY: help install infra-up infra-down infra-status topics lint test test-unit clean history backfill \
 	feast-apply train promote materialize pipeline bench
@@ -50,12 +48,11 @@ lint: $(STAMP)
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest -m "not integration" -q
 
-# The fixtures start Kafka and Redis on the test ports when no address is given in the environment,
-# and stop them at the end; the trailing stop also covers a run that was killed half-way.
+# When no address is given in the environment, the fixtures start Kafka and Redis on free ports under
+# .run/test-<pid>/ and stop them at the end; the trailing stop covers a session that was killed.
 test: install lint
-	@set -o pipefail; rc=0; $(VENV)/bin/pytest -q --durations=15 || rc=$$?; \
-	  $(TEST_PORTS) infra/kafka.sh stop >/dev/null 2>&1; $(TEST_PORTS) infra/redis.sh stop >/dev/null 2>&1; \
-	  exit $$rc
+	@set -o pipefail; rc=0; $(VENV)/bin/pytest -q --durations=15 & pid=$$!; wait $$pid || rc=$$?; \
+	  infra/stop-run-dir.sh .run/test-$$pid; exit $$rc
 
 # The offline pipeline. History ends yesterday so that `feast materialize-incremental` (whose first run
 # starts at wall-clock now - TTL) loads the latest daily profiles.

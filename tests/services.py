@@ -2,7 +2,9 @@
 
 1. addresses given in the environment (``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS``, ``STREAMSCORE_REDIS__URL``);
 2. testcontainers, when a Docker engine answers;
-3. local processes started by ``infra/kafka.sh`` and ``infra/redis.sh`` on test ports.
+3. local processes started by ``infra/kafka.sh`` and ``infra/redis.sh`` on free ports, with their data
+   under ``.run/test-<pid>/`` (so concurrent test sessions on one machine never share or stop each
+   other's services); stopped at the end of the session.
 
 Whatever the source, the service must answer; otherwise the tests fail with the reason. They never skip.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,8 +27,7 @@ from confluent_kafka.admin import AdminClient
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_ENV = "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"
 REDIS_ENV = "STREAMSCORE_REDIS__URL"
-TEST_KAFKA_PORT = int(os.environ.get("STREAMSCORE_TEST_KAFKA_PORT", "19092"))
-TEST_REDIS_PORT = int(os.environ.get("STREAMSCORE_TEST_REDIS_PORT", "16379"))
+TEST_RUN_ROOT = REPO / ".run"
 
 
 class ServiceError(RuntimeError):
@@ -86,35 +89,35 @@ def _from_containers() -> Iterator[Services]:
         yield Services(kafka.get_bootstrap_server(), url, "testcontainers")
 
 
-def _script(name: str, command: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KAFKA_PORT": str(TEST_KAFKA_PORT), "KAFKA_CONTROLLER_PORT": str(TEST_KAFKA_PORT + 1),
-           "REDIS_PORT": str(TEST_REDIS_PORT)}
-    return subprocess.run([str(REPO / "infra" / name), command], env=env, capture_output=True, text=True,
-                          timeout=180, check=False)
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _script(name: str, command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(REPO / "infra" / name), command], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=180, check=False)
 
 
 @contextlib.contextmanager
 def _from_local_processes() -> Iterator[Services]:
-    """Start what isn't running; stop at the end only what this session started."""
-    kafka = f"127.0.0.1:{TEST_KAFKA_PORT}"
-    url = f"redis://127.0.0.1:{TEST_REDIS_PORT}/0"
+    """Start Redis and Kafka for this session only, and stop them at its end."""
+    kafka_port, redis_port = free_port(), free_port()
+    env = {"KAFKA_PORT": str(kafka_port), "KAFKA_CONTROLLER_PORT": str(free_port()), "REDIS_PORT": str(redis_port),
+           "STREAMSCORE_RUN_DIR": str(TEST_RUN_ROOT / f"test-{os.getpid()}")}
     stops: list[Callable[[], object]] = []
     try:
-        checks: list[tuple[str, Callable[[], bool]]] = [
-            ("redis.sh", lambda: redis_answers(url)),
-            ("kafka.sh", lambda: kafka_answers(kafka)),
-        ]
-        for script, answers in checks:
-            if answers():
-                continue
-            started = _script(script, "start")
+        for script in ("redis.sh", "kafka.sh"):
+            started = _script(script, "start", env)
+            stops.append(functools.partial(_script, script, "stop", env))
             if started.returncode != 0:
                 raise ServiceError(f"infra/{script} start failed:\n{started.stdout}{started.stderr}")
-            stops.append(functools.partial(_script, script, "stop"))
-        yield Services(kafka, url, "local processes")
+        yield Services(f"127.0.0.1:{kafka_port}", f"redis://127.0.0.1:{redis_port}/0", "local processes")
     finally:
         for stop in reversed(stops):
             stop()
+        shutil.rmtree(env["STREAMSCORE_RUN_DIR"], ignore_errors=True)
 
 
 @contextlib.contextmanager

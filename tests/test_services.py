@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from tests import services
-from tests.services import ServiceError
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.services import ServiceError, free_port
 
 
 def test_dead_kafka_from_environment_is_an_error_not_a_skip(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(services.KAFKA_ENV, f"127.0.0.1:{_free_port()}")
-    monkeypatch.setenv(services.REDIS_ENV, f"redis://127.0.0.1:{_free_port()}/0")
+    monkeypatch.setenv(services.KAFKA_ENV, f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv(services.REDIS_ENV, f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(ServiceError, match="does not answer a metadata request"), services.services():
         pass
 
@@ -26,7 +18,7 @@ def test_dead_kafka_from_environment_is_an_error_not_a_skip(monkeypatch: pytest.
 def test_dead_redis_from_environment_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(services, "kafka_answers", lambda bootstrap, timeout_s=5.0: True)
     monkeypatch.setenv(services.KAFKA_ENV, "127.0.0.1:1")
-    monkeypatch.setenv(services.REDIS_ENV, f"redis://127.0.0.1:{_free_port()}/0")
+    monkeypatch.setenv(services.REDIS_ENV, f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(ServiceError, match="does not answer PING"), services.services():
         pass
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,15 +23,10 @@ from stream_app.contract import Topics, TopicSpec, decode_transaction
 from stream_app.generator.live import stream_live
 from stream_app.settings import Settings, WorkerSettings
 from tests.kafka_util import consume
+from tests.services import free_port
 from tests.stream_app.worker.environment import MERCHANTS, SEED, USERS, prepare, settings_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _start(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -49,7 +43,7 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(settings: Set
     single = Topics(**{role: TopicSpec(name=spec.name, partitions=1) for role, spec in settings.topics})
     settings = settings.model_copy(update={
         "topics": single,
-        "worker": WorkerSettings(app_id=f"crash-{unique}", batch_size=50, web_port=_free_port())})
+        "worker": WorkerSettings(app_id=f"crash-{unique}", batch_size=50, web_port=free_port())})
     settings = prepare(settings, tmp_path, f"crash_{unique}")
     ensure_topics(settings.kafka, settings.topics.all())
     counts = stream_live(settings, rate=500, duration_s=4.0, seed=SEED, users=USERS, merchants=MERCHANTS,
