@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
 .PHONY: help install infra-up infra-down infra-status topics lint test test-unit clean history backfill \
-	feast-apply train promote materialize pipeline bench
+	feast-apply train promote materialize pipeline bench demo
 
 help:
 	@echo "make install     venv + dependencies (pinned by constraints.txt), Redis, Kafka jars"
@@ -14,6 +14,7 @@ help:
 	@echo "make infra-up    start Kafka (127.0.0.1:9092) and Redis (127.0.0.1:6379); infra-down stops them"
 	@echo "make topics      create the contract's topics (idempotent)"
 	@echo "make pipeline    history -> backfill -> feast apply -> train -> promote -> materialize (needs Redis)"
+	@echo "make demo        everything from a fresh machine: services, pipeline, worker, a minute of live events, summary"
 	@echo "make bench       benchmarks (never part of make test); results in bench/results/"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -83,9 +84,12 @@ materialize: $(STAMP)
 
 pipeline: history backfill feast-apply train promote materialize
 
+# Both own their services (start and stop them); see bench/run.sh and stream_app/demo.py.
 bench: install
-	$(PY) bench/bench_windows.py
-	$(PY) bench/bench_backfill.py
+	bash bench/run.sh
+
+demo: install
+	$(PY) -m stream_app.demo
 
 clean: infra-down
 	rm -rf .run build *.egg-info .mypy_cache .ruff_cache .pytest_cache
