@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -71,9 +72,17 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"  # the batch kept failing for a reason that is not the record's (a bug): kept, not lost
 
 
+# A date first: pydantic would otherwise read numeric text ("1700000000") as Unix seconds.
+_RFC3339_START = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+# Times every store downstream can hold: the offline log, pandas and Feast's offline store use
+# datetime64[ns] (1677-09-21 .. 2262-04-11); a time outside it would fail the whole batch there.
+EARLIEST_EVENT_TIME: Final = datetime(1678, 1, 1, tzinfo=UTC)
+LATEST_EVENT_TIME: Final = datetime(2262, 1, 1, tzinfo=UTC)  # exclusive
+
+
 def _utc_timestamp(value: Any) -> Any:
-    """RFC 3339 text with an explicit offset only; numbers and naive times are refused."""
-    if not isinstance(value, str):
+    """RFC 3339 text with an explicit offset only; numbers (also as text) and naive times are refused."""
+    if not isinstance(value, str) or not _RFC3339_START.match(value):
         raise ValueError("must be an RFC 3339 timestamp string")
     return value
 
@@ -81,7 +90,13 @@ def _utc_timestamp(value: Any) -> Any:
 def _to_utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must carry a UTC offset (e.g. 'Z')")
-    return value.astimezone(UTC)
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: not a ValueError, so pydantic would not catch it
+        utc = None
+    if utc is None or not EARLIEST_EVENT_TIME <= utc < LATEST_EVENT_TIME:
+        raise ValueError(f"must be in [{EARLIEST_EVENT_TIME:%Y-%m-%d}, {LATEST_EVENT_TIME:%Y-%m-%d}) UTC")
+    return utc
 
 
 def _finite(value: float) -> float:
