@@ -83,11 +83,18 @@ class KafkaSettings(BaseModel):
 
 
 class RedisSettings(BaseModel):
-    """The Redis behind Feast's online store. ``url`` is redis://host:port/db (rediss:// for TLS); the
-    password lives apart so it stays secret."""
+    """The Redis behind Feast's online store and the window state. ``url`` is redis://host:port/db
+    (rediss:// for TLS); the password lives apart so it stays secret.
+
+    The worker calls Redis synchronously from its event loop, so every call must fail fast when Redis is
+    away: ``connect_timeout_s`` bounds connecting, ``socket_timeout_s`` a reply (a hung Redis), and
+    redis-py's own retries are off (its default, 3 retries with exponential backoff, blocks the loop for
+    ~10 s per call). The worker waits for Redis itself: it retries the whole batch with backoff."""
 
     url: str = "redis://127.0.0.1:6379/0"
     password: SecretStr | None = None
+    socket_timeout_s: float = Field(default=2.0, gt=0)
+    connect_timeout_s: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _parseable(self) -> RedisSettings:
@@ -121,13 +128,19 @@ class RedisSettings(BaseModel):
             "db": self.db,
             "password": self.password.get_secret_value() if self.password else None,
             "ssl": self.tls,
+            "socket_timeout": self.socket_timeout_s,
+            "socket_connect_timeout": self.connect_timeout_s,
+            "retry": None,  # redis-py: no retries (see the class docstring)
         }
 
     def feast_connection_string(self) -> str:
-        """Feast's own format: ``host:port,db=N[,ssl=true][,password=...]``."""
+        """Feast's own format: ``host:port,db=N,<redis.Redis keyword>=<JSON value>...[,password=...]``.
+        Feast passes the keywords to ``redis.Redis``: the same timeouts, and ``retry=null`` (no retries)."""
         parts = [f"{self.host}:{self.port}", f"db={self.db}"]
         if self.tls:
             parts.append("ssl=true")
+        parts += [f"socket_timeout={self.socket_timeout_s!r}", f"socket_connect_timeout={self.connect_timeout_s!r}",
+                  "retry=null"]
         if self.password:
             parts.append(f"password={self.password.get_secret_value()}")
         return ",".join(parts)

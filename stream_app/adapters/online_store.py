@@ -20,8 +20,10 @@ Semantics the worker relies on:
   wins: a replay of older rows then overwrites newer values.
 - Retrying a whole batch after ServiceUnavailableError is therefore safe: rows already written carry
   timestamps that are not newer than themselves, so they are skipped, and the rest are applied.
-  redis-py's default retry policy (3 retries, exponential backoff) makes a refused connection surface
-  only after ~10 s; that is the connection string's business, not this adapter's.
+  Redis failures that mean "not now" (connection refused or dropped, timeout, loading, read-only
+  replica, OOM, cluster down) become ServiceUnavailableError, as in the window-state store. How fast
+  they surface is the connection string's business: ``RedisSettings.feast_connection_string`` sets
+  socket timeouts and turns redis-py's retries off (its default backoff takes ~10 s per failed call).
 - Feast does not enforce a view's TTL on online reads (``get_online_features`` returns stale rows);
   ``read_profiles`` behaves the same.
 """
@@ -49,9 +51,14 @@ USER_PROFILE_VIEW: Final = "user_profile"
 MERCHANT_PROFILE_VIEW: Final = "merchant_profile"
 
 # Errors after which the same call may succeed: the worker waits and retries the batch.
-_UNAVAILABLE: Final = (
-    redis.exceptions.ConnectionError,
+_UNAVAILABLE: Final[tuple[type[Exception], ...]] = (
+    redis.exceptions.ConnectionError,  # includes BusyLoadingError (a restarted Redis loading its data)
     redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # failover: we talk to a replica
+    redis.exceptions.OutOfMemoryError,  # type: ignore[attr-defined]  # (types-redis predates it)
+    redis.exceptions.MasterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
     ConnectionError,
     TimeoutError,
 )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from pydantic import ValidationError
 
 from stream_app.settings import KafkaSettings, RedisSettings, Settings
@@ -36,7 +37,8 @@ def test_sasl_without_credentials_is_refused() -> None:
 
 def test_redis_password_goes_to_feast_and_client_but_not_repr() -> None:
     redis = RedisSettings(url="redis://r:6379/1", password="pw")  # type: ignore[arg-type]
-    assert redis.feast_connection_string() == "r:6379,db=1,password=pw"
+    assert redis.feast_connection_string().startswith("r:6379,db=1,")
+    assert redis.feast_connection_string().endswith(",password=pw")
     assert redis.client_kwargs()["password"] == "pw"
     assert "pw" not in repr(redis)
 
@@ -44,3 +46,30 @@ def test_redis_password_goes_to_feast_and_client_but_not_repr() -> None:
 def test_redis_url_must_be_a_redis_url() -> None:
     with pytest.raises(ValidationError, match="redis url"):
         RedisSettings(url="http://nope")
+
+
+def test_redis_clients_fail_fast_with_the_configured_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both Redis clients of the worker (ours and Feast's) get the timeouts and no redis-py retries: the
+    worker retries whole batches itself, and redis-py's default backoff blocks the event loop ~10 s."""
+    monkeypatch.setenv("STREAMSCORE_REDIS__URL", "redis://cache:6380/2")
+    monkeypatch.setenv("STREAMSCORE_REDIS__SOCKET_TIMEOUT_S", "0.75")
+    monkeypatch.setenv("STREAMSCORE_REDIS__CONNECT_TIMEOUT_S", "0.25")
+    settings = Settings().redis
+    ours = redis.Redis(**settings.client_kwargs())
+    connection = ours.get_connection_kwargs()
+    assert (connection["socket_timeout"], connection["socket_connect_timeout"]) == (0.75, 0.25)
+    assert ours.connection_pool.make_connection().retry.get_retries() == 0
+
+    from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
+
+    config = RedisOnlineStoreConfig(connection_string=settings.feast_connection_string())
+    feasts = RedisOnlineStore()._get_client(config)
+    connection = feasts.get_connection_kwargs()
+    assert (connection["socket_timeout"], connection["socket_connect_timeout"]) == (0.75, 0.25)
+    assert (connection["host"], connection["port"], connection["db"]) == ("cache", "6380", 2)
+    assert feasts.connection_pool.make_connection().retry.get_retries() == 0
+
+
+def test_redis_timeouts_must_be_positive() -> None:
+    with pytest.raises(ValidationError, match="greater than 0"):
+        RedisSettings(socket_timeout_s=0)
