@@ -1,10 +1,10 @@
 """Brute-force recomputation of served features from raw events, for correctness tests.
 
 Deliberately naive (scans all history for each event) and written from the documented semantics, not
-from the window core: the value for transaction e at time t covers e and every transaction of the same
-key processed before it with time in (t - W, t]; label windows cover labels processed before e with
-label_time in (t - W, t]. Arrival order is by time, labels before transactions at the same instant,
-then by position in the log."""
+from the window core: a user window for transaction e at time t covers e and every transaction of the
+same user processed before it with time in (t - W, t]; a merchant window is served as of t - LAG and
+covers every transaction of the merchant (labels: every label) with time in (t - LAG - W, t - LAG].
+Arrival order is by time, labels before transactions at the same instant, then by position in the log."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
-from stream_app.core.window_spec import ALL_WINDOWS, Entity, Function, Source, WindowSpec
+from stream_app.core.window_spec import ALL_WINDOWS, MERCHANT_LAG_S, Entity, Function, Source, WindowSpec
 
 
 def _secs(series: pd.Series) -> np.ndarray:
@@ -48,16 +48,19 @@ class Reference:
         row = self.txn.iloc[i]
         t = self.t[i]
         out: dict[str, float] = {}
+        as_of = t - MERCHANT_LAG_S
         for spec in ALL_WINDOWS:
             if spec.source is Source.LABEL:
                 labels = [v for lt, v in self.labels_by_merchant.get(int(row["merchant_id"]), [])
-                          if t - spec.window_s < lt <= t]
+                          if as_of - spec.window_s < lt <= as_of]
                 out[spec.name] = _label_value(spec, labels)
-                continue
-            pool = self.by_user[int(row["user_id"])] if spec.entity is Entity.USER else \
-                self.by_merchant[int(row["merchant_id"])]
-            earlier = self._earlier(pool, i)
-            out[spec.name] = self._txn_value(spec, earlier, i, t)
+            elif spec.entity is Entity.MERCHANT:
+                assert spec.function is Function.COUNT, "only counts are served per merchant"
+                out[spec.name] = float(sum(1 for j in self.by_merchant[int(row["merchant_id"])]
+                                           if as_of - spec.window_s < self.t[j] <= as_of))
+            else:
+                earlier = self._earlier(self.by_user[int(row["user_id"])], i)
+                out[spec.name] = self._txn_value(spec, earlier, i, t)
         return out
 
     def _txn_value(self, spec: WindowSpec, earlier: list[int], i: int, t: float) -> float:

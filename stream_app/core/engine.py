@@ -5,15 +5,18 @@ that is the whole guarantee that training features equal served features.
 
 Authority for "has this event been processed" is the user's state: transactions are partitioned by user,
 so a user's windows see that user's events in partition order. A merchant's windows receive events from
-every partition; they apply an event when their own state agrees it is new and in time, and otherwise
-serve their value at the event's time without applying it (counted in ``EngineStats``)."""
+every partition; they apply an event the user's state applied (unless their own state finds it too
+late, counted in ``EngineStats``), and serve their value as of ``MERCHANT_LAG_S`` before the event
+(see window_spec): independent of how partitions and the label topic interleave, as long as they stay
+within the lag of each other. An event applied to a merchant at or before ``latest - lag`` may have been
+missed by a value already served; ``EngineStats.merchant_beyond_lag`` counts those."""
 
 from __future__ import annotations
 
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
-from stream_app.core.window_spec import Entity, Source, WindowSpec, windows_for
+from stream_app.core.window_spec import MERCHANT_LAG_S, Entity, Source, WindowSpec, windows_for
 from stream_app.core.windows import KeyWindows, Observation, Outcome, Position
 
 USER_TXN_SPECS = windows_for(Entity.USER, Source.TRANSACTION)
@@ -58,6 +61,7 @@ class EngineStats:
     replayed: int = 0
     late: int = 0
     merchant_not_applied: int = 0
+    merchant_beyond_lag: int = 0
     labels_applied: int = 0
     labels_replayed: int = 0
     labels_late: int = 0
@@ -77,6 +81,9 @@ class FeatureEngine:
     """Applies events to window state and returns the rows to serve."""
 
     def __init__(self, allowed_lateness_s: float, state: WindowState | None = None) -> None:
+        if allowed_lateness_s < MERCHANT_LAG_S:
+            raise ValueError(f"allowed lateness {allowed_lateness_s:g} s must cover the merchant lag "
+                             f"({MERCHANT_LAG_S} s): merchant windows are read that far in the past")
         self.allowed_lateness_s = allowed_lateness_s
         self.state = state if state is not None else WindowState()
         self.stats = EngineStats()
@@ -110,18 +117,20 @@ class FeatureEngine:
 
     def _merchant_row(self, event: TransactionEvent, obs: Observation) -> dict[str, float]:
         txns = self._windows(self.state.merchant_txns, event.merchant_id, MERCHANT_TXN_SPECS)
-        applied = txns.apply(obs)
-        if applied.features is not None:
-            row = dict(applied.features)
+        latest = txns.latest_time
+        if latest is not None and event.time <= latest - MERCHANT_LAG_S:
+            self.stats.merchant_beyond_lag += 1
+        if txns.apply(obs).features is not None:
             self.state.merchant_txns[event.merchant_id] = txns
         else:
             self.stats.merchant_not_applied += 1
-            row = _safe_query(txns, event.time)
+        as_of = event.time - MERCHANT_LAG_S
+        row = _safe_query(txns, as_of)
         labels = self.state.merchant_labels.get(event.merchant_id)
         if labels is None:
             row.update(self._no_labels)
         else:
-            row.update(_safe_query(labels, event.time))
+            row.update(_safe_query(labels, as_of))
         return row
 
     def on_label(self, label: LabelEvent) -> Outcome:

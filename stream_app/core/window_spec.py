@@ -68,6 +68,14 @@ USER_WINDOWS: tuple[WindowSpec, ...] = (
     ),
 )
 
+# Merchant windows are served as of MERCHANT_LAG_S before the event: a merchant's transactions arrive
+# from every partition (and its labels from another topic), so what has been processed "by now" depends
+# on how partitions interleave - on the number of workers, on a catch-up after a crash. Everything with
+# time <= t - lag has been processed on every partition as long as the partitions' processing stays
+# within the lag of each other in event time (live operation: milliseconds to seconds). Then the value
+# is a function of the events alone: one worker, two workers, a replay and the backfill agree.
+MERCHANT_LAG_S = 60
+
 MERCHANT_WINDOWS: tuple[WindowSpec, ...] = (
     WindowSpec("merchant_txn_count_1h", Entity.MERCHANT, Source.TRANSACTION, Function.COUNT, None, HOUR),
     WindowSpec("merchant_label_count_7d", Entity.MERCHANT, Source.LABEL, Function.COUNT, None, 7 * DAY),

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from stream_app.core.engine import FeatureEngine, LabelEvent, TransactionEvent, WindowRows
+from stream_app.core.window_spec import MERCHANT_LAG_S
 from stream_app.core.windows import Outcome
 
 T0 = 1_800_000_000.0
@@ -22,8 +25,55 @@ def test_rows_cover_the_event_and_earlier_ones_of_the_same_key() -> None:
     assert rows.user["user_txn_count_10m"] == 2
     assert rows.user["user_amount_sum_1h"] == 25.0
     assert rows.user["user_seconds_since_prev"] == 60.0
-    assert rows.merchant["merchant_txn_count_1h"] == 3  # the merchant saw every user's events
+    # merchant windows are served as of MERCHANT_LAG_S earlier: nothing yet at T0 + 60 - 60 ... but T0 itself
+    assert rows.merchant["merchant_txn_count_1h"] == 1
     assert rows.merchant["merchant_label_count_7d"] == 0 and rows.merchant["merchant_fraud_rate_7d"] == 0.0
+
+
+def test_merchant_windows_lag_and_count_every_users_events() -> None:
+    engine = FeatureEngine(allowed_lateness_s=300)
+    for i, user in enumerate((1, 2, 3)):
+        engine.on_transaction(txn(i, T0 + i, user=user))
+    just_after = engine.on_transaction(txn(3, T0 + MERCHANT_LAG_S - 1, user=4))
+    lagged = engine.on_transaction(txn(4, T0 + MERCHANT_LAG_S + 2, user=5))
+    assert isinstance(just_after, WindowRows) and isinstance(lagged, WindowRows)
+    assert just_after.merchant["merchant_txn_count_1h"] == 0
+    assert lagged.merchant["merchant_txn_count_1h"] == 3  # every user's events up to t - lag, not later ones
+
+
+def test_merchant_values_do_not_depend_on_how_partitions_interleave_within_the_lag() -> None:
+    """Two partitions' events (users 1 and 2) in two different arrival orders, never more than the lag
+    apart in event time: every event is served the same merchant features."""
+    a = [txn(i, T0 + 7 * i, user=1, partition=0) for i in range(20)]
+    b = [txn(100 + i, T0 + 5 * i + 3, user=2, partition=1) for i in range(20)]
+
+    def served(order: list[TransactionEvent]) -> dict[str, dict[str, float]]:
+        engine = FeatureEngine(allowed_lateness_s=300)
+        out = {}
+        for event in order:
+            rows = engine.on_transaction(event)
+            assert isinstance(rows, WindowRows)
+            out[event.event_id] = rows.merchant
+        assert engine.stats.merchant_beyond_lag == 0
+        return out
+
+    interleaved = sorted(a + b, key=lambda e: e.time)
+    a_ahead = sorted(a + b, key=lambda e: e.time - (45 if e.position[0] == 0 else 0))  # partition 0 45 s ahead
+    b_ahead = sorted(a + b, key=lambda e: e.time - (45 if e.position[0] == 1 else 0))
+    assert a_ahead != interleaved != b_ahead
+    assert served(interleaved) == served(a_ahead) == served(b_ahead)
+
+
+def test_an_event_arriving_beyond_the_lag_is_counted() -> None:
+    engine = FeatureEngine(allowed_lateness_s=300)
+    engine.on_transaction(txn(0, T0 + 200, user=1))
+    engine.on_transaction(txn(1, T0, user=2))  # another partition, 200 s behind: values served may miss it
+    assert engine.stats.merchant_beyond_lag == 1
+
+
+def test_lateness_must_cover_the_merchant_lag() -> None:
+    with pytest.raises(ValueError, match="merchant lag"):
+        FeatureEngine(allowed_lateness_s=MERCHANT_LAG_S - 1)
 
 
 def test_first_event_has_no_previous() -> None:
@@ -37,15 +87,15 @@ def test_a_replayed_event_changes_nothing_and_is_not_served_again() -> None:
     engine.on_transaction(txn(1, T0 + 10))
     assert engine.on_transaction(txn(0, T0)) is Outcome.REPLAY
     assert engine.on_transaction(txn(1, T0 + 10)) is Outcome.REPLAY
-    after = engine.on_transaction(txn(2, T0 + 20))
+    after = engine.on_transaction(txn(2, T0 + 20 + MERCHANT_LAG_S))
     assert isinstance(first, WindowRows) and isinstance(after, WindowRows)
     assert after.user["user_txn_count_10m"] == 3
-    assert after.merchant["merchant_txn_count_1h"] == 3
+    assert after.merchant["merchant_txn_count_1h"] == 2  # e0 and e1 once each, as of 60 s earlier
     assert engine.stats.replayed == 2
 
 
 def test_a_late_event_is_routed_not_applied() -> None:
-    engine = FeatureEngine(allowed_lateness_s=60)
+    engine = FeatureEngine(allowed_lateness_s=MERCHANT_LAG_S)
     engine.on_transaction(txn(0, T0 + 1000))
     assert engine.on_transaction(txn(1, T0, amount=999.0)) is Outcome.LATE
     rows = engine.on_transaction(txn(2, T0 + 1001))
@@ -61,7 +111,8 @@ def test_labels_feed_the_merchant_fraud_rate_at_transaction_time() -> None:
     engine.on_label(LabelEvent("x1", 10, True, T0, (0, 0)))
     engine.on_label(LabelEvent("x2", 10, False, T0 + 1, (0, 1)))
     engine.on_label(LabelEvent("x3", 10, True, T0 + 100, (0, 2)))  # after the transaction below
-    rows = engine.on_transaction(txn(0, T0 + 50))
+    engine.on_label(LabelEvent("x4", 10, True, T0 + 80, (0, 3)))  # also within the lag before it
+    rows = engine.on_transaction(txn(0, T0 + 50 + MERCHANT_LAG_S))
     assert isinstance(rows, WindowRows)
     assert rows.merchant["merchant_label_count_7d"] == 2
     assert rows.merchant["merchant_fraud_rate_7d"] == 0.5
