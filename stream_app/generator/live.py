@@ -354,13 +354,18 @@ def stream_live(
     producer: ProducerLike | None = None,
     report: TextIO | None = sys.stderr,
     fraud: FraudConfig | None = None,
+    time_scale: float = 1.0,
 ) -> LiveCounts:
     """Produce for ``duration_s`` seconds at ``rate`` transaction records per second (valid and invalid
     together), labels as they fall due, then flush. ``start`` shifts event times (default: now).
+    ``time_scale`` runs event time that many times faster than the wall clock (a minute of windows in
+    seconds, for tests); labels fall due on the same scaled clock.
     ``drain_labels`` keeps going after the duration until every label has been sent. ``stop`` ends
     the run early (still flushing). Returns the counts; delivery errors are counted, not raised."""
     if duration_s < 0:
         raise ValueError("duration_s must be non-negative")
+    if time_scale <= 0:
+        raise ValueError("time_scale must be positive")
     stop = stop or threading.Event()
     pop = build_population(stream(seed, "population"), users, merchants)
     start_us = to_us(start) if start is not None else to_us(datetime.now(UTC))
@@ -418,7 +423,7 @@ def stream_live(
             break
         n = bucket.acquire(max_n=max(1, int(rate / 100)))
         elapsed = time.monotonic() - origin
-        for key, value, pattern in source.transactions(n, elapsed):
+        for key, value, pattern in source.transactions(n, elapsed * time_scale):
             send(tx_topic, key, value)
             if pattern is None:
                 counts.invalid += 1
@@ -427,16 +432,16 @@ def stream_live(
                 if pattern != Pattern.NONE.label:
                     counts.fraud += 1
                 counts.by_pattern[pattern] = counts.by_pattern.get(pattern, 0) + 1
-        for key, value in source.labels_due(elapsed):
+        for key, value in source.labels_due(elapsed * time_scale):
             send(label_topic, key, value)
             counts.labels += 1
         kafka.poll(0)
         meter.tick(counts, source.pending_labels)
 
     while drain_labels and source.pending_labels and not stop.is_set():
-        due = source.next_label_due() or 0.0
+        due = (source.next_label_due() or 0.0) / time_scale
         stop.wait(min(0.5, max(0.0, due - (time.monotonic() - origin))))
-        for key, value in source.labels_due(time.monotonic() - origin):
+        for key, value in source.labels_due((time.monotonic() - origin) * time_scale):
             send(label_topic, key, value)
             counts.labels += 1
         kafka.poll(0)

@@ -138,3 +138,13 @@ def test_stream_live_stops_early_and_reports_delivery_errors() -> None:
     failing = FakeProducer(fail_every=2)
     counts = stream_live(Settings(), rate=200, duration_s=0.2, users=200, merchants=50, producer=failing, report=None)
     assert counts.delivery_errors > 0
+
+
+def test_time_scale_runs_event_time_faster_than_the_wall_clock() -> None:
+    fake = FakeProducer()
+    stream_live(Settings(), rate=200, duration_s=1.0, users=500, merchants=50, start=START, producer=fake,
+                report=None, time_scale=60.0)
+    times = sorted(json.loads(v)["event_time"] for topic, _, v in fake.sent
+                   if topic == "transactions" and v.startswith(b'{"event_id"'))
+    span = (datetime.fromisoformat(times[-1]) - datetime.fromisoformat(times[0])).total_seconds()
+    assert 45 <= span <= 61  # about a minute of event time in a second
