@@ -23,6 +23,17 @@ class ServiceUnavailableError(StreamscoreError):
     """Kafka, Redis or another dependency did not answer; the operation may succeed if retried."""
 
 
+class StateConflictError(ServiceUnavailableError):
+    """Another writer changed window-state keys a batch wrote since it loaded them; nothing was written.
+
+    Re-process the batch from fresh state: nothing is wrong, someone else was first."""
+
+    def __init__(self, keys: list[str]) -> None:
+        shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+        super().__init__(f"window state changed by another writer since it was loaded: {shown}")
+        self.keys = keys
+
+
 class DataValidationError(StreamscoreError):
     """A training or evaluation frame failed its checks; ``report`` says which and why."""
 

@@ -74,7 +74,7 @@ from redis import exceptions as rexc
 from stream_app.core.engine import MERCHANT_LABEL_SPECS, MERCHANT_TXN_SPECS, USER_TXN_SPECS, WindowState
 from stream_app.core.window_spec import DAY, WindowSpec
 from stream_app.core.windows import KeyWindows
-from stream_app.errors import ConfigError, ServiceUnavailableError
+from stream_app.errors import ConfigError, ServiceUnavailableError, StateConflictError
 
 _TOKEN_BYTES = 8
 DEFAULT_GRACE_S = float(DAY)
@@ -139,17 +139,6 @@ class Kind(StrEnum):
     USER = "user"
     MERCHANT_TXN = "merchant_txn"
     MERCHANT_LABEL = "merchant_label"
-
-
-class StateConflictError(ServiceUnavailableError):
-    """Another writer changed keys this batch wrote since it loaded them; nothing was written.
-
-    Re-process the batch from a fresh ``load`` (the runner's retry for ServiceUnavailableError does)."""
-
-    def __init__(self, keys: Sequence[str]) -> None:
-        shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-        super().__init__(f"window state changed by another writer since it was loaded: {shown}")
-        self.keys = list(keys)
 
 
 @dataclass

@@ -1,9 +1,10 @@
-"""The Faust application: topics, the transactions agent, rebalance handling.
+"""The Faust application: topics, the transactions and labels agents, rebalance handling.
 
 One agent consumes ``transactions`` in micro-batches (``take_events``: up to ``batch_size`` records
 or ``batch_within_s``) and hands each batch to the BatchRunner, which never lets an exception escape
-(see runner.py). Concurrency is 1: faust-streaming #606 commits past in-flight events otherwise; scale
-out with partitions and workers in one consumer group instead."""
+(see runner.py); another does the same for ``labels`` with the LabelRunner. Concurrency is 1:
+faust-streaming #606 commits past in-flight events otherwise; scale out with partitions and workers in
+one consumer group instead."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import faust
 
 from stream_app.settings import Settings
+from stream_app.worker.label_runner import LabelRunner
 from stream_app.worker.ports import RawRecord
 from stream_app.worker.runner import BatchRunner
 
@@ -48,15 +50,29 @@ async def finish_even_if_cancelled(work: Awaitable[object]) -> None:
 
 
 @dataclass(frozen=True)
+class Runners:
+    transactions: BatchRunner
+    labels: LabelRunner | None = None  # None: this app does not consume labels
+
+
+@dataclass(frozen=True)
 class WorkerApp:
     app: faust.App
-    runner: Callable[[], BatchRunner]  # the runner (built on first use); its stats feed progress displays
+    runners: Callable[[], Runners]  # built on first use; their stats feed progress displays
+
+    def runner(self) -> BatchRunner:
+        return self.runners().transactions
 
 
-def create_app(settings: Settings, runner_factory: Callable[[faust.App], BatchRunner],
+def _records(events: Any) -> list[RawRecord]:
+    return [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value,
+                      int(e.message.timestamp * 1000)) for e in events]
+
+
+def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners],
                web_enabled: bool = False) -> WorkerApp:
-    """The worker app. ``runner_factory`` builds the runner once the app exists (it needs the app's
-    topics for publishing); called lazily when the agent starts, so nothing connects at import."""
+    """The worker app. ``runner_factory`` builds the runners once the app exists (they need the app's
+    topics for publishing); called lazily when an agent starts, so nothing connects at import."""
     worker = settings.worker
     app = faust.App(
         worker.app_id,
@@ -79,23 +95,29 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], BatchRu
     transactions = app.topic(settings.topics.transactions.name, value_serializer="raw", key_serializer="raw")
     app.topic(settings.topics.predictions.name, value_serializer="raw", key_serializer="raw")
     app.topic(settings.topics.transactions_dlq.name, value_serializer="raw", key_serializer="raw")
-    holder: dict[str, BatchRunner] = {}
+    labels = app.topic(settings.topics.labels.name, value_serializer="raw", key_serializer="raw")
+    holder: dict[str, Runners] = {}
 
-    def runner() -> BatchRunner:
-        if "runner" not in holder:
-            holder["runner"] = runner_factory(app)
-        return holder["runner"]
+    def runners() -> Runners:
+        if "runners" not in holder:
+            holder["runners"] = runner_factory(app)
+        return holder["runners"]
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type, untyped-decorator]
     async def _revoked(app: faust.App, revoked: Any, **_: Any) -> None:
-        if "runner" in holder:
-            holder["runner"].state.invalidate()  # another worker may own these keys now
+        if "runners" in holder:
+            holder["runners"].transactions.state.invalidate()  # another worker may own these keys now
 
     @app.agent(transactions, concurrency=1)  # type: ignore[untyped-decorator]
     async def score(stream: Any) -> None:
         async for events in stream.take_events(worker.batch_size, within=worker.batch_within_s):
-            records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key,
-                                 e.message.value, int(e.message.timestamp * 1000)) for e in events]
-            await finish_even_if_cancelled(runner().handle(records))
+            await finish_even_if_cancelled(runners().transactions.handle(_records(events)))
 
-    return WorkerApp(app, runner)
+    @app.agent(labels, concurrency=1)  # type: ignore[untyped-decorator]
+    async def learn(stream: Any) -> None:
+        async for events in stream.take_events(worker.batch_size, within=worker.batch_within_s):
+            label_runner = runners().labels
+            if label_runner is not None:
+                await finish_even_if_cancelled(label_runner.handle(_records(events)))
+
+    return WorkerApp(app, runners)

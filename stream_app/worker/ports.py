@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from stream_app.adapters.label_log import LabelRow
 from stream_app.contract import DeadLetter, Prediction
 from stream_app.core.engine import WindowState
 from stream_app.core.scoring import Scorer
@@ -61,6 +62,11 @@ class ModelPort(Protocol):
 class OfflineLogPort(Protocol):
     def append_rows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow], batch_id: str) -> None:
         """Durable on return (the rows of a replayed batch may be appended again: identical rows)."""
+
+
+class LabelLogPort(Protocol):
+    def append(self, rows: Sequence[LabelRow], batch_id: str) -> object:
+        """Durable on return; a replayed batch with the same identity overwrites its part."""
 
 
 class PublisherPort(Protocol):

@@ -20,16 +20,55 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from stream_app.contract import ErrorCode
-from stream_app.errors import InvalidRecordError, ServiceUnavailableError
+from stream_app.errors import InvalidRecordError, ServiceUnavailableError, StateConflictError
 from stream_app.settings import WorkerSettings
-from stream_app.worker.ports import OfflineLogPort, OnlineStorePort, PublisherPort, RawRecord, StatePort
+from stream_app.worker.ports import (
+    OfflineLogPort,
+    OnlineStorePort,
+    PredictionIndexPort,
+    PublisherPort,
+    RawRecord,
+    StatePort,
+)
 from stream_app.worker.processor import BatchProcessor, BatchResult
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+
+async def run_with_retries(attempt: Callable[[], Awaitable[R]], settings: WorkerSettings, state: StatePort, *,
+                           give_up: Callable[[Exception], Awaitable[R]], on_retry: Callable[[], None],
+                           what: str) -> R:
+    """``attempt()`` until it succeeds. A dependency that is down is waited for with exponential backoff
+    (forever: nothing is acked meanwhile); a conflicting concurrent state write is retried at once from
+    fresh state; any other error is retried ``poison_attempts`` times, then ``give_up(error)``."""
+    delay = settings.retry_initial_s
+    failures = 0
+    while True:
+        try:
+            return await attempt()
+        except StateConflictError as exc:  # another worker committed the same keys first: not an outage
+            on_retry()
+            state.invalidate()
+            log.info("%s: state changed concurrently, re-processing: %s", what, exc)
+            await asyncio.sleep(0)
+        except ServiceUnavailableError as exc:
+            on_retry()
+            state.invalidate()
+            log.warning("dependency unavailable, retrying %s in %.1f s: %s", what, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, settings.retry_max_s)
+        except Exception as exc:  # an escaping error would lose the batch (module docstring)
+            failures += 1
+            state.invalidate()
+            log.exception("%s failed (%d/%d)", what, failures, settings.poison_attempts)
+            if failures >= settings.poison_attempts:
+                return await give_up(exc)
 
 
 @dataclass
@@ -51,8 +90,10 @@ class RunnerStats:
 
 class BatchRunner:
     def __init__(self, *, processor: BatchProcessor, publisher: PublisherPort, online: OnlineStorePort,
-                 offline: OfflineLogPort, state: StatePort, settings: WorkerSettings) -> None:
+                 offline: OfflineLogPort, state: StatePort, settings: WorkerSettings,
+                 index: PredictionIndexPort | None = None) -> None:
         self.processor = processor
+        self.index = index
         self.publisher = publisher
         self.online = online
         self.offline = offline
@@ -61,34 +102,23 @@ class BatchRunner:
         self.stats = RunnerStats()
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
-        delay = self.settings.retry_initial_s
-        failures = 0
-        while True:
-            try:
-                result = await self._once(records)
-            except ServiceUnavailableError as exc:
-                self.stats.retries += 1
-                self.state.invalidate()
-                log.warning("dependency unavailable, retrying batch of %d in %.1f s: %s", len(records), delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.retry_max_s)
-                continue
-            except Exception as exc:  # an escaping error would lose the batch (module docstring)
-                failures += 1
-                self.state.invalidate()
-                log.exception("batch of %d failed (%d/%d)", len(records), failures, self.settings.poison_attempts)
-                if failures < self.settings.poison_attempts:
-                    continue
-                result = await self._dead_letter_all(records, exc)
-            self.stats.add(result)
-            return result
+        result = await run_with_retries(lambda: self._once(records), self.settings, self.state,
+                                        give_up=lambda exc: self._dead_letter_all(records, exc),
+                                        on_retry=self._count_retry, what=f"batch of {len(records)}")
+        self.stats.add(result)
+        return result
+
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
 
     async def _once(self, records: Sequence[RawRecord]) -> BatchResult:
         result = self.processor.process(records)
         await self.publisher.publish(result.predictions, result.dead_letters)
+        if self.index is not None:
+            self.index.remember(result.predictions)  # before the commit: a replay remembers them again
         if result.user_rows:
-            batch_id = _batch_id(records)
-            self.offline.append_rows(result.user_rows, result.merchant_rows, batch_id)
+            identity = batch_id(records)
+            self.offline.append_rows(result.user_rows, result.merchant_rows, identity)
             self.online.write_windows(result.user_rows, result.merchant_rows)
         self.state.commit(result.state)
         return result
@@ -108,7 +138,7 @@ class BatchRunner:
                 delay = min(delay * 2, self.settings.retry_max_s)
 
 
-def _batch_id(records: Sequence[RawRecord]) -> str:
+def batch_id(records: Sequence[RawRecord]) -> str:
     """Names the batch by its source positions, so a replayed identical batch rewrites the same part."""
     by_partition: dict[int, list[int]] = {}
     for r in records:

@@ -12,11 +12,16 @@ import redis
 
 from models.registry import ModelRegistry
 from stream_app.adapters.feast_store import open_store
+from stream_app.adapters.label_log import LabelLogWriter
 from stream_app.adapters.offline_log import OfflineLogWriter
 from stream_app.adapters.online_store import OnlineFeatures
+from stream_app.adapters.prediction_index import PredictionIndex
 from stream_app.adapters.state_store import RedisWindowStore
+from stream_app.core.online_quality import OnlineQuality
 from stream_app.settings import Settings
-from stream_app.worker.app import WorkerApp, create_app
+from stream_app.worker.app import Runners, WorkerApp, create_app
+from stream_app.worker.label_runner import LabelRunner
+from stream_app.worker.labels import LabelProcessor
 from stream_app.worker.model_source import RegistryModel
 from stream_app.worker.ports import WindowRow
 from stream_app.worker.processor import BatchProcessor
@@ -41,12 +46,13 @@ def worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def build_runner(settings: Settings, app: faust.App) -> BatchRunner:
+def build_runners(settings: Settings, app: faust.App) -> Runners:
     store = open_store(settings)
     online = OnlineFeatures(store)
     client = redis.Redis(**settings.redis.client_kwargs())
-    state = RedisWindowStore(client, namespace=f"{store.project}:{settings.worker.app_id}",
-                             allowed_lateness_s=settings.worker.allowed_lateness_s)
+    namespace = f"{store.project}:{settings.worker.app_id}"
+    state = RedisWindowStore(client, namespace=namespace, allowed_lateness_s=settings.worker.allowed_lateness_s)
+    index = PredictionIndex(client, namespace)
     model = RegistryModel(ModelRegistry(settings.models_dir), settings.worker.model_alias, settings.worker.model_poll_s)
     processor = BatchProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, online=online,
                                model=model)
@@ -55,9 +61,14 @@ def build_runner(settings: Settings, app: faust.App) -> BatchRunner:
                                app.topic(settings.topics.transactions_dlq.name, value_serializer="raw",
                                          key_serializer="raw"))
     offline = OfflineLog(OfflineLogWriter(Path(settings.feast.repo_path), worker_id()))
-    return BatchRunner(processor=processor, publisher=publisher, online=online, offline=offline, state=state,
-                       settings=settings.worker)
+    transactions = BatchRunner(processor=processor, publisher=publisher, online=online, offline=offline, state=state,
+                               settings=settings.worker, index=index)
+    labels = LabelRunner(
+        processor=LabelProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, index=index),
+        publisher=publisher, log=LabelLogWriter(settings.data_dir / "labels", worker_id()), state=state,
+        quality=OnlineQuality(), settings=settings.worker)
+    return Runners(transactions, labels)
 
 
 def build_worker(settings: Settings, web_enabled: bool = False) -> WorkerApp:
-    return create_app(settings, lambda app: build_runner(settings, app), web_enabled=web_enabled)
+    return create_app(settings, lambda app: build_runners(settings, app), web_enabled=web_enabled)

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import pytest
 import redis
 
-from stream_app.adapters.state_store import Kind, RedisWindowStore, StateConflictError
+from stream_app.adapters.state_store import Kind, RedisWindowStore
 from stream_app.core.engine import (
     MERCHANT_TXN_SPECS,
     FeatureEngine,
@@ -22,7 +22,7 @@ from stream_app.core.engine import (
     WindowState,
 )
 from stream_app.core.windows import KeyWindows, Outcome
-from stream_app.errors import ServiceUnavailableError
+from stream_app.errors import ServiceUnavailableError, StateConflictError
 from stream_app.settings import RedisSettings
 
 pytestmark = pytest.mark.integration

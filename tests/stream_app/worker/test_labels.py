@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from stream_app.adapters.label_log import LabelRow
 from stream_app.contract import ErrorCode, Prediction
+from stream_app.core.engine import WindowState
 from stream_app.core.online_quality import OnlineQuality
+from stream_app.errors import ServiceUnavailableError
+from stream_app.settings import WorkerSettings
+from stream_app.worker.label_runner import LabelRunner
 from stream_app.worker.labels import LabelProcessor
 from stream_app.worker.ports import Indexed, RawRecord
 from tests.stream_app.worker.test_processor import FakeState
@@ -33,18 +39,19 @@ def label(offset: int, event_id: str, fraud: bool, hours: float = 0) -> RawRecor
 
 def test_labels_join_feed_merchant_windows_and_online_quality() -> None:
     index = FakeIndex({"a": Indexed(7, 0.9, "v1"), "b": Indexed(7, 0.2, "v1"), "c": Indexed(8, 0.1, "v1")})
-    state, quality = FakeState(), OnlineQuality()
-    processor = LabelProcessor(allowed_lateness_s=300, state=state, index=index, quality=quality)
+    state = FakeState()
+    processor = LabelProcessor(allowed_lateness_s=300, state=state, index=index)
     result = processor.process([label(0, "a", True), label(1, "b", False, 1), label(2, "c", False, 2),
                                 label(3, "zzz", True, 3), RawRecord("labels", 0, 4, b"1", b"nope")])
     assert (result.applied, result.unjoined) == (3, 1)
     assert [d.error.code for d in result.dead_letters] == [ErrorCode.DECODE]
     windows = result.state.merchant_labels[7]
     assert windows.query((T0 + timedelta(hours=2)).timestamp())["merchant_fraud_rate_7d"] == 0.5
-    assert quality.count("v1") == 3 and quality.roc_auc("v1") == 1.0
+    assert [(r.event_id, r.merchant_id, r.is_fraud, r.score) for r in result.joined] == [
+        ("a", 7, True, 0.9), ("b", 7, False, 0.2), ("c", 8, False, 0.1)]
     state.commit(result.state)
     again = processor.process([label(0, "a", True)])
-    assert again.replayed == 1 and again.applied == 0 and quality.count("v1") == 3
+    assert again.replayed == 1 and again.applied == 0 and again.joined == []
 
 
 def test_online_auc_is_undefined_until_both_classes_are_seen() -> None:
@@ -55,3 +62,50 @@ def test_online_auc_is_undefined_until_both_classes_are_seen() -> None:
         quality.add("v1", score, False)
     assert quality.count("v1") == 3  # bounded: the oldest pair fell out
     assert math.isnan(quality.roc_auc("v1"))  # only negatives remain in the window
+
+
+class Effects:
+    """Publisher, label log and state in one journal, in the order the runner uses them."""
+
+    def __init__(self, commit_outages: int = 0) -> None:
+        self.effects: list[str] = []
+        self.logged: list[str] = []
+        self.state = FakeState()
+        self.outages = commit_outages
+
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[object]) -> None:
+        self.effects.append(f"publish {len(dead_letters)} dead")
+
+    def append(self, rows: Sequence[LabelRow], batch_id: str) -> None:
+        self.effects.append(f"log {batch_id}")
+        self.logged = [r.event_id for r in rows]
+
+    def load(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> WindowState:
+        return self.state.load(user_ids, merchant_ids)
+
+    def commit(self, state: WindowState) -> None:
+        if self.outages:
+            self.outages -= 1
+            self.effects.append("commit failed")
+            raise ServiceUnavailableError("redis down")
+        self.effects.append("commit")
+        self.state.commit(state)
+
+    def invalidate(self) -> None:
+        self.effects.append("invalidate")
+
+
+def test_label_runner_logs_before_commit_and_counts_quality_once_across_retries() -> None:
+    effects, quality = Effects(commit_outages=1), OnlineQuality()
+    index = FakeIndex({"a": Indexed(7, 0.9, "v1"), "b": Indexed(7, 0.2, "v1")})
+    runner = LabelRunner(processor=LabelProcessor(allowed_lateness_s=300, state=effects, index=index),
+                         publisher=effects, log=effects, state=effects, quality=quality,
+                         settings=WorkerSettings(retry_initial_s=0.001, retry_max_s=0.002))
+    batch = [label(10, "a", True), label(11, "b", False), RawRecord("labels", 0, 12, b"1", b"{")]
+    asyncio.run(runner.handle(batch))
+    assert effects.effects == ["publish 1 dead", "log p0-10-12", "commit failed", "invalidate",
+                               "publish 1 dead", "log p0-10-12", "commit"]
+    assert effects.logged == ["a", "b"]
+    assert quality.count("v1") == 2 and quality.roc_auc("v1") == 1.0  # once, although processed twice
+    asyncio.run(runner.handle(batch))  # redelivered after the commit: replays, nothing counted again
+    assert quality.count("v1") == 2 and runner.stats.replayed == 2 and runner.stats.retries == 1

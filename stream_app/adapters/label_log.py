@@ -1,0 +1,68 @@
+"""The label log: append-only parquet parts of the labels the worker joined, for retraining.
+
+One row per joined label: the label (event_id, user_id, is_fraud, label_time) plus what the join found
+(merchant_id, the served score and model_version), so a retraining job can pair labels with the feature
+rows of the offline log and an analyst can measure a model version after the fact. Parts are written
+atomically with the offline log's ``write_part`` and named by the batch's source positions, so a
+replayed batch overwrites its part instead of adding duplicates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stream_app.adapters.offline_log import part_name, write_part
+
+COLUMNS = ("event_id", "user_id", "merchant_id", "is_fraud", "label_time", "score", "model_version")
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRow:
+    event_id: str
+    user_id: int
+    merchant_id: int
+    is_fraud: bool
+    label_time: datetime
+    score: float
+    model_version: str
+
+
+def label_frame(rows: Sequence[LabelRow]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "event_id": pd.Series([r.event_id for r in rows], dtype="string"),
+        "user_id": np.array([r.user_id for r in rows], dtype=np.int64),
+        "merchant_id": np.array([r.merchant_id for r in rows], dtype=np.int64),
+        "is_fraud": np.array([r.is_fraud for r in rows], dtype=bool),
+        "label_time": pd.DatetimeIndex(pd.to_datetime([r.label_time for r in rows], utc=True)).as_unit("us"),
+        "score": np.array([r.score for r in rows], dtype=np.float64),
+        "model_version": pd.Series([r.model_version for r in rows], dtype="string"),
+    })
+
+
+class LabelLogWriter:
+    """Writes one part per batch under ``directory`` (``data/labels`` by default)."""
+
+    def __init__(self, directory: Path, writer_id: str) -> None:
+        self.directory = directory
+        self.writer_id = writer_id
+
+    def append(self, rows: Sequence[LabelRow], batch_id: str) -> Path | None:
+        """Durable on return; nothing to write for an empty batch."""
+        if not rows:
+            return None
+        return write_part(label_frame(rows), self.directory / part_name("stream", [batch_id]), self.writer_id)
+
+
+def read_labels(directory: Path) -> pd.DataFrame:
+    """Every logged label, one row per event_id (a label replayed at other batch boundaries is logged twice,
+    identically)."""
+    parts = sorted(directory.glob("part-*.parquet"))
+    if not parts:
+        return label_frame([])
+    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    return frame.drop_duplicates("event_id", keep="first").reset_index(drop=True)

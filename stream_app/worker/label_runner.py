@@ -1,0 +1,81 @@
+"""Carries one batch of ``labels`` records through its effects, in the transactions runner's order:
+compute (join + label windows, writes nothing) → deliver dead letters → append the joined labels to the
+label log → commit the merchant label windows (from here on the labels are replays) → count them in
+the online quality measurement. A crash before the commit replays the batch: same log part, same
+windows, and the quality counts each label once because it is fed only after the commit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from stream_app.contract import ErrorCode
+from stream_app.core.online_quality import OnlineQuality
+from stream_app.errors import InvalidRecordError
+from stream_app.settings import WorkerSettings
+from stream_app.worker.labels import LabelBatchResult, LabelProcessor
+from stream_app.worker.ports import LabelLogPort, PublisherPort, RawRecord, StatePort
+from stream_app.worker.runner import batch_id, run_with_retries
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelStats:
+    records: int = 0
+    applied: int = 0
+    replayed: int = 0
+    late: int = 0
+    unjoined: int = 0
+    dead_letters: int = 0
+    retries: int = 0
+
+
+class LabelRunner:
+    def __init__(self, *, processor: LabelProcessor, publisher: PublisherPort, log: LabelLogPort, state: StatePort,
+                 quality: OnlineQuality, settings: WorkerSettings) -> None:
+        self.processor = processor
+        self.publisher = publisher
+        self.log = log
+        self.state = state
+        self.quality = quality
+        self.settings = settings
+        self.stats = LabelStats()
+
+    async def handle(self, records: Sequence[RawRecord]) -> LabelBatchResult:
+        result = await run_with_retries(lambda: self._once(records), self.settings, self.state,
+                                        give_up=lambda exc: self._dead_letter_all(records, exc),
+                                        on_retry=self._count_retry, what=f"label batch of {len(records)}")
+        for row in result.joined:
+            self.quality.add(row.model_version, row.score, row.is_fraud)
+        s = self.stats
+        s.records += result.records
+        s.applied += result.applied
+        s.replayed += result.replayed
+        s.late += result.late
+        s.unjoined += result.unjoined
+        s.dead_letters += len(result.dead_letters)
+        return result
+
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
+
+    async def _once(self, records: Sequence[RawRecord]) -> LabelBatchResult:
+        result = self.processor.process(records)
+        await self.publisher.publish([], result.dead_letters)
+        self.log.append(result.joined, batch_id(records))
+        self.state.commit(result.state)
+        return result
+
+    async def _dead_letter_all(self, records: Sequence[RawRecord], exc: Exception) -> LabelBatchResult:
+        error = InvalidRecordError(ErrorCode.INTERNAL, f"processing failed {self.settings.poison_attempts} times: "
+                                   f"{type(exc).__name__}: {exc}"[:1000])
+        letters = [self.processor.dead_letter(record, error) for record in records]
+        await run_with_retries(lambda: self.publisher.publish([], letters), self.settings, self.state,
+                               give_up=_raise, on_retry=self._count_retry, what="label dead letters")
+        return LabelBatchResult(dead_letters=letters, records=len(records))
+
+
+async def _raise(exc: Exception) -> None:
+    raise exc
