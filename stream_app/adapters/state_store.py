@@ -39,11 +39,15 @@ cannot stop half-way (the same guarantee EXEC gives: Redis rolls back neither).
 Concurrency: merchant keys are written by every worker (transactions of all partitions reach a
 merchant) and a user key can have a zombie writer right after a rebalance, so the commit is optimistic:
 every value starts with the random token of the commit that wrote it, and the script writes only if
-each key it writes still holds the token this batch loaded. A key changed by someone else raises
-``StateConflictError`` (a ServiceUnavailableError: the batch must be re-processed from a fresh
-``load``, exactly what the runner does for an unavailable dependency) instead of silently losing the
-other writer's update. Reads are not checked: a merchant's label windows read slightly before another
-worker's update serve what they held at load time.
+each key it writes still holds the token this batch loaded. Merchant keys changed by another worker are
+merged, not re-processed: the unit journals the observations it applied to each merchant
+(``WindowState.journal``), so the commit re-reads those keys, re-applies its own observations on top of
+the other worker's (replays are recognised by position) and tries again - the values already served
+stay valid, since merchant windows are read a lag in the past (window_spec.MERCHANT_LAG_S). A changed
+USER key (a zombie writer) raises ``StateConflictError`` (a ServiceUnavailableError: the batch must be
+re-processed from a fresh ``load``) instead of silently losing the other writer's update. Reads are
+not checked: a merchant's label windows read slightly before another worker's update serve what they
+held at load time.
 
 Pool: decoded KeyWindows of committed batches are kept (LRU, ``cache_size`` entries) with their token.
 A pooled object is handed to at most one open unit (checked out, returned on commit), so several
@@ -80,6 +84,7 @@ _TOKEN_BYTES = 8
 DEFAULT_GRACE_S = float(DAY)
 DEFAULT_USER_TTL_S = 30.0 * DAY
 DEFAULT_CACHE_SIZE = 100_000
+_MERGE_ATTEMPTS = 20  # merchant merges per commit before giving up (each means another worker committed)
 
 # Redis failures that mean "not now", not "wrong request": retrying the batch later can succeed.
 _UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -155,7 +160,8 @@ class StoreStats:
     keys_deleted: int = 0
     keys_unchanged: int = 0  # touched but byte-identical: not rewritten
     bytes_written: int = 0
-    conflicts: int = 0
+    conflicts: int = 0  # commits that found keys changed by another writer
+    merges: int = 0  # of which merchant keys were merged and the commit retried
 
 
 class _Entry:
@@ -298,6 +304,7 @@ class RedisWindowStore:
         """A new unit of work holding the users' windows and the merchants' transaction and label windows
         (one round trip). Keys the engine touches beyond these are fetched one by one (slower, correct)."""
         unit = _Unit(self)
+        unit.state.journal = True
         merchants = list(dict.fromkeys(int(m) for m in merchant_ids))
         wanted = [(Kind.USER, u) for u in dict.fromkeys(int(u) for u in user_ids)]
         wanted += [(Kind.MERCHANT_TXN, m) for m in merchants]
@@ -341,7 +348,14 @@ class RedisWindowStore:
             for kind, entity, pending, _data in writes:
                 names.append(self.key(kind, entity))
                 expected.append(pending.token)
-            self._transact(names, expected, writes, token)
+            for attempt in range(_MERGE_ATTEMPTS + 1):
+                stale = self._transact(names, expected, writes, token)
+                if not stale:
+                    break
+                self.stats.conflicts += 1
+                if attempt == _MERGE_ATTEMPTS or any(writes[i][0] is Kind.USER for i in stale):
+                    raise StateConflictError([names[i] for i in stale])
+                self._merge(unit, writes, expected, stale)
             written = 0
             for _kind, _entity, done, data in writes:
                 if data is None:
@@ -432,16 +446,37 @@ class RedisWindowStore:
         return _Entry(windows, token, _digest(payload))
 
     def _transact(self, names: list[str], expected: list[bytes],
-                  writes: list[tuple[Kind, int, _Entry, bytes | None]], token: bytes) -> None:
-        """Check the loaded tokens and write every key, atomically in one script; StateConflictError if
-        any key changed since it was loaded (then nothing is written)."""
+                  writes: list[tuple[Kind, int, _Entry, bytes | None]], token: bytes) -> list[int]:
+        """Check the loaded tokens and write every key, atomically in one script. Returns the (0-based)
+        indices of the keys changed since they were loaded; then nothing was written."""
         values = [b"" if payload is None else token + payload for _kind, _entity, _entry, payload in writes]
         ttls = [self._ttl_ms[kind] or 0 for kind, _entity, _entry, _payload in writes]
         with _unavailable("commit window state"):
             stale = self._commit_script(keys=names, args=[*expected, *values, *ttls], client=self._client)
-        if stale:
-            self.stats.conflicts += 1
-            raise StateConflictError([names[int(i) - 1] for i in stale])
+        return [int(i) - 1 for i in stale]
+
+    def _merge(self, unit: _Unit, writes: list[tuple[Kind, int, _Entry, bytes | None]], expected: list[bytes],
+               stale: list[int]) -> None:
+        """Re-read the stale merchant keys and re-apply this unit's observations on top (in place)."""
+        journals = {Kind.MERCHANT_TXN: unit.state.merchant_txns_applied,
+                    Kind.MERCHANT_LABEL: unit.state.merchant_labels_applied}
+        names = [self.key(writes[i][0], writes[i][1]) for i in stale]
+        with _unavailable("re-read merchant state"):
+            fresh = self._client.mget(names)
+        for i, name, value in zip(stale, names, fresh, strict=True):
+            kind, entity = writes[i][0], writes[i][1]
+            if value is None:
+                entry = _Entry(KeyWindows(self._specs[kind], self.allowed_lateness_s), b"", None)
+            else:
+                entry = self._decode(kind, name, bytes(value))
+            assert entry.windows is not None
+            for obs in journals[kind].get(entity, ()):
+                entry.windows.apply(obs)
+            entry.touched = True
+            unit.entries[kind][entity] = entry
+            writes[i] = (kind, entity, entry, entry.windows.to_bytes())
+            expected[i] = entry.token
+        self.stats.merges += 1
 
     def _return_to_pool(self, unit: _Unit) -> None:
         if not self._cache_size:

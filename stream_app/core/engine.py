@@ -75,6 +75,11 @@ class WindowState:
     users: MutableMapping[int, KeyWindows] = field(default_factory=dict)
     merchant_txns: MutableMapping[int, KeyWindows] = field(default_factory=dict)
     merchant_labels: MutableMapping[int, KeyWindows] = field(default_factory=dict)
+    # When ``journal`` is set, the observations applied to each merchant in this unit of work, in order:
+    # a state store can re-apply them onto a merchant state another worker changed meanwhile.
+    journal: bool = False
+    merchant_txns_applied: dict[int, list[Observation]] = field(default_factory=dict)
+    merchant_labels_applied: dict[int, list[Observation]] = field(default_factory=dict)
 
 
 class FeatureEngine:
@@ -122,6 +127,8 @@ class FeatureEngine:
             self.stats.merchant_beyond_lag += 1
         if txns.apply(obs).features is not None:
             self.state.merchant_txns[event.merchant_id] = txns
+            if self.state.journal:
+                self.state.merchant_txns_applied.setdefault(event.merchant_id, []).append(obs)
         else:
             self.stats.merchant_not_applied += 1
         as_of = event.time - MERCHANT_LAG_S
@@ -135,11 +142,13 @@ class FeatureEngine:
 
     def on_label(self, label: LabelEvent) -> Outcome:
         windows = self._windows(self.state.merchant_labels, label.merchant_id, MERCHANT_LABEL_SPECS)
-        outcome = windows.apply(Observation(label.time, {"is_fraud": 1.0 if label.is_fraud else 0.0},
-                                            label.position)).outcome
+        obs = Observation(label.time, {"is_fraud": 1.0 if label.is_fraud else 0.0}, label.position)
+        outcome = windows.apply(obs).outcome
         self.state.merchant_labels[label.merchant_id] = windows
         if outcome is Outcome.APPLIED:
             self.stats.labels_applied += 1
+            if self.state.journal:
+                self.state.merchant_labels_applied.setdefault(label.merchant_id, []).append(obs)
         elif outcome is Outcome.REPLAY:
             self.stats.labels_replayed += 1
         else:

@@ -207,25 +207,43 @@ def test_a_dead_redis_is_service_unavailable(client: redis.Redis[bytes], namespa
         state.users.get(1)
 
 
-def test_concurrent_writers_of_a_merchant_conflict_instead_of_losing_an_update(client: redis.Redis[bytes],
-                                                                               namespace: str) -> None:
+def test_concurrent_writers_of_a_merchant_are_merged_and_lose_no_update(client: redis.Redis[bytes],
+                                                                         namespace: str) -> None:
     a, b = store_for(client, namespace), store_for(client, namespace)
     state_a = a.load([1], [10])
     state_b = b.load([2], [10])  # another worker, another partition, the same merchant
+    apply(FeatureEngine(LATENESS, state_a), [TransactionEvent("e1", 1, 10, 5.0, T0, (1, 1)),
+                                             LabelEvent("l1", 10, True, T0, (0, 1))])
+    apply(FeatureEngine(LATENESS, state_b), [TransactionEvent("e2", 2, 10, 7.0, T0 + 1, (2, 1)),
+                                             LabelEvent("l2", 10, False, T0 + 1, (0, 2))])
+    a.commit(state_a)
+    b.commit(state_b)  # b's merchant keys were changed by a: merged, not refused
+    assert (b.stats.conflicts, b.stats.merges) == (1, 1)
+    assert client.exists(b.key(Kind.USER, 1)) and client.exists(b.key(Kind.USER, 2))
+    later = run_batch(a, [TransactionEvent("e3", 1, 10, 1.0, T0 + 100, (1, 2))])[0]
+    assert isinstance(later, WindowRows)
+    assert later.merchant["merchant_txn_count_1h"] == 2.0  # e1 and e2, each once
+    assert later.merchant["merchant_label_count_7d"] == 2.0 and later.merchant["merchant_fraud_rate_7d"] == 0.5
+
+
+def test_a_user_key_changed_by_another_writer_conflicts_and_writes_nothing(client: redis.Redis[bytes],
+                                                                           namespace: str) -> None:
+    a, b = store_for(client, namespace), store_for(client, namespace)
+    state_a = a.load([1], [10])
+    state_b = b.load([1], [11])  # a zombie worker still processing the user's partition
     apply(FeatureEngine(LATENESS, state_a), [TransactionEvent("e1", 1, 10, 5.0, T0, (1, 1))])
-    batch_b = [TransactionEvent("e2", 2, 10, 7.0, T0 + 1, (2, 1))]
+    batch_b = [TransactionEvent("e2", 1, 11, 7.0, T0 + 1, (1, 2))]
     apply(FeatureEngine(LATENESS, state_b), batch_b)
     a.commit(state_a)
     before = snapshot(client, namespace)
-    with pytest.raises(StateConflictError, match="merchant_txn:10") as conflict:
+    with pytest.raises(StateConflictError, match="user:1") as conflict:
         b.commit(state_b)
-    assert isinstance(conflict.value, ServiceUnavailableError)  # the runner retries the batch
-    assert snapshot(client, namespace) == before  # b's user key was not written either: all or nothing
-    assert b.stats.conflicts == 1
+    assert isinstance(conflict.value, ServiceUnavailableError)  # the runner re-processes the batch
+    assert snapshot(client, namespace) == before  # b's merchant key was not written either: all or nothing
+    assert b.stats.conflicts == 1 and b.stats.merges == 0
 
     retried = run_batch(b, batch_b)[0]  # the runner's retry: a fresh load sees a's update
-    assert isinstance(retried, WindowRows) and retried.merchant["merchant_txn_count_1h"] == 2.0
-    assert client.exists(b.key(Kind.USER, 2))
+    assert isinstance(retried, WindowRows) and retried.user["user_txn_count_10m"] == 2.0
 
 
 def test_units_open_at_once_on_one_store_share_no_objects(client: redis.Redis[bytes], namespace: str) -> None:
@@ -236,12 +254,12 @@ def test_units_open_at_once_on_one_store_share_no_objects(client: redis.Redis[by
     assert labels.merchant_labels[10] is not transactions.merchant_labels[10]
     assert apply(FeatureEngine(LATENESS, labels), [LabelEvent("l1", 10, True, T0 + 5, (0, 2))]) == [Outcome.APPLIED]
     store.commit(labels)
-    rows = apply(FeatureEngine(LATENESS, transactions), [TransactionEvent("e2", 1, 10, 5.0, T0 + 10, (1, 2))])[0]
+    rows = apply(FeatureEngine(LATENESS, transactions), [TransactionEvent("e2", 1, 10, 5.0, T0 + 70, (1, 2))])[0]
     assert isinstance(rows, WindowRows) and rows.merchant["merchant_label_count_7d"] == 1.0  # read before l1
     store.commit(transactions)  # it wrote no label state, so no conflict
-    after = run_batch(store, [TransactionEvent("e3", 1, 10, 5.0, T0 + 20, (1, 3))])[0]
-    assert isinstance(after, WindowRows)
-    assert after.merchant["merchant_label_count_7d"] == 2.0 and after.merchant["merchant_txn_count_1h"] == 3.0
+    after = run_batch(store, [TransactionEvent("e3", 1, 10, 5.0, T0 + 80, (1, 3))])[0]
+    assert isinstance(after, WindowRows)  # merchant windows as of T0 + 20: e1, l0 and l1
+    assert after.merchant["merchant_label_count_7d"] == 2.0 and after.merchant["merchant_txn_count_1h"] == 1.0
 
 
 def test_a_pooled_copy_is_not_used_once_another_writer_changed_the_key(client: redis.Redis[bytes],
