@@ -1,0 +1,561 @@
+"""End-to-end benchmark of the stream worker (not a test), all in one run on one box with its broker and Redis:
+
+(d) naive    per event: decode, window engine, Feast ``write_to_online_store`` (user and merchant windows,
+             one-row DataFrames), ``get_online_features(fraud_model_v1)`` (with the on-demand request
+             features), XGBoost on one row - in this process.
+(b) e2e      ``python -m stream_app worker`` draining a pre-produced backlog of realistic transactions
+             (LiveSource, same population as the history) sized for >= --sustain seconds at the rate a
+             short calibration run measured; rate from the first to the last prediction on the broker
+             (high watermarks of predictions + dead letters, polled every 0.2 s). The calibration run is
+             the same worker with timing counters (bench/probe_worker.py): the time breakdown.
+(a) passthrough  the worker's own Faust app (create_app: same consumer/producer settings and take_events
+             agent) with a runner that forwards each record unchanged to an output topic and waits for the
+             acks (bench/passthrough_worker.py), draining a backlog of the same records.
+(c) latency  the worker (default settings, then batch_within_s=0.005) under the live generator
+             (``python -m stream_app.generator live``: paced, event time = wall clock) at 1k, 2k, 5k ev/s.
+             Latency = the input record's timestamp (CreateTime: set by the producer when the generator
+             calls produce(); the worker's prediction carries scored_at - that timestamp as latency_ms) to
+             the prediction's arrival at a consumer in this process; produce->scored_at reported too.
+(e) RSS      bench/bench_worker_rss.py: the worker's runner in-process over --rss-users distinct users.
+
+Needs Kafka and Redis from the environment (bench/run.sh starts private ones). BENCH_QUICK=1 shrinks
+everything for a harness check. Writes bench/results/e2e.json (summary, ratios, targets) and
+e2e_latency.json, worker_rss.json, worker_profile.txt.
+
+    .venv/bin/python bench/bench_e2e.py [--users 100000 --merchants 5000 --sustain 60 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    QUICK,
+    Backlog,
+    FastProducer,
+    OutputMeter,
+    Subprocess,
+    World,
+    base_settings,
+    cpu_seconds,
+    log,
+    measure_drain,
+    prepare_world,
+    record_pid,
+    redis_memory,
+    rss_mb,
+    settings_env,
+    topics_named,
+    with_run,
+    write_result,
+)
+
+from stream_app.settings import REPO_ROOT, Settings
+
+BENCH = Path(__file__).resolve().parent
+TARGETS = {"e2e_events_per_s": 20_000, "e2e_over_naive": 60, "e2e_over_passthrough": 0.6,
+           "p99_ms_at_2k": 25, "rss_mb_1m_users": 1024}
+
+
+def percentiles(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 1)
+
+    return {"n": len(ordered), "p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(ordered[-1], 1),
+            "mean": round(statistics.fmean(ordered), 1)}
+
+
+# ------------------------------------------------------------------------------------------------ naive
+
+
+def bench_naive(world: World, events: int) -> dict[str, Any]:
+    """One event at a time through Feast's public API, as a first implementation would."""
+    import numpy as np
+    import pandas as pd
+    from feast import FeatureStore
+
+    from models.registry import ModelRegistry
+    from stream_app.adapters.feast_store import production_service
+    from stream_app.contract import decode_transaction
+    from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
+
+    store = FeatureStore(repo_path=str(world.settings.feast.repo_path))
+    service = store.get_feature_service(production_service().name)
+    int_names = {view: {f.name for f in store.get_feature_view(view).features if str(f.dtype) == "Int64"}
+                 for view in ("user_windows", "merchant_windows")}
+    loaded = ModelRegistry(world.settings.models_dir).load_alias("production")
+    booster, features = loaded.booster, list(loaded.metadata.features)
+    # One row gains nothing from threads, and with the registry default (all cores) a one-row predict
+    # waits for OpenMP threads that a loaded 2-core box does not schedule: tens of ms. One thread keeps the
+    # naive baseline as fast as it can honestly be (so the ratio against it is not flattered).
+    booster.set_param({"nthread": 1})
+    warmup = 20
+    source = Backlog(world.users, world.merchants, world.seed + 1, 200.0,
+                     datetime.now(UTC) - timedelta(hours=2), events + warmup)
+    records = source.take(events + warmup)
+    engine = FeatureEngine(300.0)
+    stages = {"decode+engine": 0.0, "write_to_online_store x2": 0.0, "get_online_features": 0.0,
+              "xgboost one row (nthread=1)": 0.0}
+
+    def frame(key: str, entity: int, stamp: datetime, values: dict[str, float], view: str) -> pd.DataFrame:
+        row = {key: entity, "event_timestamp": stamp, "created_timestamp": stamp, **values}
+        out = pd.DataFrame([row])
+        return out.astype(dict.fromkeys(int_names[view], "int64"))
+
+    started = 0.0
+    for i, (key, value) in enumerate(records):
+        if i == warmup:
+            stages = dict.fromkeys(stages, 0.0)
+            started = time.perf_counter()
+        t0 = time.perf_counter()
+        txn = decode_transaction(value, key)
+        rows = engine.on_transaction(TransactionEvent(txn.event_id, txn.user_id, txn.merchant_id, txn.amount,
+                                                      txn.event_time.timestamp(), (0, i)))
+        if not isinstance(rows, WindowRows):
+            continue
+        t1 = time.perf_counter()
+        store.write_to_online_store("user_windows", frame("user_id", txn.user_id, txn.event_time, rows.user,
+                                                          "user_windows"))
+        store.write_to_online_store("merchant_windows", frame("merchant_id", txn.merchant_id, txn.event_time,
+                                                              rows.merchant, "merchant_windows"))
+        t2 = time.perf_counter()
+        got = store.get_online_features(features=service, entity_rows=[{
+            "user_id": txn.user_id, "merchant_id": txn.merchant_id, "amount": txn.amount, "country": txn.country,
+            "channel": txn.channel, "event_hour": txn.event_time.hour}]).to_dict()
+        t3 = time.perf_counter()
+        vector = np.array([[np.nan if got[name][0] is None else float(got[name][0]) for name in features]])
+        booster.inplace_predict(vector, missing=np.nan, validate_features=False)
+        t4 = time.perf_counter()
+        for name, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            stages[name] += seconds
+    elapsed = time.perf_counter() - started
+    return {"events": events, "events_per_s": round(events / elapsed, 1),
+            "ms_per_event": round(1e3 * elapsed / events, 2),
+            "ms_per_event_by_stage": {k: round(1e3 * v / events, 3) for k, v in stages.items()},
+            "how": "per event: decode + window engine (in memory), write_to_online_store(user_windows) and "
+                   "(merchant_windows) with one-row DataFrames, get_online_features(fraud_model_v1, with the "
+                   "on-demand transaction_features) .to_dict(), Booster.inplace_predict on one row (nthread=1)"}
+
+
+# ----------------------------------------------------------------------------------------------- drains
+
+
+@dataclass
+class Run:
+    settings: Settings
+    env: dict[str, str]
+
+
+def make_run(world: World, name: str, worker: dict[str, Any] | None = None, topics_of: str | None = None) -> Run:
+    from stream_app.adapters.kafka_admin import ensure_topics
+
+    topics = topics_named(topics_of or name)
+    settings = with_run(world.settings, app_id=name, topics=topics, worker=worker)
+    ensure_topics(settings.kafka, settings.topics.all())
+    return Run(settings, settings_env(settings))
+
+
+def outputs(run: Run) -> OutputMeter:
+    return OutputMeter(run.settings.kafka, [run.settings.topics.predictions, run.settings.topics.transactions_dlq])
+
+
+def breakdown(probe: dict[str, Any], drain: dict[str, Any]) -> dict[str, Any]:
+    """Probe counters as µs per event and share of the wall time from the first to the last batch."""
+    records = max(1, probe.get("records", 0))
+    wall = probe.get("wall_s_first_to_last_batch") or 0.0
+    seconds: dict[str, float] = probe.get("seconds", {})
+    rows = {name: {"us_per_event": round(1e6 * s / records, 1),
+                   "share_of_wall": round(s / wall, 3) if wall else None,
+                   "calls": probe.get("calls", {}).get(name)}
+            for name, s in sorted(seconds.items(), key=lambda kv: -kv[1])}
+    handle = seconds.get("handle", 0.0)
+    rows["outside handle (Faust consume, take_events, event loop, idle)"] = {
+        "us_per_event": round(1e6 * (wall - handle) / records, 1),
+        "share_of_wall": round((wall - handle) / wall, 3) if wall else None, "calls": None}
+    return {"records": probe.get("records"), "batches": probe.get("batches"),
+            "mean_batch": round(records / max(1, probe.get("batches", 1)), 1),
+            "wall_s": round(wall, 2), "cpu_cores_used_by_worker": drain.get("cpu_cores_used"),
+            "stages": rows}
+
+
+def bench_throughput(world: World, backlog: Backlog, root: Path, args: argparse.Namespace,
+                     out: dict[str, Any]) -> None:
+    run_id = args.run_id
+    e2e = make_run(world, f"bench-{run_id}-e2e")
+    pt = make_run(world, f"bench-{run_id}-pt")
+    producer = FastProducer(e2e.settings.kafka)
+    tx_e2e, tx_pt = e2e.settings.topics.transactions.name, pt.settings.topics.transactions.name
+
+    # calibration: the instrumented worker over a first slice; its rate sizes the sustained backlog
+    calibration_n = args.calibration
+    producer.send(tx_e2e, backlog.take(calibration_n))
+    producer.flush()
+    probe_file = root / "probe.json"
+    meter = outputs(e2e)
+    log(f"calibration: probe worker draining {calibration_n:,} records")
+    probe = Subprocess([str(BENCH / "probe_worker.py")], {**e2e.env, "BENCH_PROBE_OUT": str(probe_file)},
+                       root / "logs" / "probe_worker.log", root)
+    try:
+        drain = measure_drain(meter, probe, calibration_n, timeout_s=args.sustain * 3)
+    finally:
+        probe.stop()
+    calibration = drain.summary()
+    calibration["breakdown"] = breakdown(json.loads(probe_file.read_text()), calibration)
+    out["calibration"] = calibration
+    rate = calibration["events_per_s_10_to_90pct"] or calibration["events_per_s"] or 1000
+    log(f"calibration: {calibration['events_per_s']:,} ev/s (10-90%: {calibration['events_per_s_10_to_90pct']})")
+
+    # the backlog: the e2e worker's >= sustain seconds; the passthrough gets the same records (and more)
+    main_n = int(min(max(rate * (args.sustain + 10), 20_000), args.max_backlog))
+    pt_n = max(main_n, args.passthrough_min)
+    started = time.perf_counter()
+    sent = 0
+    while sent < pt_n:
+        chunk = backlog.take(min(100_000, pt_n - sent))
+        producer.send(tx_pt, chunk)
+        if sent < main_n:
+            producer.send(tx_e2e, chunk[: main_n - sent])
+        sent += len(chunk)
+    producer.flush()
+    log(f"produced {main_n:,} (e2e) and {pt_n:,} (passthrough) records in {time.perf_counter() - started:.0f} s")
+    out["backlog"] = {"e2e_records": main_n, "passthrough_records": pt_n,
+                      "event_time_span_s": round(main_n / backlog.nominal_rate, 1),
+                      "nominal_event_rate": backlog.nominal_rate, "base_records": backlog.base_size,
+                      "users": world.users, "merchants": world.merchants}
+
+    log(f"passthrough: draining {pt_n:,} records")
+    meter_pt = outputs(pt)
+    child = Subprocess([str(BENCH / "passthrough_worker.py")], pt.env, root / "logs" / "passthrough.log", root)
+    try:
+        out["passthrough"] = measure_drain(meter_pt, child, pt_n, timeout_s=max(120, args.sustain * 2)).summary()
+    finally:
+        child.stop()
+    log(f"passthrough: {out['passthrough']['events_per_s']:,} ev/s")
+
+    log(f"e2e: python -m stream_app worker draining {main_n:,} records")
+    child = Subprocess(["-m", "stream_app", "worker"], e2e.env, root / "logs" / "worker_e2e.log", root)
+    try:
+        out["e2e"] = measure_drain(meter, child, main_n, timeout_s=args.sustain * 3 + 30).summary()
+    finally:
+        child.stop()
+    log(f"e2e: {out['e2e']['events_per_s']:,} ev/s over {out['e2e']['drain_seconds']} s")
+    meter.close()
+    meter_pt.close()
+
+
+# ---------------------------------------------------------------------------------------------- latency
+
+
+class PredictionTap:
+    """Consumes a predictions topic in a thread; per prediction: arrival (wall clock), the input's record
+    timestamp (scored_at - latency_ms) and latency_ms."""
+
+    def __init__(self, settings: Settings, group: str) -> None:
+        from confluent_kafka import Consumer
+
+        self._consumer = Consumer({**settings.kafka.confluent(), "group.id": group, "auto.offset.reset": "earliest",
+                                   "enable.auto.commit": False, "fetch.wait.max.ms": 50, "fetch.min.bytes": 1})
+        self._consumer.subscribe([settings.topics.predictions.name])
+        self.rows: list[tuple[float, float, float]] = []  # (arrival, entered, latency_ms)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(1000, timeout=0.1):
+                arrival = time.time()
+                value = msg.value()
+                if msg.error() or value is None:
+                    continue
+                body = json.loads(value)
+                scored = datetime.fromisoformat(body["scored_at"].replace("Z", "+00:00")).timestamp()
+                self.rows.append((arrival, scored - body["latency_ms"] / 1e3, float(body["latency_ms"])))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._consumer.close()
+
+
+def live(run: Run, world: World, *, rate: float, seconds: float, log_path: Path, root: Path,
+         ) -> tuple[float, float, int]:
+    """The live generator as a subprocess; returns (launched, exited, valid records produced)."""
+    launched = time.time()
+    with log_path.open("ab") as sink, subprocess.Popen(
+            [sys.executable, "-m", "stream_app.generator", "live", "--rate", str(rate), "--duration", str(seconds),
+             "--users", str(world.users), "--merchants", str(world.merchants), "--seed", str(world.seed)],
+            env={**os.environ, **run.env}, cwd=root, stdout=subprocess.PIPE, stderr=sink, text=True) as child:
+        record_pid(child.pid)
+        try:
+            stdout, _ = child.communicate(timeout=seconds + 120)
+        except BaseException:
+            child.kill()
+            raise
+    exited = time.time()
+    if child.returncode != 0:
+        raise RuntimeError(f"generator failed ({child.returncode}): {stdout[-500:]}")
+    valid = int(stdout.split("valid", 1)[1].split()[0])
+    return launched, exited, valid
+
+
+def latency_phase(tap: PredictionTap, run: Run, world: World, *, rate: float, seconds: float, warm_s: float,
+                  worker: Subprocess, root: Path, name: str) -> dict[str, Any]:
+    log(f"latency: {name} at {rate:g} ev/s for {seconds:g} s")
+    cpu0 = cpu_seconds(worker.pid)
+    launched, exited, valid = live(run, world, rate=rate, seconds=seconds, log_path=root / "logs" / "generator.log",
+                                   root=root)
+
+    def phase() -> list[tuple[float, float, float]]:
+        return [r for r in tap.rows if launched <= r[1] <= exited + 1]
+
+    deadline = time.time() + max(60.0, seconds * 4)
+    while len(phase()) < valid and time.time() < deadline:
+        if not worker.alive():
+            raise RuntimeError(f"worker died:\n{worker.tail()}")
+        time.sleep(0.2)
+    rows = phase()
+    drained = time.time()
+    first = min((r[1] for r in rows), default=launched)
+    steady = [r for r in rows if r[1] >= first + warm_s]
+    produced_for = max(1e-9, max((r[1] for r in rows), default=first) - first)
+    return {
+        "rate": rate, "seconds": seconds, "valid_produced": valid, "predictions": len(rows),
+        "measured_after_warmup_s": warm_s,
+        "produced_rate": round(len(rows) / produced_for),
+        "produce_to_arrival_ms": percentiles([1e3 * (a - e) for a, e, _ in steady]),
+        "produce_to_scored_at_ms": percentiles([lat for _, _, lat in steady]),
+        "drained_s_after_generator_exit": round(drained - exited, 1),
+        "worker_cpu_cores": round((cpu_seconds(worker.pid) - cpu0) / max(1e-9, drained - launched), 2),
+        "worker_rss_mb": round(rss_mb(worker.pid)[0], 1),
+    }
+
+
+def bench_latency(world: World, root: Path, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    configs: list[tuple[str, dict[str, Any], list[float]]] = [
+        ("default settings (batch_size 1000, batch_within_s 0.05, producer_linger_ms 5)", {}, args.rates),
+        ("batch_within_s 0.005", {"batch_within_s": 0.005}, args.tuned_rates),
+    ]
+    results: list[dict[str, Any]] = []
+    for i, (label, knobs, rates) in enumerate(configs):
+        if not rates:
+            continue
+        run = make_run(world, f"bench-{args.run_id}-lat{i}", worker=knobs)
+        tap = PredictionTap(run.settings, f"bench-{args.run_id}-lat{i}-tap")
+        worker = Subprocess(["-m", "stream_app", "worker"], run.env, root / "logs" / f"worker_lat{i}.log", root)
+        try:
+            warm = latency_phase(tap, run, world, rate=200, seconds=4 if QUICK else 8, warm_s=0, worker=worker,
+                                 root=root, name=f"{label}: warm-up")
+            phases = [latency_phase(tap, run, world, rate=rate, seconds=args.rate_seconds, warm_s=args.warmup_seconds,
+                                    worker=worker, root=root, name=label) for rate in rates]
+        finally:
+            worker.stop()
+            tap.close()
+        results.append({"worker": label, "warm_up": {"predictions": warm["predictions"]}, "phases": phases})
+    out["latency"] = results
+
+
+# --------------------------------------------------------------------------------------------------- RSS
+
+
+def bench_rss(world: World, root: Path, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    run = make_run(world, f"bench-{args.run_id}-rss")
+    result_path = root / "worker_rss.json"
+    log(f"rss: the worker's runner in-process over {args.rss_users:,} distinct users")
+    child = Subprocess([str(BENCH / "bench_worker_rss.py"), "--users", str(args.rss_users), "--full-users",
+                        str(args.rss_full_users), "--merchants",
+                        str(world.merchants), "--seed", str(world.seed), "--out", str(result_path)],
+                       run.env, root / "logs" / "worker_rss.log", root)
+    peak = 0.0
+    try:
+        while child.alive():
+            peak = max(peak, rss_mb(child.pid)[0] if child.alive() else 0.0)
+            time.sleep(1.0)
+    finally:
+        child.stop()
+    if child.proc.returncode != 0:
+        raise RuntimeError(f"bench_worker_rss.py failed:\n{child.tail()}")
+    result = json.loads(result_path.read_text())
+    result["rss_mb_peak_sampled_from_outside"] = round(peak, 1)
+    write_result("worker_rss.json", result)
+    out["rss"] = result
+
+
+# ----------------------------------------------------------------------------------------------- summary
+
+
+def summarize(out: dict[str, Any]) -> dict[str, Any]:
+    def get(*path: str) -> Any:
+        node: Any = out
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    e2e = get("e2e", "events_per_s")
+    naive = get("naive", "events_per_s")
+    passthrough = get("passthrough", "events_per_s")
+    p99_2k = None
+    for config in out.get("latency") or []:
+        for phase in config["phases"]:
+            if phase["rate"] == 2000 and config["worker"].startswith("default"):
+                p99_2k = (phase["produce_to_arrival_ms"] or {}).get("p99")
+    rss = get("rss", "vm_hwm_mb")
+    values = {
+        "e2e_events_per_s": e2e,
+        "e2e_over_naive": round(e2e / naive, 1) if e2e and naive else None,
+        "e2e_over_passthrough": round(e2e / passthrough, 3) if e2e and passthrough else None,
+        "p99_ms_at_2k": p99_2k,
+        "rss_mb_1m_users": rss,
+    }
+    lower_is_better = {"p99_ms_at_2k", "rss_mb_1m_users"}
+    return {name: {"value": value, "target": TARGETS[name],
+                   "met": None if value is None else (value <= TARGETS[name] if name in lower_is_better
+                                                      else value >= TARGETS[name])}
+            for name, value in values.items()}
+
+
+def print_summary(out: dict[str, Any]) -> None:
+    print("\n=== streamscore end-to-end benchmark ===")
+    print(f"measured: {out['measured_at']}  {out['machine']}  load note: {out['load_note']}")
+    for name in ("naive", "passthrough", "calibration", "e2e"):
+        section = out.get(name)
+        if isinstance(section, dict):
+            rate = section.get("events_per_s")
+            extra = (f" (10-90%: {section.get('events_per_s_10_to_90pct')}, over {section.get('drain_seconds')} s, "
+                     f"{section.get('records'):,} records)" if "drain_seconds" in section else "")
+            print(f"{name:<12} {rate:>10,} ev/s{extra}" if rate is not None else f"{name:<12} -")
+    for config in out.get("latency") or []:
+        print(f"latency, worker with {config['worker']}:")
+        for phase in config["phases"]:
+            a, s = phase["produce_to_arrival_ms"] or {}, phase["produce_to_scored_at_ms"] or {}
+            print(f"  {phase['rate']:>6g} ev/s: produce->arrival p50 {a.get('p50')} p95 {a.get('p95')} "
+                  f"p99 {a.get('p99')} ms; produce->scored_at p99 {s.get('p99')} ms (n={a.get('n')})")
+    rss = out.get("rss")
+    if isinstance(rss, dict):
+        print(f"rss: {rss['users']:,} distinct users ({rss['full_path_users']:,} through the whole runner): "
+              f"worker RSS {rss['rss_mb_end']} MB at the end, peak {rss['vm_hwm_mb']} MB, "
+              f"pool {rss['pool_entries_end']:,} entries")
+        extrapolated = rss["redis_mb_for_all_users_full_path_extrapolated"]
+        print(f"     Redis used_memory +{rss['redis_used_memory_delta_mb']} MB measured; full path "
+              f"{rss['redis_bytes_per_user_full_path']} B/user -> {extrapolated} MB for all users (extrapolated); "
+              f"in-process {rss['in_process_events_per_s_full_path']} ev/s (full path)")
+    print("targets:")
+    for name, row in out["targets"].items():
+        state = {True: "met", False: "MISSED", None: "n/a"}[row["met"]]
+        print(f"  {name:<22} {row['value']!s:>10}  target {row['target']!s:>6}  {state}")
+    for name, error in out.get("errors", {}).items():
+        print(f"ERROR in {name}: {error.splitlines()[-1]}")
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop the children
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=20_000 if QUICK else 100_000)
+    parser.add_argument("--merchants", type=int, default=2_000 if QUICK else 5_000)
+    parser.add_argument("--days", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--nominal-rate", type=float, default=20_000.0, help="event-time rate of the backlog")
+    parser.add_argument("--base-records", type=int, default=50_000 if QUICK else 200_000)
+    parser.add_argument("--naive-events", type=int, default=100 if QUICK else 500)
+    parser.add_argument("--calibration", type=int, default=10_000 if QUICK else 40_000)
+    parser.add_argument("--sustain", type=float, default=10.0 if QUICK else 60.0, help="seconds of e2e drain")
+    parser.add_argument("--max-backlog", type=int, default=3_000_000)
+    parser.add_argument("--passthrough-min", type=int, default=0, help="passthrough backlog at least (default: "
+                        "the e2e backlog)")
+    parser.add_argument("--rates", type=float, nargs="*", default=[1000, 2000, 5000])
+    parser.add_argument("--tuned-rates", type=float, nargs="*", default=[2000])
+    parser.add_argument("--rate-seconds", type=float, default=6.0 if QUICK else 15.0)
+    parser.add_argument("--warmup-seconds", type=float, default=1.0 if QUICK else 3.0)
+    parser.add_argument("--rss-users", type=int, default=30_000 if QUICK else 1_000_000)
+    parser.add_argument("--rss-full-users", type=int, default=10_000 if QUICK else 120_000,
+                        help="of --rss-users, through the whole runner (the rest: window-state path)")
+    parser.add_argument("--only", nargs="*", default=["naive", "throughput", "latency", "rss"])
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (workspace, logs)")
+    args = parser.parse_args()
+    args.run_id = uuid.uuid4().hex[:6]
+    run_dir = Path(os.environ.get("STREAMSCORE_RUN_DIR", REPO_ROOT / ".run" / "bench"))
+    root = run_dir / f"e2e-{args.run_id}"
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    settings = base_settings()
+    out: dict[str, Any] = {
+        "command": ("BENCH_QUICK=1 " if QUICK else "") + " ".join([".venv/bin/python bench/bench_e2e.py",
+                                                                   *sys.argv[1:]]),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} CPython {platform.python_version()}, {os.cpu_count()} cpus, "
+                   f"load average at start {os.getloadavg()[0]:.2f}",
+        "load_note": os.environ.get("BENCH_LOAD_NOTE", "machine shared with other work; expect noise"),
+        "services": {"kafka": settings.kafka.bootstrap_servers, "redis": settings.redis.url},
+        "run_dir": str(root),
+        "errors": {},
+    }
+    log(f"run {args.run_id} in {root}")
+    world = prepare_world(root / "world", f"bench_{args.run_id}", users=args.users, merchants=args.merchants,
+                          days=args.days, seed=args.seed)
+    out["world"] = {"users": world.users, "merchants": world.merchants, "history_days": args.days,
+                    "history_transactions": world.history_transactions, "seconds": world.seconds,
+                    "redis_after_setup": redis_memory(settings.redis.url)}
+    log(f"world ready in {world.seconds['total']} s: {world.history_transactions:,} history transactions")
+
+    def section(name: str, work: Callable[[], None]) -> None:
+        if name not in args.only:
+            return
+        started = time.perf_counter()
+        try:
+            work()
+        except Exception:  # noqa: BLE001 - one failed section must not hide the others' numbers
+            out["errors"][name] = traceback.format_exc()
+            log(f"{name} failed:\n{out['errors'][name]}")
+        out.setdefault("section_seconds", {})[name] = round(time.perf_counter() - started, 1)
+
+    def naive() -> None:
+        out["naive"] = bench_naive(world, args.naive_events)
+        log(f"naive: {out['naive']['events_per_s']} ev/s")
+
+    def throughput() -> None:
+        backlog = Backlog(world.users, world.merchants, world.seed, args.nominal_rate,
+                          datetime.now(UTC) - timedelta(minutes=30), args.base_records)
+        bench_throughput(world, backlog, root, args, out)
+
+    section("naive", naive)
+    section("throughput", throughput)
+    section("latency", lambda: bench_latency(world, root, args, out))
+    section("rss", lambda: bench_rss(world, root, args, out))
+    out["targets"] = summarize(out)
+    out["redis_at_end"] = redis_memory(settings.redis.url)
+    path = write_result("e2e.json", out)
+    if out.get("latency"):
+        write_result("e2e_latency.json", {"command": out["command"], "measured_at": out["measured_at"],
+                                          "latency": out["latency"]})
+    print_summary(out)
+    print(f"\nwrote {path}")
+    if not args.keep and not out["errors"]:
+        shutil.rmtree(root / "world", ignore_errors=True)
+    return 1 if out["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,479 @@
+"""Shared pieces of the end-to-end benchmarks (not a test, not a library for the package).
+
+- ``prepare_world``: a private Feast workspace (own project, registry, data dir) on the bench Redis with a
+  generated history backfilled, profiles materialised and a production model registered: what
+  ``make pipeline`` leaves behind, at a size that takes about a minute.
+- ``Backlog``: realistic transaction records (``LiveSource``, the same population as the history) made
+  cheap to repeat: a base of LiveSource records replayed in cycles with fresh event ids and event times
+  shifted by the base's span, so millions of records cost seconds instead of a minute of pydantic.
+- ``Subprocess`` / ``rss_mb``: a worker (or passthrough) process with its log, stopped with SIGTERM.
+- ``OutputMeter``: counts records on output topics by polling their high watermarks (no consuming, so
+  the measurement costs the 2-core box nothing noticeable).
+
+Services come from the environment (``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS``, ``STREAMSCORE_REDIS__URL``),
+as bench/run.sh sets them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stream_app.contract import Topics, TopicSpec
+from stream_app.settings import REPO_ROOT, FeastSettings, KafkaSettings, RedisSettings, Settings, WorkerSettings
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS = BENCH_DIR / "results"
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def base_settings() -> Settings:
+    """Kafka and Redis addresses from the environment; everything else default."""
+    return Settings(kafka=KafkaSettings(bootstrap_servers=os.environ.get("STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS",
+                                                                        "127.0.0.1:9092")),
+                    redis=RedisSettings(url=os.environ.get("STREAMSCORE_REDIS__URL", "redis://127.0.0.1:6379/0")))
+
+
+def topics_named(prefix: str, partitions: int = 4) -> Topics:
+    """The contract's topics under a bench-unique prefix (transactions/predictions with ``partitions``)."""
+    defaults = Topics()
+    return Topics(**{role: TopicSpec(name=f"{prefix}.{spec.name}",
+                                     partitions=partitions if spec.partitions > 1 else spec.partitions)
+                     for role, spec in defaults})
+
+
+def with_run(settings: Settings, *, app_id: str, topics: Topics, worker: dict[str, Any] | None = None) -> Settings:
+    """Settings for one worker run: its consumer group / state namespace, its topics, worker knobs."""
+    knobs = {"app_id": app_id, "web_port": free_port(), **(worker or {})}
+    return settings.model_copy(update={"topics": topics, "worker": WorkerSettings(**knobs)})
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The STREAMSCORE_* variables that reproduce ``settings`` in a subprocess."""
+    env = {
+        "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "STREAMSCORE_REDIS__URL": settings.redis.url,
+        "STREAMSCORE_FEAST__REPO_PATH": str(settings.feast.repo_path),
+        "STREAMSCORE_MODELS_DIR": str(settings.models_dir),
+        "STREAMSCORE_DATA_DIR": str(settings.data_dir),
+    }
+    for name, value in settings.worker.model_dump().items():
+        env[f"STREAMSCORE_WORKER__{name.upper()}"] = str(value)
+    for role, spec in settings.topics:
+        env[f"STREAMSCORE_TOPICS__{role.upper()}__NAME"] = spec.name
+        env[f"STREAMSCORE_TOPICS__{role.upper()}__PARTITIONS"] = str(spec.partitions)
+    return env
+
+
+# ------------------------------------------------------------------------------------------------ the world
+
+
+@dataclass(frozen=True)
+class World:
+    settings: Settings  # feast repo, models dir and data dir of the private workspace
+    users: int
+    merchants: int
+    seed: int
+    history_transactions: int
+    seconds: dict[str, float]
+
+
+def prepare_world(root: Path, project: str, *, users: int, merchants: int, days: int, seed: int,
+                  train_rows: int = 40_000, rounds: int = 100) -> World:
+    """History -> backfill -> apply -> materialise profiles -> train -> register as production.
+
+    The model has the production model's shape (DEFAULT_PARAMS: depth 6, hist; ``rounds`` trees; the
+    registered v0002 of ``make pipeline`` has 80), trained on ``train_rows`` labelled rows of the
+    Feast training frame, so scoring costs what it costs in production."""
+    import xgboost
+
+    from models.dataset import apply_definitions, entity_frame, historical_features, prepare_workspace
+    from models.features import LABEL, model_feature_names
+    from models.registry import ModelMetadata, ModelRegistry, TrainingData
+    from models.train import DEFAULT_PARAMS
+    from stream_app import backfill
+    from stream_app.adapters.feast_store import feast_env, in_repo
+    from stream_app.core import profiles
+    from stream_app.generator.config import HistoryConfig
+    from stream_app.generator.history import generate_history
+
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    start = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=days)
+    history = generate_history(HistoryConfig(days=days, users=users, merchants=merchants, seed=seed,
+                                             start=start.to_pydatetime()))
+    seconds["history"] = time.perf_counter() - started
+    base = base_settings()
+    path = prepare_workspace(REPO_ROOT / "feature_repo", root / "feature_repo", project)
+    settings = base.model_copy(update={"feast": FeastSettings(repo_path=path), "models_dir": root / "models",
+                                       "data_dir": root / "data"})
+    os.environ.update(feast_env(settings))
+    from feast import FeatureStore
+
+    mark = time.perf_counter()
+    result = backfill.run(history.transactions, history.labels)
+    days_index = profiles.snapshot_days(history.transactions)
+    backfill.write_outputs(path, result, profiles.user_profiles(history.transactions, history.users, days_index),
+                           profiles.merchant_profiles(history.transactions, days_index))
+    seconds["backfill"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    store = FeatureStore(repo_path=str(path))
+    apply_definitions(store)
+    with in_repo(store):
+        store.materialize_incremental(end_date=datetime.now(UTC), feature_views=["user_profile", "merchant_profile"])
+    seconds["apply_materialize"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    entities = entity_frame(history.transactions, history.labels)
+    if len(entities) > train_rows:
+        entities = entities.sample(train_rows, random_state=seed).sort_values("event_timestamp", ignore_index=True)
+    frame = historical_features(store, entities)
+    features = model_feature_names()
+    params = {k: v for k, v in DEFAULT_PARAMS.items() if k != "eval_metric"}
+    booster = xgboost.train(params, xgboost.DMatrix(frame[features].astype(np.float64), label=frame[LABEL].astype(int),
+                                                    feature_names=features, missing=np.nan),
+                            num_boost_round=rounds)
+    registry = ModelRegistry(settings.models_dir)
+    version = registry.register(booster, ModelMetadata(
+        feature_service="fraud_model_v1", features=features, threshold=0.5,
+        training_data=TrainingData(start=frame["event_timestamp"].min().to_pydatetime(),
+                                   end=frame["event_timestamp"].max().to_pydatetime(), rows=len(frame),
+                                   content_hash="bench")))
+    registry.set_alias("production", version, forced=True)
+    seconds["train_register"] = time.perf_counter() - mark
+    seconds["total"] = time.perf_counter() - started
+    return World(settings, users, merchants, seed, len(history.transactions),
+                 {k: round(v, 1) for k, v in seconds.items()})
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+
+def _rfc3339(us: int) -> str:
+    return (_EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Backlog:
+    """An endless, realistic transaction stream at a nominal event-time rate.
+
+    The base is ``base_size`` records from ``LiveSource`` (the population of the history, its fraud
+    patterns and per-user pacing), drawn at ``nominal_rate`` events per second of event time starting at
+    ``start``. Record k of cycle c is base record k with event id ``<id>.c<c>`` and event time shifted by
+    c x the base's span: per user, event times keep increasing, ids stay unique."""
+
+    users: int
+    merchants: int
+    seed: int
+    nominal_rate: float
+    start: datetime
+    base_size: int
+    _base: list[tuple[bytes, dict[str, Any], int]] = field(default_factory=list)
+    _next: int = 0
+
+    def __post_init__(self) -> None:
+        from stream_app.generator.config import stream, to_us
+        from stream_app.generator.live import LiveSource
+        from stream_app.generator.population import build_population
+
+        pop = build_population(stream(self.seed, "population"), self.users, self.merchants)
+        start_us = to_us(self.start)
+        source = LiveSource(pop, seed=self.seed, start_us=start_us, warm_rate=self.nominal_rate)
+        chunk = max(1, int(self.nominal_rate / 200))  # 5 ms of event time per call
+        while len(self._base) < self.base_size:
+            elapsed = len(self._base) / self.nominal_rate
+            for key, value, _pattern in source.transactions(min(chunk, self.base_size - len(self._base)), elapsed):
+                body = json.loads(value)
+                stamp = datetime.fromisoformat(body["event_time"].replace("Z", "+00:00"))
+                self._base.append((key, body, round((stamp - _EPOCH) / timedelta(microseconds=1))))
+        self.span_us = round(self.base_size / self.nominal_rate * 1e6)
+
+    def take(self, n: int) -> list[tuple[bytes, bytes]]:
+        """The next ``n`` records as (key, value)."""
+        out: list[tuple[bytes, bytes]] = []
+        dumps = json.dumps
+        for i in range(self._next, self._next + n):
+            cycle, k = divmod(i, self.base_size)
+            key, body, stamp = self._base[k]
+            if cycle:
+                body = {**body, "event_id": f"{body['event_id']}.c{cycle}",
+                        "event_time": _rfc3339(stamp + cycle * self.span_us)}
+            out.append((key, dumps(body, separators=(",", ":")).encode()))
+        self._next += n
+        return out
+
+    @property
+    def taken(self) -> int:
+        return self._next
+
+    def event_time_of(self, index: int) -> datetime:
+        cycle, k = divmod(index, self.base_size)
+        return _EPOCH + timedelta(microseconds=self._base[k][2] + cycle * self.span_us)
+
+
+PRODUCER_CONF: dict[str, Any] = {  # the live generator's tuning (stream_app.generator.live.PRODUCER_TUNING)
+    "linger.ms": 10, "batch.num.messages": 10_000, "compression.type": "lz4", "enable.idempotence": True,
+    "queue.buffering.max.messages": 1_000_000,
+}
+
+
+class FastProducer:
+    """confluent-kafka with the live generator's tuning; ``send`` as fast as the producer takes records,
+    ``flush`` raises on any delivery failure."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        from confluent_kafka import Producer
+
+        self._producer = Producer({**kafka.confluent(), **PRODUCER_CONF})
+        self.errors: list[str] = []
+        self.sent = 0
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+
+    def send(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+        producer, delivered = self._producer, self._delivered
+        for key, value in records:
+            while True:
+                try:
+                    producer.produce(topic, value=value, key=key, on_delivery=delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        self.sent += len(records)
+
+    def flush(self) -> None:
+        left = self._producer.flush(120)
+        if left or self.errors:
+            raise RuntimeError(f"producing: {left} undelivered, errors {self.errors[:3]}")
+
+
+# --------------------------------------------------------------------------------------------- processes
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB, from /proc; (nan, nan) when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return float("nan"), float("nan")
+    values = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0]) / 1024
+    return values.get("VmRSS", float("nan")), values.get("VmHWM", float("nan"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (from /proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def record_pid(pid: int) -> None:
+    """Note a child in $BENCH_PID_FILE, so bench/run.sh can stop it (by pid) if this process is killed."""
+    path = os.environ.get("BENCH_PID_FILE")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{pid}\n")
+
+
+class Subprocess:
+    """A Python child (worker, passthrough, ...) with its output in ``log_path``; ``stop`` sends SIGTERM
+    (the worker finishes its batch) and waits, then SIGKILLs if it has to."""
+
+    def __init__(self, args: Sequence[str], env: dict[str, str], log_path: Path, cwd: Path) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, *args], cwd=cwd,
+                                     env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+        record_pid(self.pid)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self._log.close()
+        return self.proc.returncode
+
+
+@contextmanager
+def running(args: Sequence[str], env: dict[str, str], log_path: Path, cwd: Path) -> Iterator[Subprocess]:
+    child = Subprocess(args, env, log_path, cwd)
+    try:
+        yield child
+    finally:
+        child.stop()
+
+
+# ----------------------------------------------------------------------------------------------- meters
+
+
+class OutputMeter:
+    """Records on topics, from their partitions' high watermarks (one metadata request per partition)."""
+
+    def __init__(self, kafka: KafkaSettings, topics: Sequence[TopicSpec]) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        self._consumer = Consumer({**kafka.confluent(), "group.id": f"bench-meter-{os.getpid()}",
+                                   "enable.auto.commit": False})
+        self._partitions = [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
+
+    def count(self) -> int:
+        total = 0
+        for tp in self._partitions:
+            _low, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            total += high
+        return total
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+@dataclass
+class Drain:
+    """How a process drained a backlog: (seconds since start, output count) samples and the child's RSS."""
+
+    expected: int
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    rss: list[tuple[float, float]] = field(default_factory=list)
+    cpu_s: float = float("nan")
+    finished: bool = False
+
+    def _time_at(self, count: float) -> float:
+        """Seconds at which the output first reached ``count`` (linear between samples)."""
+        previous = self.samples[0]
+        for sample in self.samples:
+            if sample[1] >= count:
+                t0, c0 = previous
+                t1, c1 = sample
+                return t1 if c1 == c0 else t0 + (t1 - t0) * (count - c0) / (c1 - c0)
+            previous = sample
+        return float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        done = self.samples[-1][1]
+        first = next((t for t, c in self.samples if c > 0), float("nan"))
+        # the sample before the first output bounds the start; take the midpoint
+        before = max((t for t, c in self.samples if c == 0), default=first)
+        start = (first + before) / 2
+        end = self._time_at(self.expected) if self.finished else self.samples[-1][0]
+        lo, hi = self._time_at(0.1 * self.expected), self._time_at(0.9 * self.expected)
+        per_10s = []
+        t = start
+        while t + 10 <= end:
+            per_10s.append(round((self._count_at(t + 10) - self._count_at(t)) / 10))
+            t += 10
+        rss = [r for _, r in self.rss if not math.isnan(r)]
+        return {
+            "records": self.expected,
+            "output_records": done,
+            "finished": self.finished,
+            "drain_seconds": round(end - start, 2),
+            "events_per_s": round(done / (end - start)) if end > start else None,
+            "events_per_s_10_to_90pct": round(0.8 * self.expected / (hi - lo)) if hi > lo else None,
+            "events_per_s_each_10s": per_10s,
+            "rss_mb_max": round(max(rss), 1) if rss else None,
+            "rss_mb_last": round(rss[-1], 1) if rss else None,
+            "cpu_seconds": round(self.cpu_s, 1),
+            "cpu_cores_used": round(self.cpu_s / (end - start), 2) if end > start else None,
+        }
+
+    def _count_at(self, t: float) -> float:
+        previous = self.samples[0]
+        for sample in self.samples:
+            if sample[0] >= t:
+                t0, c0 = previous
+                t1, c1 = sample
+                return c1 if t1 == t0 else c0 + (c1 - c0) * (t - t0) / (t1 - t0)
+            previous = sample
+        return self.samples[-1][1]
+
+
+def measure_drain(meter: OutputMeter, child: Subprocess, expected: int, *, timeout_s: float,
+                  interval_s: float = 0.2) -> Drain:
+    """Poll the output count until ``expected`` more records are out (or timeout / the child dies)."""
+    base = meter.count()
+    drain = Drain(expected)
+    started = time.monotonic()
+    cpu0 = cpu_seconds(child.pid)
+    first_cpu: float | None = None
+    while True:
+        now = time.monotonic() - started
+        count = meter.count() - base
+        if count > 0 and first_cpu is None:
+            first_cpu = cpu_seconds(child.pid)  # CPU from the first output on (start-up excluded)
+        drain.samples.append((now, count))
+        drain.rss.append((now, rss_mb(child.pid)[0]))
+        if count >= expected:
+            drain.finished = True
+            break
+        if not child.alive():
+            raise RuntimeError(f"{child.log_path.name} exited early:\n{child.tail()}")
+        if now > timeout_s:
+            log(f"drain timed out after {timeout_s:.0f} s at {count:,}/{expected:,}")
+            break
+        time.sleep(interval_s)
+    drain.cpu_s = cpu_seconds(child.pid) - (first_cpu if first_cpu is not None else cpu0)
+    return drain
+
+
+def redis_memory(url: str) -> dict[str, Any]:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    info = client.info("memory")
+    return {"used_memory_mb": round(info["used_memory"] / 2**20, 1), "used_memory_rss_mb":
+            round(info["used_memory_rss"] / 2**20, 1), "keys": int(client.dbsize())}
+
+
+def write_result(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return path
