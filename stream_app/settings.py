@@ -167,6 +167,9 @@ class WorkerSettings(BaseModel):
     poison_attempts: int = Field(default=3, ge=1)  # unexpected failures of one batch before it is dead-lettered
     producer_linger_ms: int = Field(default=5, ge=0)
     web_port: int = Field(default=6066, ge=0, le=65535)
+    # A label whose prediction is not indexed yet, while transactions are behind its label_time, is held
+    # (its batch retried) for up to this long before it is counted as unjoinable.
+    label_join_wait_s: float = Field(default=30.0, ge=0)
 
 
 class Settings(BaseSettings):

@@ -3,12 +3,17 @@ merchant (for the merchant label windows) and its score (for online model qualit
 
 Bounded by time, not count: each entry expires ``ttl_s`` after it was written (default 14 days, the
 chargeback horizon the generator and most card schemes use). A label older than that is counted as
-unjoinable, not an error. One pipelined round trip per batch in each direction."""
+unjoinable, not an error. One pipelined round trip per batch in each direction.
+
+It also keeps the transactions' watermark per partition (the newest event_time indexed; a sorted set
+updated with ZADD GT, so it only moves forward): a label whose prediction is missing while the
+watermark is still behind its label_time is early - its transaction has not been scored yet - rather
+than unjoinable."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import redis
@@ -32,17 +37,29 @@ class PredictionIndex:
     def __init__(self, client: redis.Redis[bytes], namespace: str, ttl_s: int = DEFAULT_TTL_S) -> None:
         self.client = client
         self.prefix = f"{namespace}:pred:"
+        self.watermark_key = f"{namespace}:watermark"
         self.ttl_s = ttl_s
 
-    def remember(self, predictions: Sequence[Prediction]) -> None:
-        if not predictions:
+    def remember(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None) -> None:
+        """Index ``predictions`` and move the partitions' ``watermarks`` (epoch seconds) forward."""
+        if not predictions and not watermarks:
             return
         with _mapped("remember predictions"):
             pipe = self.client.pipeline(transaction=False)
             for p in predictions:
                 pipe.set(self.prefix + p.event_id, json.dumps([p.merchant_id, p.score, p.model_version]),
                          ex=self.ttl_s)
+            if watermarks:
+                pipe.zadd(self.watermark_key, {str(k): v for k, v in watermarks.items()}, gt=True)
             pipe.execute()
+
+    def watermarks(self, partitions: Sequence[int]) -> list[float | None]:
+        """The transactions partitions' watermarks (epoch seconds), None where none was recorded yet."""
+        if not partitions:
+            return []
+        with _mapped("read watermarks"):
+            scores = self.client.zmscore(self.watermark_key, [str(p) for p in partitions])  # type: ignore[no-untyped-call]
+        return [None if v is None else float(v) for v in scores]
 
     def lookup(self, event_ids: Sequence[str]) -> list[Indexed | None]:
         if not event_ids:

@@ -1,5 +1,6 @@
 """Carries one batch of ``labels`` records through its effects, in the transactions runner's order:
-compute (join + label windows, writes nothing) → deliver dead letters → append the joined labels to the
+compute (join + label windows, writes nothing; labels early for their transactions hold the batch, see
+labels.py) → deliver dead letters → append the joined labels to the
 label log → commit the merchant label windows (from here on the labels are replays) → count them in
 the online quality measurement. A crash before the commit replays the batch: same log part, same
 windows, and the quality counts each label once because it is fed only after the commit."""
@@ -7,6 +8,7 @@ windows, and the quality counts each label once because it is fed only after the
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,7 +16,7 @@ from stream_app.contract import ErrorCode
 from stream_app.core.online_quality import OnlineQuality
 from stream_app.errors import InvalidRecordError
 from stream_app.settings import WorkerSettings
-from stream_app.worker.labels import LabelBatchResult, LabelProcessor
+from stream_app.worker.labels import LabelBatchResult, LabelProcessor, LabelsAheadError
 from stream_app.worker.ports import LabelLogPort, PublisherPort, RawRecord, StatePort
 from stream_app.worker.runner import batch_id, run_with_retries
 
@@ -28,6 +30,7 @@ class LabelStats:
     replayed: int = 0
     late: int = 0
     unjoined: int = 0
+    early: int = 0  # of the unjoined: labels given up on after label_join_wait_s (transactions were behind)
     dead_letters: int = 0
     retries: int = 0
 
@@ -44,6 +47,7 @@ class LabelRunner:
         self.stats = LabelStats()
 
     async def handle(self, records: Sequence[RawRecord]) -> LabelBatchResult:
+        self._held_since: float | None = None
         result = await run_with_retries(lambda: self._once(records), self.settings, self.state,
                                         give_up=lambda exc: self._dead_letter_all(records, exc),
                                         on_retry=self._count_retry, what=f"label batch of {len(records)}")
@@ -55,6 +59,7 @@ class LabelRunner:
         s.replayed += result.replayed
         s.late += result.late
         s.unjoined += result.unjoined
+        s.early += result.early
         s.dead_letters += len(result.dead_letters)
         return result
 
@@ -62,7 +67,17 @@ class LabelRunner:
         self.stats.retries += 1
 
     async def _once(self, records: Sequence[RawRecord]) -> LabelBatchResult:
-        result = self.processor.process(records)
+        now = time.monotonic()
+        hold = self._held_since is None or now - self._held_since < self.settings.label_join_wait_s
+        try:
+            result = self.processor.process(records, hold_early=hold)
+        except LabelsAheadError:
+            if self._held_since is None:
+                self._held_since = now
+            raise
+        if result.early:
+            log.warning("%d labels still had no prediction after %.0f s: counted as unjoined", result.early,
+                        self.settings.label_join_wait_s)
         await self.publisher.publish([], result.dead_letters)
         self.log.append(result.joined, batch_id(records))
         self.state.commit(result.state)

@@ -3,7 +3,13 @@ label windows (fraud rate over 7 days, by label_time), and say what the label lo
 measurement get (the runner applies those after the state commit, so a retried batch counts once).
 
 A label whose prediction is unknown (older than the index TTL, or scored before this deployment) can't
-be attributed to a merchant: it is counted as unjoined, not an error. An undecodable label is a dead
+be attributed to a merchant: it is counted as unjoined, not an error. But a label whose prediction is
+missing while the transactions of its partition have not reached its label_time yet is EARLY: the
+transactions side is behind (catching up, slower worker). Then ``process`` raises LabelsAheadError and
+the runner retries the batch later, up to ``label_join_wait_s``; after that, ``hold_early=False`` counts
+such labels as unjoined so an idle transactions partition cannot stall labels for good. Labels are keyed
+like transactions (user_id) with the same partition count, so label partition p waits for transactions
+partition p only; with different counts, for the slowest transactions partition. An undecodable label is a dead
 letter like an undecodable transaction. State commit and replay work as for transactions: positions in
 the merchant's label windows make a redelivered label a no-op."""
 
@@ -17,7 +23,7 @@ from stream_app.adapters.label_log import LabelRow
 from stream_app.contract import DeadLetter, Label, decode_label
 from stream_app.core.engine import FeatureEngine, LabelEvent, WindowState
 from stream_app.core.windows import Outcome
-from stream_app.errors import InvalidRecordError
+from stream_app.errors import InvalidRecordError, ServiceUnavailableError
 from stream_app.worker.ports import PredictionIndexPort, RawRecord, StatePort
 
 
@@ -29,14 +35,18 @@ class LabelBatchResult:
     late: int = 0
     unjoined: int = 0
     records: int = 0
+    early: int = 0  # unjoined labels that were early (counted as unjoined too) after the wait ran out
     state: WindowState = field(default_factory=WindowState)
     joined: list[LabelRow] = field(default_factory=list)  # newly applied labels, for the log and quality
 
 
 class LabelProcessor:
     def __init__(self, *, allowed_lateness_s: float, state: StatePort, index: PredictionIndexPort,
+                 transaction_partitions: int, label_partitions: int,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.allowed_lateness_s = allowed_lateness_s
+        self.transaction_partitions = transaction_partitions
+        self.copartitioned = transaction_partitions == label_partitions
         self.state = state
         self.index = index
         self.clock = clock
@@ -45,7 +55,7 @@ class LabelProcessor:
         return DeadLetter.of(topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
                              value=record.value, error=error, failed_at=self.clock())
 
-    def process(self, records: Sequence[RawRecord]) -> LabelBatchResult:
+    def process(self, records: Sequence[RawRecord], hold_early: bool = True) -> LabelBatchResult:
         result = LabelBatchResult(records=len(records))
         decoded: list[tuple[RawRecord, Label]] = []
         for record in records:
@@ -56,6 +66,12 @@ class LabelProcessor:
         found = self.index.lookup([label.event_id for _, label in decoded])
         joined = [(r, label, hit) for (r, label), hit in zip(decoded, found, strict=True) if hit is not None]
         result.unjoined = len(decoded) - len(joined)
+        missing = [(r, label) for (r, label), hit in zip(decoded, found, strict=True) if hit is None]
+        early = self._early(missing)
+        if early and hold_early:
+            raise LabelsAheadError(f"{early} of {len(decoded)} labels arrived before their transactions were "
+                                   "scored (the transactions side is behind); holding the batch")
+        result.early = early
         if not joined:
             return result
         merchants = sorted({int(hit.merchant_id) for _, _, hit in joined})
@@ -75,3 +91,23 @@ class LabelProcessor:
                 result.late += 1
         result.state = state
         return result
+
+    def _early(self, missing: list[tuple[RawRecord, Label]]) -> int:
+        if not missing:
+            return 0
+        if self.copartitioned:
+            partitions = sorted({r.partition for r, _ in missing})
+            marks = dict(zip(partitions, self.index.watermarks(partitions), strict=True))
+            return sum(1 for r, label in missing if _behind(marks[r.partition], label))
+        slowest = self.index.watermarks(range(self.transaction_partitions))
+        mark = None if any(m is None for m in slowest) else min(m for m in slowest if m is not None)
+        return sum(1 for _, label in missing if _behind(mark, label))
+
+
+def _behind(watermark: float | None, label: Label) -> bool:
+    """Transactions have not reached the label's time (no watermark yet: nothing scored there yet)."""
+    return watermark is None or watermark < label.label_time.timestamp()
+
+
+class LabelsAheadError(ServiceUnavailableError):
+    """Labels arrived before their transactions were scored; retry the batch once transactions catch up."""

@@ -36,6 +36,7 @@ class BatchResult:
     state: WindowState = field(default_factory=WindowState)
     replayed: int = 0
     records: int = 0
+    watermarks: dict[int, float] = field(default_factory=dict)  # partition -> newest valid event_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,10 @@ class BatchProcessor:
                 result.dead_letters.append(self.dead_letter(record, error))
         if not decoded:
             return result
+        for record, txn in decoded:
+            t = txn.event_time.timestamp()
+            if t > result.watermarks.get(record.partition, float("-inf")):
+                result.watermarks[record.partition] = t
         state = self.state.load(sorted({t.user_id for _, t in decoded}), sorted({t.merchant_id for _, t in decoded}))
         engine = FeatureEngine(self.allowed_lateness_s, state)
         served: list[_Served] = []

@@ -115,7 +115,8 @@ class BatchRunner:
         result = self.processor.process(records)
         await self.publisher.publish(result.predictions, result.dead_letters)
         if self.index is not None:
-            self.index.remember(result.predictions)  # before the commit: a replay remembers them again
+            # before the commit: a replay remembers them again
+            self.index.remember(result.predictions, result.watermarks)
         if result.user_rows:
             identity = batch_id(records)
             self.offline.append_rows(result.user_rows, result.merchant_rows, identity)

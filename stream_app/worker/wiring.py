@@ -64,7 +64,9 @@ def build_runners(settings: Settings, app: faust.App) -> Runners:
     transactions = BatchRunner(processor=processor, publisher=publisher, online=online, offline=offline, state=state,
                                settings=settings.worker, index=index)
     labels = LabelRunner(
-        processor=LabelProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, index=index),
+        processor=LabelProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, index=index,
+                                 transaction_partitions=settings.topics.transactions.partitions,
+                                 label_partitions=settings.topics.labels.partitions),
         publisher=publisher, log=LabelLogWriter(settings.data_dir / "labels", worker_id()), state=state,
         quality=OnlineQuality(), settings=settings.worker)
     return Runners(transactions, labels)

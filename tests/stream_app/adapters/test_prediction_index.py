@@ -33,3 +33,11 @@ def test_a_dead_redis_is_service_unavailable() -> None:
     index = PredictionIndex(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5), "x")
     with pytest.raises(ServiceUnavailableError):
         index.lookup(["a"])
+
+
+def test_watermarks_only_move_forward(settings: Settings, unique: str) -> None:
+    index = PredictionIndex(redis.Redis(**settings.redis.client_kwargs()), f"t{unique}")
+    assert index.watermarks([0, 1]) == [None, None]
+    index.remember([], {0: 100.0, 1: 50.0})
+    index.remember([prediction("a", 7, 0.5)], {0: 90.0, 1: 60.5})  # partition 0 replayed older events
+    assert index.watermarks([0, 1, 2]) == [100.0, 60.5, None]

@@ -3,8 +3,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from stream_app.adapters.label_log import LabelRow
 from stream_app.contract import ErrorCode, Prediction
@@ -13,7 +16,7 @@ from stream_app.core.online_quality import OnlineQuality
 from stream_app.errors import ServiceUnavailableError
 from stream_app.settings import WorkerSettings
 from stream_app.worker.label_runner import LabelRunner
-from stream_app.worker.labels import LabelProcessor
+from stream_app.worker.labels import LabelProcessor, LabelsAheadError
 from stream_app.worker.ports import Indexed, RawRecord
 from tests.stream_app.worker.test_processor import FakeState
 
@@ -21,14 +24,23 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 class FakeIndex:
-    def __init__(self, known: dict[str, Indexed]) -> None:
+    def __init__(self, known: dict[str, Indexed], watermarks: dict[int, float] | None = None) -> None:
         self.known = known
+        self.marks = watermarks if watermarks is not None else {0: (T0 + timedelta(days=30)).timestamp()}
 
-    def remember(self, predictions: Sequence[Prediction]) -> None:
+    def remember(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None) -> None:
         raise AssertionError("not used")
 
     def lookup(self, event_ids: Sequence[str]) -> list[Indexed | None]:
         return [self.known.get(e) for e in event_ids]
+
+    def watermarks(self, partitions: Sequence[int]) -> list[float | None]:
+        return [self.marks.get(p) for p in partitions]
+
+
+def label_processor(state: object, index: FakeIndex, transaction_partitions: int = 1) -> LabelProcessor:
+    return LabelProcessor(allowed_lateness_s=300, state=state, index=index,  # type: ignore[arg-type]
+                          transaction_partitions=transaction_partitions, label_partitions=1)
 
 
 def label(offset: int, event_id: str, fraud: bool, hours: float = 0) -> RawRecord:
@@ -40,7 +52,7 @@ def label(offset: int, event_id: str, fraud: bool, hours: float = 0) -> RawRecor
 def test_labels_join_feed_merchant_windows_and_online_quality() -> None:
     index = FakeIndex({"a": Indexed(7, 0.9, "v1"), "b": Indexed(7, 0.2, "v1"), "c": Indexed(8, 0.1, "v1")})
     state = FakeState()
-    processor = LabelProcessor(allowed_lateness_s=300, state=state, index=index)
+    processor = label_processor(state, index)
     result = processor.process([label(0, "a", True), label(1, "b", False, 1), label(2, "c", False, 2),
                                 label(3, "zzz", True, 3), RawRecord("labels", 0, 4, b"1", b"nope")])
     assert (result.applied, result.unjoined) == (3, 1)
@@ -98,7 +110,7 @@ class Effects:
 def test_label_runner_logs_before_commit_and_counts_quality_once_across_retries() -> None:
     effects, quality = Effects(commit_outages=1), OnlineQuality()
     index = FakeIndex({"a": Indexed(7, 0.9, "v1"), "b": Indexed(7, 0.2, "v1")})
-    runner = LabelRunner(processor=LabelProcessor(allowed_lateness_s=300, state=effects, index=index),
+    runner = LabelRunner(processor=label_processor(effects, index),
                          publisher=effects, log=effects, state=effects, quality=quality,
                          settings=WorkerSettings(retry_initial_s=0.001, retry_max_s=0.002))
     batch = [label(10, "a", True), label(11, "b", False), RawRecord("labels", 0, 12, b"1", b"{")]
@@ -109,3 +121,38 @@ def test_label_runner_logs_before_commit_and_counts_quality_once_across_retries(
     assert quality.count("v1") == 2 and quality.roc_auc("v1") == 1.0  # once, although processed twice
     asyncio.run(runner.handle(batch))  # redelivered after the commit: replays, nothing counted again
     assert quality.count("v1") == 2 and runner.stats.replayed == 2 and runner.stats.retries == 1
+
+
+def test_a_label_early_for_its_transaction_holds_the_batch_until_transactions_catch_up() -> None:
+    index = FakeIndex({"a": Indexed(7, 0.9, "v1")}, watermarks={0: (T0 + timedelta(hours=1)).timestamp()})
+    processor = label_processor(FakeState(), index)
+    early = [label(0, "a", True), label(1, "b", True, hours=2)]  # b's transaction not scored yet: at 1 h
+    with pytest.raises(LabelsAheadError, match="1 of 2 labels"):
+        processor.process(early)
+    index.marks[0] = (T0 + timedelta(hours=3)).timestamp()  # transactions passed b's label time: b is orphan
+    result = processor.process(early)
+    assert (result.applied, result.unjoined, result.early) == (1, 1, 0)
+    index.marks[0] = (T0 + timedelta(hours=1)).timestamp()
+    given_up = processor.process(early, hold_early=False)
+    assert (given_up.applied, given_up.unjoined, given_up.early) == (1, 1, 1)
+
+
+def test_with_other_partition_counts_labels_wait_for_the_slowest_transactions_partition() -> None:
+    index = FakeIndex({}, watermarks={0: (T0 + timedelta(hours=5)).timestamp()})  # partition 1: nothing yet
+    processor = label_processor(FakeState(), index, transaction_partitions=2)
+    with pytest.raises(LabelsAheadError):
+        processor.process([label(0, "x", False, hours=1)])
+    index.marks[1] = (T0 + timedelta(hours=2)).timestamp()
+    assert processor.process([label(0, "x", False, hours=1)]).unjoined == 1
+
+
+def test_the_label_runner_gives_up_holding_after_the_join_wait() -> None:
+    effects = Effects()
+    index = FakeIndex({}, watermarks={0: T0.timestamp()})  # transactions stuck before the label
+    runner = LabelRunner(processor=label_processor(effects, index), publisher=effects, log=effects,
+                         state=effects, quality=OnlineQuality(),
+                         settings=WorkerSettings(retry_initial_s=0.01, retry_max_s=0.02, label_join_wait_s=0.1))
+    started = time.monotonic()
+    asyncio.run(runner.handle([label(0, "x", True, hours=1)]))
+    assert time.monotonic() - started >= 0.1
+    assert runner.stats.retries >= 2 and (runner.stats.unjoined, runner.stats.early) == (1, 1)
