@@ -92,16 +92,20 @@ def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float = DE
     label_count = 0
     events = arrival_order(transactions, labels)
     total = len(transactions) + len(labels)
-    for kind, i in tqdm(events, total=total, disable=not progress, unit="ev", mininterval=1.0):
+    # Positions are arrival ranks, not frame rows: the engine treats a position at or below the last one
+    # applied as a replay, so they must grow in processing order whatever order the frames are in.
+    for rank, (kind, i) in enumerate(tqdm(events, total=total, disable=not progress, unit="ev", mininterval=1.0)):
         if kind == "label":
             merchant = merchant_of.get(l_ids[i])
             if merchant is None:
                 continue
-            engine.on_label(LabelEvent(str(l_ids[i]), int(merchant), bool(l_fraud[i]), float(l_times[i]), (1, i)))
+            engine.on_label(LabelEvent(str(l_ids[i]), int(merchant), bool(l_fraud[i]), float(l_times[i]),
+                                       (1, rank)))
             label_count += 1
             continue
         result = engine.on_transaction(TransactionEvent(
-            str(t_ids[i]), int(t_users[i]), int(t_merchants[i]), float(t_amounts[i]), float(t_times[i]), (0, i)))
+            str(t_ids[i]), int(t_users[i]), int(t_merchants[i]), float(t_amounts[i]), float(t_times[i]),
+            (0, rank)))
         if isinstance(result, WindowRows):
             served_index.append(i)
             user_rows.append(result.user)

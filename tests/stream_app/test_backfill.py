@@ -35,3 +35,19 @@ def test_arrival_order_puts_labels_before_transactions_at_the_same_instant() -> 
     labels = pd.DataFrame({"label_time": pd.to_datetime(["2026-10-01T00:00:02Z", "2026-10-01T00:00:00Z"], utc=True)})
     assert list(backfill.arrival_order(txns, labels)) == [
         ("label", 1), ("transaction", 0), ("label", 0), ("transaction", 1)]
+
+
+def test_frames_in_any_row_order_serve_the_same_rows() -> None:
+    """Positions follow the processing order, not the frames' rows: shuffled inputs lose nothing as a replay."""
+    history = generate_history(HistoryConfig(days=1, users=100, merchants=10, seed=4,
+                                             start=pd.Timestamp("2026-10-01", tz="UTC").to_pydatetime()))
+    ordered = backfill.run(history.transactions, history.labels)
+    shuffled = backfill.run(history.transactions.sample(frac=1.0, random_state=1),
+                            history.labels.sample(frac=1.0, random_state=2))
+    assert (ordered.labels, ordered.late) == (shuffled.labels, shuffled.late) == (len(history.labels), 0)
+    key = ["user_id", "event_timestamp"]
+    pd.testing.assert_frame_equal(ordered.user_rows.sort_values(key).reset_index(drop=True),
+                                  shuffled.user_rows.sort_values(key).reset_index(drop=True))
+    key = ["merchant_id", "event_timestamp"]
+    pd.testing.assert_frame_equal(ordered.merchant_rows.sort_values(key).reset_index(drop=True),
+                                  shuffled.merchant_rows.sort_values(key).reset_index(drop=True))
