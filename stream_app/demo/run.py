@@ -36,6 +36,8 @@ from stream_app.settings import REPO_ROOT, FeastSettings, Settings, WorkerSettin
 
 FEAST_PROJECT = "streamscore_demo"
 SAMPLE_EVERY_S = 10
+WORKSPACE_MARKER = ".streamscore-demo"
+KEEP = "golden"  # the golden-set cache: content-keyed, so safe (and slow) to keep between runs
 
 
 class DemoError(RuntimeError):
@@ -86,16 +88,25 @@ class Demo:
     # --- setup ---------------------------------------------------------------------------------------
 
     def prepare_workspace(self) -> None:
-        """A fresh private workspace each run (a new registry, so promotion is judged on its own; a clean
-        Feast repo and offline log). The golden-set cache under it is kept: it is content-keyed."""
+        """A fresh private workspace each run: a new registry (promotion judged on its own), a clean Feast
+        repo, offline and label logs. Only the golden-set cache is kept (content-keyed, slow to build).
+        A marker file guards the wipe: a non-empty directory without it is refused, never emptied."""
         from models.dataset import prepare_workspace
 
         cfg = self.config
-        for stale in (cfg.history_dir, cfg.repo_dir, cfg.registry_dir, cfg.logs_dir, cfg.out / "reports"):
-            shutil.rmtree(stale, ignore_errors=True)
-        for old in (cfg.summary_json, cfg.summary_png):
-            old.unlink(missing_ok=True)
+        marker = cfg.out / WORKSPACE_MARKER
+        if cfg.out.is_dir() and any(cfg.out.iterdir()) and not marker.is_file():
+            raise DemoError(f"{cfg.out} is not empty and is not a demo workspace (no {WORKSPACE_MARKER}); "
+                            "choose another --out")
+        for entry in cfg.out.iterdir() if cfg.out.is_dir() else ():
+            if entry.name in (KEEP, WORKSPACE_MARKER):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         cfg.logs_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text("streamscore demo workspace: emptied (except golden/) at the start of every demo run\n")
         prepare_workspace(REPO_ROOT / "feature_repo", cfg.repo_dir, FEAST_PROJECT)
 
     def settings(self) -> Settings:
@@ -107,8 +118,7 @@ class Demo:
         except ValueError as exc:
             raise DemoError(f"invalid STREAMSCORE_* settings: {exc}") from exc
 
-    def service(self, service: Service, stack: contextlib.ExitStack) -> str:
-        how = plan(service)
+    def service(self, service: Service, how: str, stack: contextlib.ExitStack) -> str:
         if how == "external":
             self.say(f"{service.name}: using {os.environ[service.env_var]} ({service.env_var}); "
                      "not starting or stopping it")
@@ -242,6 +252,7 @@ class Demo:
         finally:
             stop.set()
             thread.join(timeout=60)
+            producer.close()
             tap.wait_quiet()
             tap.close()
         if failures:
@@ -300,11 +311,12 @@ class Demo:
 
     def run(self) -> dict[str, Any]:
         cfg = self.config
+        plans = {s: plan(s) for s in (REDIS, KAFKA)}  # a busy port fails here, before anything changes
         with contextlib.ExitStack() as stack:
             self.prepare_workspace()
             settings = self.settings()
             self.say(f"workspace {cfg.out} (Feast project {FEAST_PROJECT}, registry {cfg.registry_dir})")
-            services = {s.name: self.service(s, stack) for s in (REDIS, KAFKA)}
+            services = {s.name: self.service(s, how, stack) for s, how in plans.items()}
             self.check_services(settings)
             self.step("create-topics", [sys.executable, "-m", "stream_app", "create-topics"])
             self.pipeline()
@@ -339,7 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ndemo: interrupted; what it started has been stopped", file=sys.stderr)
         return 130
-    except (DemoError, StepError, ServiceStartError, StreamscoreError) as exc:
+    except ServiceStartError as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        return 1
+    except (DemoError, StepError, StreamscoreError) as exc:
         print(f"\ndemo failed: {exc}\n(logs in {config.logs_dir})", file=sys.stderr)
         return 1
     holdout = summary["offline_holdout"]["roc_auc"]

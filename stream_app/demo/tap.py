@@ -25,7 +25,7 @@ class CountingProducer:
     """The ``ProducerLike`` ``stream_live`` takes: the real producer, counting acknowledged records."""
 
     def __init__(self, settings: Settings) -> None:
-        self._producer = Producer({**settings.kafka.confluent(), **PRODUCER_TUNING})
+        self._producer: Producer | None = Producer({**settings.kafka.confluent(), **PRODUCER_TUNING})
         self.delivered: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
 
@@ -34,13 +34,23 @@ class CountingProducer:
             (self.failed if err is not None else self.delivered)[topic] += 1
             on_delivery(err, msg)
 
-        self._producer.produce(topic, value=value, key=key, on_delivery=counted)
+        self._live().produce(topic, value=value, key=key, on_delivery=counted)
 
     def poll(self, timeout: float) -> int:
-        return int(self._producer.poll(timeout))
+        return int(self._live().poll(timeout))
 
     def flush(self, timeout: float) -> int:
-        return int(self._producer.flush(timeout))
+        return int(self._live().flush(timeout))
+
+    def close(self) -> None:
+        """Let librdkafka go now: an interrupted run's traceback would otherwise keep the producer alive,
+        reconnecting (and logging) after the broker has been stopped."""
+        self._producer = None
+
+    def _live(self) -> Producer:
+        if self._producer is None:
+            raise RuntimeError("the producer is closed")
+        return self._producer
 
 
 def end_offsets(settings: Settings, topics: list[str], timeout_s: float = 10.0) -> dict[str, dict[int, int]]:

@@ -233,3 +233,23 @@ def test_service_ownership(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
         assert services.plan(taken) == "reuse"
         monkeypatch.setenv("STREAMSCORE_TEST_DEMO_ADDR", "10.0.0.1:9092")
         assert services.plan(taken) == "external"
+
+
+def test_workspace_is_emptied_each_run_except_the_golden_cache(tmp_path: Path) -> None:
+    from stream_app.demo.run import WORKSPACE_MARKER, Demo, DemoError
+
+    out = tmp_path / "demo"
+    (out / "golden").mkdir(parents=True)
+    (out / "golden" / "cache.parquet").write_text("kept")
+    (out / "notes.txt").write_text("someone's file")
+    with pytest.raises(DemoError, match="not a demo workspace"):
+        Demo(DemoConfig(out=out)).prepare_workspace()
+    assert (out / "notes.txt").exists()  # refused, nothing removed
+
+    (out / WORKSPACE_MARKER).write_text("")
+    (out / "registry" / "versions").mkdir(parents=True)
+    (out / "summary.json").write_text("{}")
+    Demo(DemoConfig(out=out)).prepare_workspace()
+    assert sorted(p.name for p in out.iterdir()) == [WORKSPACE_MARKER, "feature_repo", "golden", "logs"]
+    assert (out / "golden" / "cache.parquet").read_text() == "kept"
+    assert "project: streamscore_demo" in (out / "feature_repo" / "feature_store.yaml").read_text()
