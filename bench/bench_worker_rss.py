@@ -226,7 +226,10 @@ def main() -> int:
         "rss_mb_end": round(rss, 1),
         "vm_hwm_mb": round(hwm, 1),
         "pool_entries_end": getattr(store, "cached", None),
+        # RunnerStats keeps every prediction's latency: 8 B of list slot + a 24 B float per prediction, forever
         "runner_stats_latencies_kept": len(getattr(stats, "latencies_ms", [])),
+        "runner_stats_latencies_mb": round((sys.getsizeof(getattr(stats, "latencies_ms", []))
+                                            + 24 * len(getattr(stats, "latencies_ms", []))) / 2**20, 1),
         "redis_before": redis_before,
         "redis_after_full_path": redis_after_full,
         "redis_after": redis_after,
