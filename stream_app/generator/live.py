@@ -189,13 +189,14 @@ class LiveSource:
         while len(rows) < n:
             rows.append(self._next_template(elapsed_s))
         now_us = self.start_us + int(elapsed_s * SECOND_US)
-        event_time = _rfc3339(now_us)
         invalid = self._rng.random(len(rows)) < self.invalid_fraction
         is_fraud = np.array([r.pattern != Pattern.NONE for r in rows], dtype=bool)
         delays = label_delay_us(self._rng, is_fraud) * self.label_delay_scale / SECOND_US
         out: list[tuple[bytes, bytes, str | None]] = []
-        for row, bad, fraud, delay in zip(rows, invalid.tolist(), is_fraud.tolist(), delays.tolist(), strict=True):
-            txn = self._transaction(row, event_time)
+        for k, (row, bad, fraud, delay) in enumerate(
+                zip(rows, invalid.tolist(), is_fraud.tolist(), delays.tolist(), strict=True)):
+            # one microsecond apart: no two events share an instant, so (entity, event_time) names one row
+            txn = self._transaction(row, _rfc3339(now_us + k))
             if bad:
                 _, record = random_invalid(self._rng, txn)
                 out.append((record.key, record.value, None))
@@ -207,7 +208,7 @@ class LiveSource:
                     "event_id": txn.event_id,
                     "user_id": txn.user_id,
                     "is_fraud": fraud,
-                    "label_time": _rfc3339(now_us + int(delay * SECOND_US)),
+                    "label_time": _rfc3339(now_us + k + int(delay * SECOND_US)),
                 }
             )
             heapq.heappush(self._labels, (elapsed_s + delay, self._seq, key, encode(label)))

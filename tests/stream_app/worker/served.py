@@ -28,8 +28,17 @@ def predictions_by_event(records: Iterable[Record]) -> dict[str, dict[str, Any]]
         variants[body["event_id"]].add(json.dumps({k: v for k, v in body.items() if k not in _VOLATILE},
                                                   sort_keys=True))
     differing = [e for e, v in variants.items() if len(v) > 1]
-    assert not differing, f"{len(differing)} duplicate predictions differ from the first, e.g. {differing[:3]}"
+    assert not differing, f"{len(differing)} duplicate predictions differ from the first, e.g. {differing[:3]}: " \
+        + difference([json.loads(v) for v in variants[differing[0]]]) if differing else ""
     return first
+
+
+def difference(bodies: list[dict[str, Any]]) -> str:
+    a, b = bodies[0], bodies[1]
+    fields = {k: (a[k], b[k]) for k in a if k != "features" and a[k] != b.get(k)}
+    features = {k: (a["features"][k], b["features"].get(k)) for k in a["features"]
+                if a["features"][k] != b["features"].get(k)}
+    return f"{fields} {features}"
 
 
 def frames(transactions: Sequence[Transaction], labels: Sequence[Label] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
