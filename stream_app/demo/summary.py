@@ -124,6 +124,7 @@ def build_summary(observed: Observed, *, config: Mapping[str, Any], timings_s: M
     decisions = Counter(p.decision for p in predictions.values())
     versions = Counter(p.model_version for p in predictions.values())
     stream_s = observed.stream_s if observed.stream_s > 0 else float("nan")
+    unaccounted = observed.transactions_in - len(predictions) - dlq_total
     summary: dict[str, Any] = _json_clean({
         "config": dict(config),
         "model_version": model_version,
@@ -134,7 +135,7 @@ def build_summary(observed: Observed, *, config: Mapping[str, Any], timings_s: M
         "predictions_out": len(predictions),
         "duplicate_predictions": observed.duplicate_predictions,
         "dead_letters": {"total": dlq_total, "by_reason": dict(sorted(observed.dead_letters.items()))},
-        "unaccounted": observed.transactions_in - len(predictions) - dlq_total,
+        "unaccounted": unaccounted,
         "unreadable_records": observed.unreadable,
         "decisions": dict(sorted(decisions.items())),
         "models_seen": dict(sorted(versions.items())),
@@ -149,8 +150,22 @@ def build_summary(observed: Observed, *, config: Mapping[str, Any], timings_s: M
             "worker": latency_stats([p.worker_ms for p in predictions.values()]),
         },
         "online_quality": quality.as_dict(),
+        "notes": notes(observed.transactions_in / stream_s, max(backlog, default=0), unaccounted),
     })
     return summary
+
+
+def notes(in_rate: float, max_backlog: int, unaccounted: int) -> list[str]:
+    """What a reader should know before trusting the numbers."""
+    out: list[str] = []
+    if in_rate > 0 and max_backlog > 5 * in_rate:
+        out.append(f"the worker fell behind: up to {max_backlog:,} events ({max_backlog / in_rate:.0f} s of input) "
+                   "waited, so the latency is mostly queueing; the machine was busy, or --rate is above what the "
+                   "worker sustains here")
+    if unaccounted > 0:
+        out.append(f"{unaccounted:,} transactions had neither a prediction nor a dead letter when the demo stopped "
+                   "(the worker had not caught up)")
+    return out
 
 
 def _json_clean(value: Any) -> Any:
@@ -191,4 +206,5 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"({q['positives']:,} fraud); declines: precision {_fmt(q['decline_precision'], '.3f')}, "
         f"recall {_fmt(q['decline_recall'], '.3f')}",
     ]
+    lines += [f"note               {note}" for note in summary.get("notes", [])]
     return "\n".join(lines)

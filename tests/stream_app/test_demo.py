@@ -253,3 +253,14 @@ def test_workspace_is_emptied_each_run_except_the_golden_cache(tmp_path: Path) -
     assert sorted(p.name for p in out.iterdir()) == [WORKSPACE_MARKER, "feature_repo", "golden", "logs"]
     assert (out / "golden" / "cache.parquet").read_text() == "kept"
     assert "project: streamscore_demo" in (out / "feature_repo" / "feature_store.yaml").read_text()
+
+
+def test_notes_warn_when_latency_is_queueing_or_events_are_missing() -> None:
+    from stream_app.demo.summary import notes
+
+    assert notes(300.0, 1_000, 0) == []  # ~3 s of input waiting: normal batching and jitter
+    behind = notes(300.0, 8_005, 12)
+    assert len(behind) == 2
+    assert "fell behind: up to 8,005 events (27 s of input)" in behind[0]
+    assert behind[1].startswith("12 transactions had neither")
+    assert notes(float("nan"), 10, 0) == []
