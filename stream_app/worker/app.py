@@ -37,14 +37,16 @@ def broker_credentials(settings: Settings) -> Any:
     return None
 
 
-async def finish_even_if_cancelled(work: Awaitable[object]) -> None:
+async def finish_even_if_cancelled(work: Awaitable[object], on_cancel: Callable[[], None] | None = None) -> None:
     """Graceful SIGTERM: Faust cancels agents on shutdown, and ``take_events`` acks the batch as the
     cancellation unwinds. Let the batch finish first (outputs delivered, state committed), then
-    propagate the cancellation."""
+    propagate the cancellation. ``on_cancel`` tells the work to stop waiting for optional things."""
     task = asyncio.ensure_future(work)
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
+        if on_cancel is not None:
+            on_cancel()
         await task
         raise
 
@@ -118,6 +120,6 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
         async for events in stream.take_events(worker.batch_size, within=worker.batch_within_s):
             label_runner = runners().labels
             if label_runner is not None:
-                await finish_even_if_cancelled(label_runner.handle(_records(events)))
+                await finish_even_if_cancelled(label_runner.handle(_records(events)), label_runner.stop_holding)
 
     return WorkerApp(app, runners)

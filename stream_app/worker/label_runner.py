@@ -45,9 +45,10 @@ class LabelRunner:
         self.quality = quality
         self.settings = settings
         self.stats = LabelStats()
+        self._held_since: float | None = None  # when the batch in hand was first held for its transactions
 
     async def handle(self, records: Sequence[RawRecord]) -> LabelBatchResult:
-        self._held_since: float | None = None
+        self._held_since = None
         result = await run_with_retries(lambda: self._once(records), self.settings, self.state,
                                         give_up=lambda exc: self._dead_letter_all(records, exc),
                                         on_retry=self._count_retry, what=f"label batch of {len(records)}")
@@ -62,6 +63,10 @@ class LabelRunner:
         s.early += result.early
         s.dead_letters += len(result.dead_letters)
         return result
+
+    def stop_holding(self) -> None:
+        """Shutting down: don't wait for transactions any longer; early labels count as unjoined."""
+        self._held_since = float("-inf")
 
     def _count_retry(self) -> None:
         self.stats.retries += 1

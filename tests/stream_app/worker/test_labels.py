@@ -156,3 +156,21 @@ def test_the_label_runner_gives_up_holding_after_the_join_wait() -> None:
     asyncio.run(runner.handle([label(0, "x", True, hours=1)]))
     assert time.monotonic() - started >= 0.1
     assert runner.stats.retries >= 2 and (runner.stats.unjoined, runner.stats.early) == (1, 1)
+
+
+def test_stop_holding_lets_a_held_batch_finish_at_shutdown() -> None:
+    effects = Effects()
+    index = FakeIndex({}, watermarks={0: T0.timestamp()})
+    runner = LabelRunner(processor=label_processor(effects, index), publisher=effects, log=effects,
+                         state=effects, quality=OnlineQuality(),
+                         settings=WorkerSettings(retry_initial_s=0.01, retry_max_s=0.02, label_join_wait_s=3600))
+
+    async def shutdown_soon() -> None:
+        task = asyncio.ensure_future(runner.handle([label(0, "x", True, hours=1)]))
+        await asyncio.sleep(0.1)
+        assert not task.done()  # held: the transactions are behind
+        runner.stop_holding()
+        await asyncio.wait_for(task, timeout=1.0)
+
+    asyncio.run(shutdown_soon())
+    assert (runner.stats.unjoined, runner.stats.early) == (1, 1)
