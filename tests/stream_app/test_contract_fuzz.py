@@ -75,9 +75,11 @@ def near_valid(draw: st.DrawFn, n: int = 0) -> tuple[bytes | None, bytes | None]
     key: bytes | None = user_key(fields["user_id"])
     duplicate: tuple[str, Any] | None = None
     for _ in range(draw(st.integers(1, 3))):
-        change = draw(st.sampled_from(["replace", "replace", "replace", "drop", "extra", "duplicate", "key"]))
+        change = draw(st.sampled_from(["replace", "replace", "replace", "time", "drop", "extra", "duplicate", "key"]))
         name = draw(st.sampled_from(FIELDS))
-        if change == "replace":
+        if change == "time":  # times are where decoding went wrong before: any offset, any year
+            fields["event_time"] = draw(any_timestamp | nasty_text)
+        elif change == "replace":
             fields[name] = draw(hostile_value)
             if name == "user_id" and isinstance(fields[name], int) and draw(st.booleans()):
                 key = str(fields[name]).encode()  # keep the key consistent: only the value is hostile
