@@ -9,7 +9,10 @@ prediction (duplicates only if identical: a batch retried after its outputs were
 prediction counts each of its events once, the worker process is still the same one, and its committed
 offset reaches the end of the topic.
 
-The topics have one partition, so offset order is processing order (as in test_crash_recovery.py)."""
+The topics have one partition, so offset order is processing order (as in test_crash_recovery.py).
+
+A hung Redis (SIGSTOP: connections open, no reply) is the other way to be away; the second test checks that
+both of the worker's Redis clients then give up after the configured socket timeout instead of blocking."""
 
 from __future__ import annotations
 
@@ -23,8 +26,9 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -32,10 +36,16 @@ import redis
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from models.dataset import apply_definitions
 from stream_app.adapters.kafka_admin import ensure_topics
+from stream_app.adapters.online_store import OnlineFeatures
+from stream_app.adapters.state_store import RedisWindowStore
 from stream_app.contract import Topics, TopicSpec
+from stream_app.core.window_spec import USER_WINDOWS
+from stream_app.errors import ServiceUnavailableError
 from stream_app.generator.live import LiveCounts, stream_live
 from stream_app.settings import RedisSettings, Settings, WorkerSettings
+from tests.feast_workspace import open_workspace
 from tests.services import free_port
 from tests.stream_app.worker.environment import MERCHANTS, SEED, USERS, prepare, settings_env
 
@@ -72,10 +82,20 @@ class RedisServer:
             assert time.monotonic() < deadline, "redis-server did not answer PING"
             time.sleep(0.05)
 
+    def pause(self) -> None:
+        """SIGSTOP: a hung Redis. Connections are still accepted (by the kernel), replies never come."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """SIGTERM: Redis finishes its AOF and exits; clients then get connection refused."""
         if self.process is None:
             return
+        self.process.send_signal(signal.SIGCONT)
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=20)
@@ -290,3 +310,57 @@ def test_redis_away_mid_stream_is_waited_for_and_nothing_is_lost_or_counted_twic
              for user, event_id in last_of_user.items()
              if latest[event_id]["features"]["user_txn_count_24h"] != per_user[user]}  # type: ignore[index]
     assert not wrong, f"user: (served 24 h count, events) {dict(list(wrong.items())[:10])}"
+
+
+def _within(seconds: float, call: Callable[[], object]) -> tuple[float, BaseException | None]:
+    """Run ``call`` in a thread; (elapsed, what it raised). Fails if it is still blocked after ``seconds``."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    began = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still blocked after {seconds} s"
+    return time.monotonic() - began, outcome[0]
+
+
+def test_a_hung_redis_fails_the_workers_calls_within_the_socket_timeout(
+        settings: Settings, unique: str, tmp_path: Path, own_redis: RedisServer) -> None:
+    """SIGSTOP, not shutdown: the connection opens and no reply comes. Both of the worker's Redis clients
+    (the window state's and Feast's online store) must give up after ``socket_timeout_s`` with
+    ServiceUnavailableError - without the timeout they would block the worker's event loop for good -
+    and work again once Redis answers."""
+    timeout_s = 0.5
+    settings = settings.model_copy(update={"redis": RedisSettings(url=own_redis.url, socket_timeout_s=timeout_s)})
+    workspace = open_workspace(settings, tmp_path, f"hung_{unique}")
+    apply_definitions(workspace.store)
+    online = OnlineFeatures(workspace.store)
+    state = RedisWindowStore(redis.Redis(**settings.redis.client_kwargs()), namespace=f"hung-{unique}",
+                             allowed_lateness_s=300.0)
+    row = {spec.name: 1.0 for spec in USER_WINDOWS}
+    calls: dict[str, Callable[[], object]] = {
+        "load window state": lambda: state.load([1], [2]),
+        "read profiles": lambda: online.read_profiles([1], [2]),
+        "write windows": lambda: online.write_windows([(1, datetime.now(UTC), row)], []),
+    }
+    for call in calls.values():  # connected and working
+        call()
+
+    own_redis.pause()
+    try:
+        for what, call in calls.items():
+            elapsed, raised = _within(10 * timeout_s, call)
+            assert isinstance(raised, ServiceUnavailableError), (what, raised)
+            assert elapsed < 4 * timeout_s, (what, elapsed)
+    finally:
+        own_redis.resume()
+    for what, call in calls.items():
+        elapsed, raised = _within(5.0, call)
+        assert raised is None, (what, raised)
