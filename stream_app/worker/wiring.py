@@ -25,7 +25,7 @@ from stream_app.worker.labels import LabelProcessor
 from stream_app.worker.model_source import RegistryModel
 from stream_app.worker.ports import WindowRow
 from stream_app.worker.processor import BatchProcessor
-from stream_app.worker.publisher import FaustPublisher
+from stream_app.worker.publisher import KafkaPublisher
 from stream_app.worker.runner import BatchRunner
 
 
@@ -56,10 +56,7 @@ def build_runners(settings: Settings, app: faust.App) -> Runners:
     model = RegistryModel(ModelRegistry(settings.models_dir), settings.worker.model_alias, settings.worker.model_poll_s)
     processor = BatchProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, online=online,
                                model=model)
-    publisher = FaustPublisher(app.topic(settings.topics.predictions.name, value_serializer="raw",
-                                         key_serializer="raw"),
-                               app.topic(settings.topics.transactions_dlq.name, value_serializer="raw",
-                                         key_serializer="raw"))
+    publisher = KafkaPublisher(settings)
     offline = OfflineLog(OfflineLogWriter(Path(settings.feast.repo_path), worker_id()))
     transactions = BatchRunner(processor=processor, publisher=publisher, online=online, offline=offline, state=state,
                                settings=settings.worker, index=index)
