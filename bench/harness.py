@@ -422,6 +422,9 @@ class Drain:
             "rss_mb_last": round(rss[-1], 1) if rss else None,
             "cpu_seconds": round(self.cpu_s, 1),
             "cpu_cores_used": round(self.cpu_s / (end - start), 2) if end > start else None,
+            # the process is single-threaded Python: on a quiet box it gets ~1 core, so this estimates the
+            # rate there when neighbours left it only part of a core (broker and Redis CPU not included)
+            "events_per_cpu_second": round(done / self.cpu_s) if self.cpu_s > 0 else None,
         }
 
     def _count_at(self, t: float) -> float:
