@@ -81,6 +81,10 @@ class KafkaPublisher:
             (self.predictions_topic, p.event_id.encode(), encode(p)) for p in predictions]
         records += [(self.dlq_topic, None if d.key is None else base64.b64decode(d.key), encode(d))
                     for d in dead_letters]
+        await self.publish_raw(records)
+
+    async def publish_raw(self, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+        """(topic, key, value) records, delivered on return (also what the passthrough bench sends)."""
         if not records:
             return
         batch = _Batch(asyncio.get_running_loop(), len(records))
