@@ -8,9 +8,9 @@
              short calibration run measured; rate from the first to the last prediction on the broker
              (high watermarks of predictions + dead letters, polled every 0.2 s). The calibration run is
              the same worker with timing counters (bench/probe_worker.py): the time breakdown.
-(a) passthrough  the worker's own Faust app (create_app: same consumer/producer settings and take_events
-             agent) with a runner that forwards each record unchanged to an output topic and waits for the
-             acks (bench/passthrough_worker.py), draining a backlog of the same records.
+(a) passthrough  the worker's own Faust app (create_app: same consumer settings and take_events agent) and
+             its own publisher, with a runner that forwards each record unchanged to an output topic and
+             waits for the acks (bench/passthrough_worker.py), draining a backlog of the same records.
 (c) latency  the worker (default settings, then batch_within_s=0.005) under the live generator
              (``python -m stream_app.generator live``: paced, event time = wall clock) at 1k, 2k, 5k ev/s.
              Latency = the input record's timestamp (CreateTime: set by the producer when the generator
@@ -207,7 +207,8 @@ def bench_throughput(world: World, backlog: Backlog, root: Path, args: argparse.
                      out: dict[str, Any]) -> None:
     run_id = args.run_id
     e2e = make_run(world, f"bench-{run_id}-e2e")
-    pt = make_run(world, f"bench-{run_id}-pt")
+    pt_prefix = f"bench-{run_id}-pt"
+    pt = make_run(world, pt_prefix)
     producer = FastProducer(e2e.settings.kafka)
     tx_e2e, tx_pt = e2e.settings.topics.transactions.name, pt.settings.topics.transactions.name
 
@@ -250,14 +251,23 @@ def bench_throughput(world: World, backlog: Backlog, root: Path, args: argparse.
                       "nominal_event_rate": backlog.nominal_rate, "base_records": backlog.base_size,
                       "users": world.users, "merchants": world.merchants}
 
-    log(f"passthrough: draining {pt_n:,} records")
     meter_pt = outputs(pt)
-    child = Subprocess([str(BENCH / "passthrough_worker.py")], pt.env, root / "logs" / "passthrough.log", root)
-    try:
-        out["passthrough"] = measure_drain(meter_pt, child, pt_n, timeout_s=max(120, args.sustain * 2)).summary()
-    finally:
-        child.stop()
-    log(f"passthrough: {out['passthrough']['events_per_s']:,} ev/s")
+    for variant in args.passthrough_variants:  # each its own consumer group over the same input
+        name = "passthrough" if variant == "worker" else f"passthrough_{variant}"
+        log(f"{name}: draining {pt_n:,} records")
+        run = pt if variant == "worker" else make_run(world, f"bench-{run_id}-pt-{variant}", topics_of=pt_prefix)
+        child = Subprocess([str(BENCH / "passthrough_worker.py")], {**run.env, "BENCH_PASSTHROUGH_SEND": variant},
+                           root / "logs" / f"{name}.log", root)
+        try:
+            out[name] = measure_drain(meter_pt, child, pt_n, timeout_s=max(120, args.sustain * 2)).summary()
+            out[name]["send"] = ("the worker's publisher (KafkaPublisher.publish_raw)" if variant == "worker"
+                                 else "Faust topic.send per record")
+            log(f"{name}: {out[name]['events_per_s']:,} ev/s")
+        except Exception:  # noqa: BLE001 - the e2e drain below must still run
+            out["errors"][name] = traceback.format_exc()
+            log(f"{name} failed:\n{out['errors'][name]}")
+        finally:
+            child.stop()
 
     log(f"e2e: python -m stream_app worker draining {main_n:,} records")
     child = Subprocess(["-m", "stream_app", "worker"], e2e.env, root / "logs" / "worker_e2e.log", root)
@@ -464,7 +474,7 @@ def summarize(out: dict[str, Any]) -> dict[str, Any]:
 def print_summary(out: dict[str, Any]) -> None:
     print("\n=== streamscore end-to-end benchmark ===")
     print(f"measured: {out['measured_at']}  {out['machine']}  load note: {out['load_note']}")
-    for name in ("naive", "passthrough", "calibration", "e2e"):
+    for name in ("naive", "passthrough", "passthrough_faust", "calibration", "e2e"):
         section = out.get(name)
         if isinstance(section, dict):
             rate = section.get("events_per_s")
@@ -515,6 +525,8 @@ def main() -> int:
     parser.add_argument("--max-backlog", type=int, default=3_000_000)
     parser.add_argument("--passthrough-min", type=int, default=0, help="passthrough backlog at least (default: "
                         "the e2e backlog)")
+    parser.add_argument("--passthrough-variants", nargs="*", default=["worker"], choices=["worker", "faust"],
+                        help="publishers for the passthrough: the worker's, and/or Faust's topic.send")
     parser.add_argument("--rates", type=float, nargs="*", default=[1000, 2000, 5000])
     parser.add_argument("--tuned-rates", type=float, nargs="*", default=[2000])
     parser.add_argument("--rate-seconds", type=float, default=6.0 if QUICK else 15.0)

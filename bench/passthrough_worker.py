@@ -1,9 +1,13 @@
 """The passthrough limit's process: the worker's own Faust app (``stream_app.worker.app.create_app``: same
-consumer/producer settings, same ``take_events`` agent, same batch size and wait) with a runner that
-does no work - every record of a batch is sent unchanged (same key, same value) to the predictions topic
-and the batch waits for the broker's acknowledgements, exactly as ``FaustPublisher`` does.
+consumer settings, same ``take_events`` agent, same batch size and wait) and the worker's own publisher
+(``stream_app.worker.publisher.KafkaPublisher``, as ``wiring`` builds it), with a runner that does no work:
+every record of a batch is sent unchanged (same key, same value) to the predictions topic and the batch
+waits for the broker's acknowledgements, exactly as the worker's runner waits for its outputs.
 
-    STREAMSCORE_* settings in the environment; .venv/bin/python bench/passthrough_worker.py worker
+``BENCH_PASSTHROUGH_SEND=faust`` sends with the Faust app's ``topic.send`` per record instead (the
+worker's publisher before it moved to confluent-kafka), for comparison.
+
+    STREAMSCORE_* settings in the environment; .venv/bin/python bench/passthrough_worker.py
 
 Run by bench/bench_e2e.py; stop it with SIGTERM.
 """
@@ -11,12 +15,13 @@ Run by bench/bench_e2e.py; stop it with SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Sequence
 from typing import Any, cast
 
 import faust
 
-from stream_app.settings import get_settings
+from stream_app.settings import Settings, get_settings
 from stream_app.worker.app import Runners, create_app
 from stream_app.worker.ports import RawRecord
 
@@ -29,24 +34,34 @@ class _NoState:
 class PassthroughRunner:
     """What the agent calls (``handle``) and what rebalances touch (``state.invalidate``)."""
 
-    def __init__(self, app: faust.App, topic_name: str) -> None:
-        self.topic = app.topic(topic_name, value_serializer="raw", key_serializer="raw")
+    def __init__(self, app: faust.App, settings: Settings, send: str) -> None:
+        self.out = settings.topics.predictions.name
+        self.send = send
         self.state = _NoState()
         self.records = 0
+        if send == "faust":
+            self.topic = app.topic(self.out, value_serializer="raw", key_serializer="raw")
+        else:
+            from stream_app.worker.publisher import KafkaPublisher
+
+            self.publisher = KafkaPublisher(settings)
 
     async def handle(self, records: Sequence[RawRecord]) -> None:
-        pending: list[Awaitable[Any]] = []
-        for record in records:
-            pending.append(await self.topic.send(key=record.key, value=record.value))
-        if pending:
-            await asyncio.gather(*pending)
+        if self.send == "faust":
+            pending: list[Awaitable[Any]] = []
+            for record in records:
+                pending.append(await self.topic.send(key=record.key, value=record.value))
+            if pending:
+                await asyncio.gather(*pending)
+        else:
+            await self.publisher.publish_raw([(self.out, r.key, r.value or b"") for r in records])
         self.records += len(records)
 
 
 def main() -> None:
     settings = get_settings()
-    out = settings.topics.predictions.name
-    worker = create_app(settings, lambda app: Runners(cast(Any, PassthroughRunner(app, out)), None),
+    send = os.environ.get("BENCH_PASSTHROUGH_SEND", "worker")
+    worker = create_app(settings, lambda app: Runners(cast(Any, PassthroughRunner(app, settings, send)), None),
                         web_enabled=False)
     faust.Worker(worker.app, loglevel="INFO").execute_from_commandline()
 
