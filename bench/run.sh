@@ -6,7 +6,7 @@
 # also when a benchmark fails or the run is interrupted.
 #
 # Environment (optional): BENCH_QUICK=1 shrinks every e2e duration (a harness check, numbers meaningless);
-# BENCH_EXTRA=1 also runs bench_online_store.py and bench_state_store.py (about a minute more);
+# BENCH_EXTRA=1 also runs bench_online_store.py and bench_state_store.py (not in the default run: time budget);
 # KAFKA_PORT / KAFKA_CONTROLLER_PORT / REDIS_PORT pin the ports; BENCH_E2E_ARGS is passed to bench_e2e.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
