@@ -11,7 +11,7 @@ from stream_app.errors import ServiceUnavailableError
 from stream_app.settings import WorkerSettings
 from stream_app.worker.ports import WindowRow
 from stream_app.worker.processor import BatchProcessor
-from stream_app.worker.runner import BatchRunner
+from stream_app.worker.runner import LATENCIES_KEPT, BatchRunner, RunnerStats
 from tests.stream_app.worker.test_processor import FakeModel, FakeOnline, FakeState, record, txn
 
 FAST = WorkerSettings(retry_initial_s=0.001, retry_max_s=0.002, poison_attempts=2)
@@ -142,3 +142,16 @@ def test_a_cancelled_batch_finishes_before_the_cancellation_propagates() -> None
         assert done == ["committed"]
 
     asyncio.run(scenario())
+
+
+def test_runner_stats_keep_only_the_latest_latencies(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert LATENCIES_KEPT >= 10_000  # enough for percentiles, bounded for a worker that runs for weeks
+    monkeypatch.setattr("stream_app.worker.runner.LATENCIES_KEPT", 5)
+    stats, journal = RunnerStats(), Journal()
+    state = FakeState()
+    run = runner(journal, state)
+    for batch in range(3):
+        result = asyncio.run(run.handle([record(batch * 3 + i, txn(batch * 3 + i, user=i)) for i in range(3)]))
+        stats.add(result)
+    assert stats.predictions == 9 and len(stats.latencies_ms) == 5
+    assert list(stats.latencies_ms) == [p.latency_ms for p in journal.predictions[-5:]]
