@@ -44,7 +44,7 @@ topics: infra-up
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy stream_app feature_repo models tests
+	$(VENV)/bin/mypy stream_app feature_repo models tests bench
 
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest -m "not integration" -q

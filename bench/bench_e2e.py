@@ -62,13 +62,12 @@ from harness import (
     record_pid,
     redis_memory,
     rss_mb,
-    settings_env,
     topics_named,
     with_run,
     write_result,
 )
 
-from stream_app.settings import REPO_ROOT, Settings
+from stream_app.settings import REPO_ROOT, Settings, settings_env
 
 BENCH = Path(__file__).resolve().parent
 TARGETS = {"e2e_events_per_s": 20_000, "e2e_over_naive": 60, "e2e_over_passthrough": 0.6,

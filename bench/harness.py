@@ -35,7 +35,14 @@ import numpy as np
 import pandas as pd
 
 from stream_app.contract import Topics, TopicSpec
-from stream_app.settings import REPO_ROOT, FeastSettings, KafkaSettings, RedisSettings, Settings, WorkerSettings
+from stream_app.settings import (
+    REPO_ROOT,
+    FeastSettings,
+    KafkaSettings,
+    RedisSettings,
+    Settings,
+    WorkerSettings,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results"
@@ -74,22 +81,6 @@ def with_run(settings: Settings, *, app_id: str, topics: Topics, worker: dict[st
     knobs = {"app_id": app_id, "web_port": free_port(), **(worker or {})}
     return settings.model_copy(update={"topics": topics, "worker": WorkerSettings(**knobs)})
 
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The STREAMSCORE_* variables that reproduce ``settings`` in a subprocess."""
-    env = {
-        "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "STREAMSCORE_REDIS__URL": settings.redis.url,
-        "STREAMSCORE_FEAST__REPO_PATH": str(settings.feast.repo_path),
-        "STREAMSCORE_MODELS_DIR": str(settings.models_dir),
-        "STREAMSCORE_DATA_DIR": str(settings.data_dir),
-    }
-    for name, value in settings.worker.model_dump().items():
-        env[f"STREAMSCORE_WORKER__{name.upper()}"] = str(value)
-    for role, spec in settings.topics:
-        env[f"STREAMSCORE_TOPICS__{role.upper()}__NAME"] = spec.name
-        env[f"STREAMSCORE_TOPICS__{role.upper()}__PARTITIONS"] = str(spec.partitions)
-    return env
 
 
 # ------------------------------------------------------------------------------------------------ the world

@@ -186,6 +186,21 @@ class Settings(BaseSettings):
     models_dir: Path = REPO_ROOT / "models" / "registry"
 
 
+def settings_env(settings: BaseModel, prefix: str = "STREAMSCORE_") -> dict[str, str]:
+    """The STREAMSCORE_* variables that reproduce ``settings`` in another process (secrets included:
+    hand them to that process only)."""
+    env: dict[str, str] = {}
+    for name, value in settings:
+        key = f"{prefix}{name.upper()}"
+        if isinstance(value, BaseModel):
+            env.update(settings_env(value, f"{key}__"))
+        elif isinstance(value, SecretStr):
+            env[key] = value.get_secret_value()
+        elif value is not None:
+            env[key] = str(value)
+    return env
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment once; a bad value is a ConfigError."""

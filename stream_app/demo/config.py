@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream_app.cli_types import fraction, positive
 from stream_app.settings import REPO_ROOT
 
 DEFAULT_OUT = REPO_ROOT / "data" / "demo"
@@ -65,20 +66,6 @@ fell behind and the latency became queueing time). ``label_delay_scale`` 1e-4 tu
         return self.out / "summary.png"
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("must be within [0, 1]")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None = None) -> DemoConfig:
     d = DemoConfig()
     parser = argparse.ArgumentParser(
@@ -91,10 +78,10 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoConfig:
     parser.add_argument("--users", type=int, default=d.users)
     parser.add_argument("--merchants", type=int, default=d.merchants)
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--rate", type=_positive, default=d.rate, help="live transaction records per second")
-    parser.add_argument("--duration", type=_positive, default=d.duration_s, help="seconds of live transactions")
-    parser.add_argument("--invalid-fraction", type=_fraction, default=d.invalid_fraction)
-    parser.add_argument("--label-delay-scale", type=_positive, default=d.label_delay_scale)
+    parser.add_argument("--rate", type=positive, default=d.rate, help="live transaction records per second")
+    parser.add_argument("--duration", type=positive, default=d.duration_s, help="seconds of live transactions")
+    parser.add_argument("--invalid-fraction", type=fraction, default=d.invalid_fraction)
+    parser.add_argument("--label-delay-scale", type=positive, default=d.label_delay_scale)
     parser.add_argument("--drain", type=float, default=d.drain_s, help="seconds of labels/catch-up after the stream")
     args = parser.parse_args(argv)
     if args.days <= 6:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from stream_app.cli_types import fraction, non_negative, positive, positive_int
 from stream_app.errors import ConfigError
 from stream_app.generator.config import HistoryConfig
 from stream_app.generator.history import format_summary, golden_config, timed_generate, write_history
@@ -29,42 +30,14 @@ def _moment(text: str) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("must be within [0, 1]")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stream_app.generator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     hist = sub.add_parser("history", help="simulate N days and write Parquet files")
-    hist.add_argument("--days", type=_positive_int, default=30)
-    hist.add_argument("--users", type=_positive_int, default=20_000)
-    hist.add_argument("--merchants", type=_positive_int, default=2_000)
+    hist.add_argument("--days", type=positive_int, default=30)
+    hist.add_argument("--users", type=positive_int, default=20_000)
+    hist.add_argument("--merchants", type=positive_int, default=2_000)
     hist.add_argument("--seed", type=int, default=7)
     hist.add_argument("--start", type=_moment, default=datetime(2026, 10, 1, tzinfo=UTC), help="date or timestamp")
     hist.add_argument("--out", type=Path, default=None, help="directory (default: <data_dir>/history)")
@@ -74,13 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     gold.add_argument("--out", type=Path, default=None, help="directory (default: <data_dir>/golden)")
 
     live = sub.add_parser("live", help="stream transactions and labels to Kafka")
-    live.add_argument("--rate", type=_positive, default=2000.0, help="transaction records per second")
-    live.add_argument("--duration", type=_non_negative, default=60.0, help="seconds")
+    live.add_argument("--rate", type=positive, default=2000.0, help="transaction records per second")
+    live.add_argument("--duration", type=non_negative, default=60.0, help="seconds")
     live.add_argument("--seed", type=int, default=7)
-    live.add_argument("--users", type=_positive_int, default=20_000, help="same as history's for matching profiles")
-    live.add_argument("--merchants", type=_positive_int, default=2_000)
-    live.add_argument("--invalid-fraction", type=_fraction, default=0.0, help="share of hostile records")
-    live.add_argument("--label-delay-scale", type=_non_negative, default=1.0, help="e.g. 0.001: 10 days -> 14.4 min")
+    live.add_argument("--users", type=positive_int, default=20_000, help="same as history's for matching profiles")
+    live.add_argument("--merchants", type=positive_int, default=2_000)
+    live.add_argument("--invalid-fraction", type=fraction, default=0.0, help="share of hostile records")
+    live.add_argument("--label-delay-scale", type=non_negative, default=1.0, help="e.g. 0.001: 10 days -> 14.4 min")
     live.add_argument("--start", type=_moment, default=None, help="'now' (default) or a timestamp for event times")
     live.add_argument("--drain-labels", action="store_true", help="after the duration, wait for pending labels")
     return parser

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from stream_app.settings import KafkaSettings, RedisSettings, Settings
+from stream_app.settings import KafkaSettings, RedisSettings, Settings, WorkerSettings, settings_env
 
 
 def test_nested_environment_variables_configure_every_part(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,3 +75,16 @@ def test_redis_clients_fail_fast_with_the_configured_timeouts(monkeypatch: pytes
 def test_redis_timeouts_must_be_positive() -> None:
     with pytest.raises(ValidationError, match="greater than 0"):
         RedisSettings(socket_timeout_s=0)
+
+
+def test_settings_env_reproduces_the_settings_in_another_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Settings(kafka=KafkaSettings(bootstrap_servers="k:1", sasl_mechanism="PLAIN", sasl_username="u",
+                                            sasl_password=SecretStr("p@ss"), security_protocol="SASL_SSL"),
+                        redis=RedisSettings(url="redis://r:2/3", socket_timeout_s=0.5),
+                        worker=WorkerSettings(app_id="w7", batch_size=7, label_join_wait_s=1.5),
+                        data_dir=Path("/tmp/d"))
+    env = settings_env(original)
+    assert env["STREAMSCORE_KAFKA__SASL_PASSWORD"] == "p@ss" and env["STREAMSCORE_WORKER__APP_ID"] == "w7"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert Settings() == original

@@ -1,6 +1,6 @@
 """A ready worker environment for integration tests: a private Feast workspace with history backfilled,
-profiles materialised and a production model registered, plus the worker's settings as environment
-variables (for running `python -m stream_app worker` as a subprocess)."""
+profiles materialised and a production model registered. ``settings_env`` (re-exported from
+stream_app.settings) gives the worker's settings as environment variables for a subprocess."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from stream_app.adapters.feast_store import run_feast_cli
 from stream_app.core import profiles
 from stream_app.generator.config import HistoryConfig
 from stream_app.generator.history import generate_history
-from stream_app.settings import Settings
+from stream_app.settings import Settings, settings_env
 from tests.feast_workspace import open_workspace
 
 USERS, MERCHANTS, SEED = 400, 60, 31
@@ -53,19 +53,4 @@ def prepare(settings: Settings, tmp_path: Path, project: str) -> Settings:
     return workspace.settings
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The STREAMSCORE_* variables that reproduce ``settings`` in a subprocess."""
-    env = {
-        "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "STREAMSCORE_REDIS__URL": settings.redis.url,
-        "STREAMSCORE_FEAST__REPO_PATH": str(settings.feast.repo_path),
-        "STREAMSCORE_MODELS_DIR": str(settings.models_dir),
-        "STREAMSCORE_DATA_DIR": str(settings.data_dir),
-        "STREAMSCORE_WORKER__APP_ID": settings.worker.app_id,
-        "STREAMSCORE_WORKER__BATCH_SIZE": str(settings.worker.batch_size),
-        "STREAMSCORE_WORKER__WEB_PORT": str(settings.worker.web_port),
-    }
-    for role, spec in settings.topics:
-        env[f"STREAMSCORE_TOPICS__{role.upper()}__NAME"] = spec.name
-        env[f"STREAMSCORE_TOPICS__{role.upper()}__PARTITIONS"] = str(spec.partitions)
-    return env
+__all__ = ["MERCHANTS", "SEED", "USERS", "prepare", "settings_env"]
