@@ -68,8 +68,9 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(settings: Set
             kills += 1
 
     worker = _start(env, tmp_path, log)
-    try:
-        predictions = consume(settings, settings.topics.predictions.name, total, timeout_s=180)
+    try:  # duplicates count too: wait for `total` DISTINCT events, not `total` records
+        predictions = consume(settings, settings.topics.predictions.name,
+                              lambda records: len({key for key, _, _, _ in records}) >= total, timeout_s=180)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)

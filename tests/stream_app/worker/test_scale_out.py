@@ -39,7 +39,7 @@ from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS
 from stream_app.errors import InvalidRecordError
 from stream_app.generator.live import PRODUCER_TUNING, stream_live
 from stream_app.settings import KafkaSettings, RedisSettings, Settings, WorkerSettings
-from tests.kafka_util import consume
+from tests.kafka_util import Record, consume
 from tests.reference_features import same
 from tests.services import Services, free_port
 from tests.stream_app.worker.environment import MERCHANTS, SEED, USERS, prepare, settings_env
@@ -154,8 +154,11 @@ def run(live_services: Services, tmp_path_factory: pytest.TempPathFactory) -> It
             except InvalidRecordError:
                 continue
         labels = [decode_label(v) for _, v, _, _ in consume(a, a.topics.labels.name, counts.labels)]
-        served_a = predictions_by_event(consume(a, a.topics.predictions.name, len(transactions), timeout_s=180))
-        served_b = predictions_by_event(consume(b, b.topics.predictions.name, len(transactions), timeout_s=180))
+        def all_scored(records: list[Record]) -> bool:  # distinct events: a duplicate must not count twice
+            return len({key for key, _, _, _ in records}) >= len(transactions)
+
+        served_a = predictions_by_event(consume(a, a.topics.predictions.name, all_scored, timeout_s=180))
+        served_b = predictions_by_event(consume(b, b.topics.predictions.name, all_scored, timeout_s=180))
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
