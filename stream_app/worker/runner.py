@@ -1,7 +1,8 @@
 """Carries one batch through its effects in the order that makes crashes harmless:
 
 1. compute (``BatchProcessor.process``: reads state and profiles, writes nothing);
-2. deliver predictions and dead letters and wait for the broker's acknowledgement;
+2. deliver predictions and dead letters and wait for the broker's acknowledgement, then index the
+   predictions (and the partitions' watermarks) for the label join;
 3. append the served feature rows to the offline log, then write them to the online store;
 4. commit the window state (one atomic write) — from here on the batch's events are replays;
 5. return; the caller acks the records, and Faust commits the offsets later.
@@ -12,8 +13,9 @@ nothing is emitted twice and no aggregate counts an event twice.
 
 Nothing escapes ``handle``: Faust acks a whole ``take_events`` batch when an exception escapes
 (faust-streaming #527), which would lose it. A dependency that is down (ServiceUnavailableError) is
-waited for with backoff, without acking; any other failure is retried, then the batch's records are
-dead-lettered with code ``internal`` so they are kept, not lost, and the worker goes on."""
+waited for with backoff, without acking; a user key another worker changed (StateConflictError) is
+re-processed at once; any other failure is retried, then the batch's records are dead-lettered with code
+``internal`` so they are kept, not lost, and the worker goes on."""
 
 from __future__ import annotations
 
