@@ -12,13 +12,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stream_app.contract import ErrorCode
 from stream_app.core.online_quality import OnlineQuality
-from stream_app.errors import InvalidRecordError
 from stream_app.settings import WorkerSettings
 from stream_app.worker.labels import LabelBatchResult, LabelProcessor, LabelsAheadError
 from stream_app.worker.ports import LabelLogPort, PublisherPort, RawRecord, StatePort
-from stream_app.worker.runner import batch_id, run_with_retries
+from stream_app.worker.runner import batch_id, poisoned, reraise, run_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +87,7 @@ class LabelRunner:
         return result
 
     async def _dead_letter_all(self, records: Sequence[RawRecord], exc: Exception) -> LabelBatchResult:
-        error = InvalidRecordError(ErrorCode.INTERNAL, f"processing failed {self.settings.poison_attempts} times: "
-                                   f"{type(exc).__name__}: {exc}"[:1000])
-        letters = [self.processor.dead_letter(record, error) for record in records]
+        letters = [self.processor.dead_letter(record, poisoned(self.settings, exc)) for record in records]
         await run_with_retries(lambda: self.publisher.publish([], letters), self.settings, self.state,
-                               give_up=_raise, on_retry=self._count_retry, what="label dead letters")
+                               give_up=reraise, on_retry=self._count_retry, what="label dead letters")
         return LabelBatchResult(dead_letters=letters, records=len(records))
-
-
-async def _raise(exc: Exception) -> None:
-    raise exc

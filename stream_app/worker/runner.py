@@ -129,18 +129,21 @@ class BatchRunner:
         return result
 
     async def _dead_letter_all(self, records: Sequence[RawRecord], exc: Exception) -> BatchResult:
-        error = InvalidRecordError(ErrorCode.INTERNAL, f"processing failed {self.settings.poison_attempts} times: "
-                                   f"{type(exc).__name__}: {exc}"[:1000])
-        letters = [self.processor.dead_letter(record, error) for record in records]
-        delay = self.settings.retry_initial_s
-        while True:
-            try:
-                await self.publisher.publish([], letters)
-                return BatchResult(dead_letters=letters, records=len(records))
-            except ServiceUnavailableError as unavailable:
-                log.warning("cannot dead-letter yet: %s", unavailable)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.retry_max_s)
+        letters = [self.processor.dead_letter(record, poisoned(self.settings, exc)) for record in records]
+        await run_with_retries(lambda: self.publisher.publish([], letters), self.settings, self.state,
+                               give_up=reraise, on_retry=self._count_retry, what="dead letters")
+        return BatchResult(dead_letters=letters, records=len(records))
+
+
+def poisoned(settings: WorkerSettings, exc: Exception) -> InvalidRecordError:
+    """The dead-letter reason of a batch that failed ``poison_attempts`` times."""
+    return InvalidRecordError(ErrorCode.INTERNAL, f"processing failed {settings.poison_attempts} times: "
+                              f"{type(exc).__name__}: {exc}"[:1000])
+
+
+async def reraise(exc: Exception) -> None:
+    """``give_up`` for work that must not be dropped: the error propagates."""
+    raise exc
 
 
 def batch_id(records: Sequence[RawRecord]) -> str:
