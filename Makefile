@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/streamscore
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
 .PHONY: help install infra-up infra-down infra-status topics lint test test-unit clean history backfill \
@@ -40,11 +41,12 @@ infra-status:
 	-infra/kafka.sh status
 
 topics: infra-up
-	$(PY) -m stream_app create-topics
+	$(CLI) create-topics
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy stream_app feature_repo models tests bench
+	$(VENV)/bin/lint-imports
 
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest -m "not integration" -q
@@ -64,32 +66,32 @@ SEED ?= 7
 HISTORY := data/history
 
 history: $(STAMP)
-	$(PY) -m stream_app.generator history --days $(DAYS) --users $(USERS) --merchants $(MERCHANTS) \
+	$(CLI) generate history --days $(DAYS) --users $(USERS) --merchants $(MERCHANTS) \
 	  --seed $(SEED) --start $$(date -u -d "$(DAYS) days ago" +%F) --out $(HISTORY)
 
 backfill: $(STAMP)
-	$(PY) -m stream_app.backfill --history $(HISTORY)
+	$(CLI) backfill --history $(HISTORY)
 
 feast-apply: $(STAMP)
-	$(PY) -m stream_app feast apply
+	$(CLI) feast apply
 
 train: $(STAMP)
-	$(PY) -m models.train --history $(HISTORY)
+	$(CLI) train --history $(HISTORY)
 
 promote: $(STAMP)
-	$(PY) -m models.promote latest
+	$(CLI) promote latest
 
 materialize: $(STAMP)
-	$(PY) -m stream_app feast materialize-incremental $$(date -u +%FT%T) --views user_profile --views merchant_profile
+	$(CLI) feast materialize-incremental $$(date -u +%FT%T) --views user_profile --views merchant_profile
 
 pipeline: history backfill feast-apply train promote materialize
 
-# Both own their services (start and stop them); see bench/run.sh and stream_app/demo.py.
+# Both own their services (start and stop them); see bench/run.sh and stream_app/demo/.
 bench: install
 	bash bench/run.sh
 
 demo: install
-	$(PY) -m stream_app.demo
+	$(CLI) demo
 
 clean: infra-down
 	rm -rf .run build *.egg-info .mypy_cache .ruff_cache .pytest_cache

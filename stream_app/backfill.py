@@ -1,4 +1,4 @@
-"""``python -m stream_app.backfill``: replay a historical transaction/label log through the same feature
+"""Replay a historical transaction/label log through the same feature
 engine the stream worker runs, and write what serving would have served.
 
 Outputs, inside the Feast repository (paths from feature_repo.data_sources):
@@ -12,8 +12,6 @@ files with identical content.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -159,25 +157,3 @@ def backfill(history: Path, repo: Path, lateness_s: float = DEFAULT_LATENESS_S, 
     write_outputs(repo, result, profiles.user_profiles(transactions, users, days),
                   profiles.merchant_profiles(transactions, days))
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    from stream_app.settings import get_settings
-
-    parser = argparse.ArgumentParser(prog="python -m stream_app.backfill", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--history", type=Path, required=True, help="directory written by the generator")
-    parser.add_argument("--repo", type=Path, default=None, help="Feast repository (default: settings)")
-    parser.add_argument("--lateness", type=float, default=DEFAULT_LATENESS_S, help="allowed lateness, seconds")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    repo = args.repo or get_settings().feast.repo_path
-    result = backfill(args.history, repo, args.lateness, progress=not args.no_progress)
-    print(f"backfill: {result.transactions} transactions + {result.labels} labels in {result.seconds:.1f} s "
-          f"= {result.events_per_s:,.0f} events/s; {len(result.user_rows)} rows served, {result.late} late",
-          file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,6 @@ command line for a longer or heavier run."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,15 +65,12 @@ fell behind and the latency became queueing time). ``label_delay_scale`` 1e-4 tu
         return self.out / "summary.png"
 
 
-def parse_args(argv: Sequence[str] | None = None) -> DemoConfig:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options, defaults from DemoConfig."""
     d = DemoConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m stream_app.demo",
-        description="Everything from a fresh machine: services, offline pipeline, worker, a minute of live "
-        "events and labels, a summary (JSON + PNG); stops what it started.",
-    )
     parser.add_argument("--out", type=Path, default=d.out, help="workspace and results (default: data/demo)")
-    parser.add_argument("--days", type=int, default=d.days, help="days of history (more than 5: the holdout)")
+    parser.add_argument("--days", type=history_days, default=d.days,
+                        help="days of history (at least 7: training holds out the last 5)")
     parser.add_argument("--users", type=int, default=d.users)
     parser.add_argument("--merchants", type=int, default=d.merchants)
     parser.add_argument("--seed", type=int, default=d.seed)
@@ -83,9 +79,17 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoConfig:
     parser.add_argument("--invalid-fraction", type=fraction, default=d.invalid_fraction)
     parser.add_argument("--label-delay-scale", type=positive, default=d.label_delay_scale)
     parser.add_argument("--drain", type=float, default=d.drain_s, help="seconds of labels/catch-up after the stream")
-    args = parser.parse_args(argv)
-    if args.days <= 6:
-        parser.error("--days must be at least 7 (training holds out the last 5 days)")
+
+
+def history_days(text: str) -> int:
+    days = int(text)
+    if days < 7:
+        raise argparse.ArgumentTypeError("must be at least 7 (training holds out the last 5 days)")
+    return days
+
+
+def config_from(args: argparse.Namespace) -> DemoConfig:
+    """The DemoConfig of parsed ``streamscore demo`` options."""
     return DemoConfig(out=args.out.resolve(), days=args.days, users=args.users, merchants=args.merchants,
                       seed=args.seed, rate=args.rate, duration_s=args.duration, invalid_fraction=args.invalid_fraction,
                       label_delay_scale=args.label_delay_scale, drain_s=max(0.0, args.drain))

@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any
 
 from stream_app.demo.chart import write_chart
-from stream_app.demo.config import DemoConfig, parse_args
+from stream_app.demo.config import DemoConfig
 from stream_app.demo.progress import backlog, choose_samples, format_prediction, format_tick
 from stream_app.demo.services import KAFKA, REDIS, Service, ServiceStartError, plan, run_script
 from stream_app.demo.steps import StepError, last_line, pipeline_steps, run_step
@@ -342,8 +342,8 @@ class Demo:
         return {k: str(v) if isinstance(v, Path) else v for k, v in raw.items()}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    config = parse_args(argv)
+def run_demo(config: DemoConfig) -> int:
+    """Run the demo; returns the exit code (0 done, 1 failed, 130 interrupted)."""
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM unwinds like Ctrl-C: everything gets stopped
     demo = Demo(config)
     try:

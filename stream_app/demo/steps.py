@@ -32,18 +32,18 @@ def pipeline_steps(config: DemoConfig, now: datetime | None = None) -> list[Step
     """The Makefile's ``pipeline`` with the demo's sizes. History ends yesterday, as in the Makefile, so
     ``materialize-incremental`` (whose first run starts at now - TTL) loads the latest daily profiles."""
     now = now or datetime.now(UTC)
-    py = sys.executable
+    cli = [sys.executable, "-m", "stream_app"]
     history = str(config.history_dir)
     start = (now - timedelta(days=config.days)).strftime("%Y-%m-%d")
     return [
-        Step("history", [py, "-m", "stream_app.generator", "history", "--days", str(config.days),
+        Step("history", [*cli, "generate", "history", "--days", str(config.days),
                          "--users", str(config.users), "--merchants", str(config.merchants),
                          "--seed", str(config.seed), "--start", start, "--out", history]),
-        Step("backfill", [py, "-m", "stream_app.backfill", "--history", history, "--no-progress"]),
-        Step("feast-apply", [py, "-m", "stream_app", "feast", "apply"]),
-        Step("train", [py, "-m", "models.train", "--history", history]),
-        Step("promote", [py, "-m", "models.promote", "latest"]),
-        Step("materialize", [py, "-m", "stream_app", "feast", "materialize-incremental",
+        Step("backfill", [*cli, "backfill", "--history", history, "--no-progress"]),
+        Step("feast-apply", [*cli, "feast", "apply"]),
+        Step("train", [*cli, "train", "--history", history]),
+        Step("promote", [*cli, "promote", "latest"]),
+        Step("materialize", [*cli, "feast", "materialize-incremental",
                              now.strftime("%Y-%m-%dT%H:%M:%S"), "--views", "user_profile",
                              "--views", "merchant_profile"]),
     ]

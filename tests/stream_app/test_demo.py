@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stream_app.cli import build_parser
 from stream_app.core.metrics import pr_auc, roc_auc
 from stream_app.demo import services
 from stream_app.demo.chart import write_chart
-from stream_app.demo.config import DemoConfig, parse_args
+from stream_app.demo.config import DemoConfig, config_from
 from stream_app.demo.progress import backlog, choose_samples, format_prediction, format_tick
 from stream_app.demo.records import SeenPrediction, dead_letter_code, parse_label, parse_prediction
 from stream_app.demo.steps import last_line, pipeline_steps
@@ -200,15 +201,15 @@ def test_pipeline_runs_the_makefile_clis_in_order(tmp_path: Path) -> None:
     history = steps[0].argv
     assert history[history.index("--start") + 1] == "2026-11-09"  # history ends yesterday
     assert history[history.index("--out") + 1] == str(tmp_path / "history")
-    assert steps[4].argv[-2:] == ["models.promote", "latest"]
+    assert steps[4].argv[-2:] == ["promote", "latest"]
     assert steps[5].argv[-5:] == ["2026-11-23T10:30:05", "--views", "user_profile", "--views", "merchant_profile"]
 
 
 def test_arguments_and_last_line() -> None:
-    config = parse_args(["--rate", "300", "--duration", "30", "--days", "10"])
+    config = config_from(build_parser().parse_args(["demo", "--rate", "300", "--duration", "30", "--days", "10"]))
     assert (config.rate, config.duration_s, config.days) == (300.0, 30.0, 10)
     with pytest.raises(SystemExit):
-        parse_args(["--days", "5"])
+        build_parser().parse_args(["demo", "--days", "5"])
     assert last_line("a\nregistered v0001: x\n\nlast\n", containing="registered") == "registered v0001: x"
     assert last_line("a\nb\n") == "b"
     assert last_line("") == ""

@@ -4,13 +4,14 @@ from pathlib import Path
 
 import pytest
 
+from stream_app.cli import main
 from stream_app.generator import read_history
-from stream_app.generator.cli import main
 
 
 def test_history_command_writes_files_and_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         [
+            "generate",
             "history",
             "--days",
             "2",
@@ -35,15 +36,15 @@ def test_history_command_writes_files_and_prints_a_summary(tmp_path: Path, capsy
 
 def test_history_refuses_a_moving_start(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
-        main(["history", "--start", "now", "--out", str(tmp_path)])
+        main(["generate", "history", "--start", "now", "--out", str(tmp_path)])
 
 
 def test_bad_arguments_are_usage_errors() -> None:
     with pytest.raises(SystemExit):
-        main(["live", "--invalid-fraction", "2"])
+        main(["generate", "live", "--invalid-fraction", "2"])
     with pytest.raises(SystemExit):
-        main(["history", "--users", "0"])
+        main(["generate", "history", "--users", "0"])
     with pytest.raises(SystemExit):
-        main(["live", "--rate", "0"])
+        main(["generate", "live", "--rate", "0"])
     with pytest.raises(SystemExit):
-        main(["live", "--label-delay-scale", "-1"])
+        main(["generate", "live", "--label-delay-scale", "-1"])

@@ -1,5 +1,5 @@
-"""``python -m stream_app.generator {history,golden,live}``: write a seeded history to Parquet, write the
-golden evaluation set, or stream transactions and labels to Kafka."""
+"""``streamscore generate {history,golden,live}``: write a seeded history to Parquet, write the golden
+evaluation set, or stream transactions and labels to Kafka."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from stream_app.cli.commands import Commands
 from stream_app.cli_types import fraction, non_negative, positive, positive_int
 from stream_app.errors import ConfigError
 from stream_app.generator.config import HistoryConfig
 from stream_app.generator.history import format_summary, golden_config, timed_generate, write_history
+from stream_app.generator.live import stream_live
 from stream_app.settings import get_settings
 
 
@@ -30,9 +31,10 @@ def _moment(text: str) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stream_app.generator", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def register(commands: Commands) -> None:
+    parser = commands.add_parser("generate", help="seeded synthetic data: history, golden set, live stream",
+                                 description=__doc__)
+    sub = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
 
     hist = sub.add_parser("history", help="simulate N days and write Parquet files")
     hist.add_argument("--days", type=positive_int, default=30)
@@ -56,20 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--label-delay-scale", type=non_negative, default=1.0, help="e.g. 0.001: 10 days -> 14.4 min")
     live.add_argument("--start", type=_moment, default=None, help="'now' (default) or a timestamp for event times")
     live.add_argument("--drain-labels", action="store_true", help="after the duration, wait for pending labels")
-    return parser
+    parser.set_defaults(run=generate)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def generate(args: argparse.Namespace) -> int:
     try:
-        if args.command == "history":
+        if args.what == "history":
             if args.start is None:
                 raise SystemExit("history needs a fixed --start (not 'now'): output must be reproducible")
             config = HistoryConfig(
                 days=args.days, users=args.users, merchants=args.merchants, seed=args.seed, start=args.start
             )
             return _write(config, args.out or get_settings().data_dir / "history")
-        if args.command == "golden":
+        if args.what == "golden":
             return _write(golden_config(args.seed), args.out or get_settings().data_dir / "golden")
         return _live(args)
     except ConfigError as exc:
@@ -87,8 +88,6 @@ def _write(config: HistoryConfig, out: Path) -> int:
 
 
 def _live(args: argparse.Namespace) -> int:
-    from stream_app.generator.live import stream_live  # imports confluent-kafka only when streaming
-
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
