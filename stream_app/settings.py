@@ -182,8 +182,8 @@ class Settings(BaseSettings):
     topics: Topics = Field(default_factory=Topics)
     feast: FeastSettings = Field(default_factory=FeastSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
-    data_dir: Path = REPO_ROOT / "data"
-    models_dir: Path = REPO_ROOT / "models" / "registry"
+    data_dir: Path = REPO_ROOT / "data"  # runtime data: history, registry, reports, label log, demo workspace
+    models_dir: Path = Field(default_factory=lambda given: given["data_dir"] / "registry")  # the model registry
 
 
 def settings_env(settings: BaseModel, prefix: str = "STREAMSCORE_") -> dict[str, str]:

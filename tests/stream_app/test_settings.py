@@ -88,3 +88,9 @@ def test_settings_env_reproduces_the_settings_in_another_process(monkeypatch: py
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert Settings() == original
+
+
+def test_runtime_data_lives_under_one_data_dir(tmp_path: Path) -> None:
+    assert Settings(data_dir=tmp_path).models_dir == tmp_path / "registry"
+    assert Settings(data_dir=tmp_path, models_dir=tmp_path / "elsewhere").models_dir == tmp_path / "elsewhere"
+    assert not Settings().models_dir.is_relative_to(Path(__file__).resolve().parents[2] / "models")
