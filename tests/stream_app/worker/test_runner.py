@@ -7,9 +7,9 @@ import pytest
 
 from stream_app.contract import DeadLetter, ErrorCode, Prediction
 from stream_app.core.engine import WindowState
+from stream_app.core.records import WindowRow
 from stream_app.errors import ServiceUnavailableError
 from stream_app.settings import WorkerSettings
-from stream_app.worker.ports import WindowRow
 from stream_app.worker.processor import BatchProcessor
 from stream_app.worker.runner import LATENCIES_KEPT, BatchRunner, RunnerStats
 from tests.stream_app.worker.test_processor import FakeModel, FakeOnline, FakeState, record, txn
