@@ -32,7 +32,8 @@ import redis
 
 from models.dataset import apply_definitions, prepare_workspace
 from stream_app.adapters.feast_store import feast_env
-from stream_app.adapters.online_store import OnlineFeatures, WindowRow
+from stream_app.adapters.online_store import OnlineFeatures
+from stream_app.core.records import WindowRow
 from stream_app.core.window_spec import USER_WINDOWS, Function
 from stream_app.settings import REPO_ROOT, RedisSettings, Settings
 

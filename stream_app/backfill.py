@@ -31,9 +31,9 @@ from stream_app.core import profiles
 from stream_app.core.engine import FeatureEngine, LabelEvent, TransactionEvent, WindowRows
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS
 from stream_app.errors import ConfigError
+from stream_app.settings import get_settings
 
 BACKFILL_PART = "part-backfill.parquet"
-DEFAULT_LATENESS_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,14 @@ def arrival_order(transactions: pd.DataFrame, labels: pd.DataFrame) -> Iterator[
         yield ("label" if kinds[i] == 0 else "transaction", int(index[i]))
 
 
-def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float = DEFAULT_LATENESS_S,
+def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float | None = None,
         progress: bool = False) -> BackfillResult:
     """Run the engine over the history; returns the served rows (one user row and one merchant row per
-    applied transaction)."""
+    applied transaction). ``lateness_s`` defaults to the worker's ``allowed_lateness_s`` setting, so
+    training and serving call the same events late."""
     started = time.perf_counter()
+    if lateness_s is None:
+        lateness_s = get_settings().worker.allowed_lateness_s
     engine = FeatureEngine(lateness_s)
     t_times = _seconds(transactions["event_time"])
     t_users = transactions["user_id"].to_numpy(dtype=np.int64)
@@ -149,7 +152,7 @@ def load_history(history: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     return pd.read_parquet(paths[0]), pd.read_parquet(paths[1]), pd.read_parquet(paths[2])
 
 
-def backfill(history: Path, repo: Path, lateness_s: float = DEFAULT_LATENESS_S, progress: bool = False,
+def backfill(history: Path, repo: Path, lateness_s: float | None = None, progress: bool = False,
              extra_profile_days: int = 1) -> BackfillResult:
     transactions, labels, users = load_history(history)
     result = run(transactions, labels, lateness_s, progress=progress)

@@ -1,5 +1,16 @@
 """The project's exception tree. Errors raised by Kafka, Redis, Feast or files are mapped to these at
-the adapter boundary, so callers handle one family and the reason survives into DLQ records and logs."""
+the adapter boundary, so callers handle one family and the reason survives into DLQ records and logs.
+
+    StreamscoreError
+    ├── ConfigError               settings or a definition file are wrong: fix them, retrying won't help
+    ├── InvalidRecordError        one record is refused; its ``code`` goes to the DLQ
+    ├── ServiceUnavailableError   a dependency did not answer: wait (backoff) and retry the batch
+    ├── RetryBatchError           nothing is wrong, the batch must run again from fresh state
+    │   ├── StateConflictError    another writer changed a key first: re-run at once
+    │   └── LabelsAheadError      labels before their transactions were scored: re-run later
+    ├── DataValidationError       a training or evaluation frame failed its checks
+    └── RegistryError             a model version is missing, malformed or refused by the gate
+"""
 
 
 class StreamscoreError(Exception):
@@ -23,15 +34,24 @@ class ServiceUnavailableError(StreamscoreError):
     """Kafka, Redis or another dependency did not answer; the operation may succeed if retried."""
 
 
-class StateConflictError(ServiceUnavailableError):
+class RetryBatchError(StreamscoreError):
+    """The batch has to be processed again from fresh state; no dependency failed and nothing is broken.
+    Raised only as one of its subclasses, which say how soon."""
+
+
+class StateConflictError(RetryBatchError):
     """Another writer changed window-state keys a batch wrote since it loaded them; nothing was written.
 
-    Re-process the batch from fresh state: nothing is wrong, someone else was first."""
+    Re-process the batch from fresh state at once: nothing is wrong, someone else was first."""
 
     def __init__(self, keys: list[str]) -> None:
         shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
         super().__init__(f"window state changed by another writer since it was loaded: {shown}")
         self.keys = keys
+
+
+class LabelsAheadError(RetryBatchError):
+    """Labels arrived before their transactions were scored; retry the batch once transactions catch up."""
 
 
 class DataValidationError(StreamscoreError):

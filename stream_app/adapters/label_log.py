@@ -9,27 +9,15 @@ replayed batch overwrites its part instead of adding duplicates."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from stream_app.adapters.offline_log import part_name, write_part
+from stream_app.core.records import LabelRow
 
 COLUMNS = ("event_id", "user_id", "merchant_id", "is_fraud", "label_time", "score", "model_version")
-
-
-@dataclass(frozen=True, slots=True)
-class LabelRow:
-    event_id: str
-    user_id: int
-    merchant_id: int
-    is_fraud: bool
-    label_time: datetime
-    score: float
-    model_version: str
 
 
 def label_frame(rows: Sequence[LabelRow]) -> pd.DataFrame:

@@ -33,7 +33,6 @@ import os
 import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +40,10 @@ import numpy as np
 import pandas as pd
 
 from feature_repo.data_sources import CREATED, TIMESTAMP, merchant_window_log, user_window_log
+from stream_app.core.records import WindowRow
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, Entity, Function, WindowSpec
 from stream_app.core.windows import Position
 from stream_app.errors import ServiceUnavailableError
-
-WindowRow = tuple[int, datetime, Mapping[str, float]]  # entity id, event time (tz-aware), features
 
 _INT_FUNCTIONS = (Function.COUNT, Function.DISTINCT)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._+-]+")

@@ -20,8 +20,8 @@ Semantics the worker relies on:
   wins: a replay of older rows then overwrites newer values.
 - Retrying a whole batch after ServiceUnavailableError is therefore safe: rows already written carry
   timestamps that are not newer than themselves, so they are skipped, and the rest are applied.
-  Redis failures that mean "not now" (connection refused or dropped, timeout, loading, read-only
-  replica, OOM, cluster down) become ServiceUnavailableError, as in the window-state store. How fast
+  Redis failures that mean "not now" become ServiceUnavailableError (adapters.redis_errors, the
+  policy every adapter shares). How fast
   they surface is the connection string's business: ``RedisSettings.feast_connection_string`` sets
   socket timeouts and turns redis-py's retries off (its default backoff takes ~10 s per failed call).
 - Feast does not enforce a view's TTL on online reads (``get_online_features`` returns stale rows);
@@ -30,17 +30,16 @@ Semantics the worker relies on:
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-import redis.exceptions
-
+from stream_app.adapters.redis_errors import unavailable_when_down
 from stream_app.core.profiles import MISSING_PROFILE
-from stream_app.errors import ConfigError, ServiceUnavailableError
+from stream_app.core.records import WindowRow
+from stream_app.errors import ConfigError
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -49,22 +48,6 @@ USER_WINDOWS_VIEW: Final = "user_windows"
 MERCHANT_WINDOWS_VIEW: Final = "merchant_windows"
 USER_PROFILE_VIEW: Final = "user_profile"
 MERCHANT_PROFILE_VIEW: Final = "merchant_profile"
-
-# Errors after which the same call may succeed: the worker waits and retries the batch.
-_UNAVAILABLE: Final[tuple[type[Exception], ...]] = (
-    redis.exceptions.ConnectionError,  # includes BusyLoadingError (a restarted Redis loading its data)
-    redis.exceptions.TimeoutError,
-    redis.exceptions.ReadOnlyError,  # failover: we talk to a replica
-    redis.exceptions.OutOfMemoryError,  # type: ignore[attr-defined]  # (types-redis predates it)
-    redis.exceptions.MasterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-    ConnectionError,
-    TimeoutError,
-)
-
-WindowRow = tuple[int, datetime, Mapping[str, float]]
-"""(entity id, event timestamp, feature name -> value) as the window core serves it."""
 
 _INT_CACHE_SIZE: Final = 65_536
 
@@ -167,7 +150,7 @@ class OnlineFeatures:
                    for spec, rows in ((self._user_windows, user_rows), (self._merchant_windows, merchant_rows))
                    if rows]
         for spec, data in batches:
-            with _service_errors(f"write {spec.view.name}"):
+            with unavailable_when_down(f"online store write {spec.view.name}"):
                 self._provider.online_write_batch(self._config, spec.view, data, None)
 
     def _encode_windows(self, spec: _WindowView, rows: Sequence[WindowRow]) -> list[_ProtoRow]:
@@ -216,7 +199,7 @@ class OnlineFeatures:
             return []
         unique = list(dict.fromkeys(ids))
         keys = [self._key(spec.key_template, i) for i in unique]
-        with _service_errors(f"read {spec.view.name}"):
+        with unavailable_when_down(f"online store read {spec.view.name}"):
             # a fresh list: the Redis store appends its timestamp field to the one it is given
             rows = self._provider.online_read(self._config, spec.view, keys, list(spec.names))
         found: dict[int, dict[str, Any]] = {}
@@ -239,11 +222,3 @@ def _as_int(raw: float, name: str) -> int:
         raise ValueError(f"{name} is an Int64 feature, got {raw!r}")
     return int(raw)
 
-
-@contextlib.contextmanager
-def _service_errors(operation: str) -> Iterator[None]:
-    """Redis unreachable or too slow -> ServiceUnavailableError, which the worker waits on and retries."""
-    try:
-        yield
-    except _UNAVAILABLE as exc:
-        raise ServiceUnavailableError(f"online store: {operation} failed: {exc}") from exc

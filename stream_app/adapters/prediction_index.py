@@ -13,24 +13,15 @@ than unjoinable."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 
 import redis
 
+from stream_app.adapters.redis_errors import unavailable_when_down
 from stream_app.contract import Prediction
-from stream_app.errors import ServiceUnavailableError
-from stream_app.worker.ports import Indexed
+from stream_app.core.records import Indexed
 
 DEFAULT_TTL_S = 14 * 24 * 3600
-
-
-@contextmanager
-def _mapped(operation: str) -> Iterator[None]:
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
-        raise ServiceUnavailableError(f"redis {operation}: {exc}") from exc
 
 
 class PredictionIndex:
@@ -44,7 +35,7 @@ class PredictionIndex:
         """Index ``predictions`` and move the partitions' ``watermarks`` (epoch seconds) forward."""
         if not predictions and not watermarks:
             return
-        with _mapped("remember predictions"):
+        with unavailable_when_down("remember predictions"):
             pipe = self.client.pipeline(transaction=False)
             for p in predictions:
                 pipe.set(self.prefix + p.event_id, json.dumps([p.merchant_id, p.score, p.model_version]),
@@ -57,14 +48,14 @@ class PredictionIndex:
         """The transactions partitions' watermarks (epoch seconds), None where none was recorded yet."""
         if not partitions:
             return []
-        with _mapped("read watermarks"):
+        with unavailable_when_down("read watermarks"):
             scores = self.client.zmscore(self.watermark_key, [str(p) for p in partitions])  # type: ignore[no-untyped-call]
         return [None if v is None else float(v) for v in scores]
 
     def lookup(self, event_ids: Sequence[str]) -> list[Indexed | None]:
         if not event_ids:
             return []
-        with _mapped("look up predictions"):
+        with unavailable_when_down("look up predictions"):
             raw = self.client.mget([self.prefix + e for e in event_ids])
         out: list[Indexed | None] = []
         for value in raw:

@@ -44,10 +44,9 @@ merged, not re-processed: the unit journals the observations it applied to each 
 (``WindowState.journal``), so the commit re-reads those keys, re-applies its own observations on top of
 the other worker's (replays are recognised by position) and tries again - the values already served
 stay valid, since merchant windows are read a lag in the past (window_spec.MERCHANT_LAG_S). A changed
-USER key (a zombie writer) raises ``StateConflictError`` (a ServiceUnavailableError: the batch must be
-re-processed from a fresh ``load``) instead of silently losing the other writer's update. Reads are
-not checked: a merchant's label windows read slightly before another worker's update serve what they
-held at load time.
+USER key (a zombie writer) raises ``StateConflictError`` (the batch must be re-processed from a fresh
+``load``) instead of silently losing the other writer's update. Reads are not checked: a merchant's
+label windows read slightly before another worker's update serve what they held at load time.
 
 Pool: decoded KeyWindows of committed batches are kept (LRU, ``cache_size`` entries) with their token.
 A pooled object is handed to at most one open unit (checked out, returned on commit), so several
@@ -55,15 +54,14 @@ units may be open at once (transaction and label batches interleave in one event
 sharing mutable objects. A pooled copy is used only when Redis still holds its token, so the pool
 never serves stale state; ``invalidate()`` (rebalance, errors) just drops it to free memory.
 
-Errors: Redis connection, timeout, loading, read-only, OOM and cluster-down errors become
-ServiceUnavailableError; a commit that failed that way may or may not have reached Redis, and both are
+Errors: Redis's "not now" errors become ServiceUnavailableError (adapters.redis_errors, the policy
+every adapter shares); a commit that failed that way may or may not have reached Redis, and both are
 safe to replay. Single-instance Redis (a script over many keys needs one slot on a cluster). Not
 thread-safe: one event loop thread per store.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from collections import OrderedDict
@@ -73,29 +71,18 @@ from enum import StrEnum
 from typing import Any
 
 import redis
-from redis import exceptions as rexc
 
+from stream_app.adapters.redis_errors import unavailable_when_down
 from stream_app.core.engine import MERCHANT_LABEL_SPECS, MERCHANT_TXN_SPECS, USER_TXN_SPECS, WindowState
 from stream_app.core.window_spec import DAY, WindowSpec
 from stream_app.core.windows import KeyWindows
-from stream_app.errors import ConfigError, ServiceUnavailableError, StateConflictError
+from stream_app.errors import ConfigError, StateConflictError
 
 _TOKEN_BYTES = 8
 DEFAULT_GRACE_S = float(DAY)
 DEFAULT_USER_TTL_S = 30.0 * DAY
 DEFAULT_CACHE_SIZE = 100_000
 _MERGE_ATTEMPTS = 20  # merchant merges per commit before giving up (each means another worker committed)
-
-# Redis failures that mean "not now", not "wrong request": retrying the batch later can succeed.
-_UNAVAILABLE: tuple[type[Exception], ...] = (
-    rexc.ConnectionError,  # includes BusyLoadingError and redis-py's retries giving up
-    rexc.TimeoutError,
-    rexc.ReadOnlyError,  # failover: we talk to a replica
-    rexc.OutOfMemoryError,  # type: ignore[attr-defined]  # (types-redis predates it)
-    rexc.MasterDownError,
-    rexc.TryAgainError,
-    rexc.ClusterDownError,
-)
 
 # KEYS: the batch's keys; ARGV[i]: the token of the pooled copy of KEYS[i], or "" if none.
 # Returns per key: 1 = the pooled copy is current, 0 = no such key, else the stored value.
@@ -378,7 +365,7 @@ class RedisWindowStore:
 
     def memory_usage(self, kind: Kind, entity_id: int) -> int | None:
         """Bytes Redis attributes to one key (MEMORY USAGE, exact: SAMPLES 0), None if absent."""
-        with _unavailable("MEMORY USAGE"):
+        with unavailable_when_down("MEMORY USAGE"):
             used = self._client.memory_usage(self.key(kind, entity_id), samples=0)
         return None if used is None else int(used)
 
@@ -421,7 +408,7 @@ class RedisWindowStore:
             names.append(self.key(kind, entity))
             known.append(entry.token if entry is not None else b"")
             pooled.append(entry)
-        with _unavailable("load window state"):
+        with unavailable_when_down("load window state"):
             replies = self._load_script(keys=names, args=known, client=self._client)
         self.stats.keys_loaded += len(wanted)
         for (kind, entity), name, reply, cached in zip(wanted, names, replies, pooled, strict=True):
@@ -451,7 +438,7 @@ class RedisWindowStore:
         indices of the keys changed since they were loaded; then nothing was written."""
         values = [b"" if payload is None else token + payload for _kind, _entity, _entry, payload in writes]
         ttls = [self._ttl_ms[kind] or 0 for kind, _entity, _entry, _payload in writes]
-        with _unavailable("commit window state"):
+        with unavailable_when_down("commit window state"):
             stale = self._commit_script(keys=names, args=[*expected, *values, *ttls], client=self._client)
         return [int(i) - 1 for i in stale]
 
@@ -461,7 +448,7 @@ class RedisWindowStore:
         journals = {Kind.MERCHANT_TXN: unit.state.merchant_txns_applied,
                     Kind.MERCHANT_LABEL: unit.state.merchant_labels_applied}
         names = [self.key(writes[i][0], writes[i][1]) for i in stale]
-        with _unavailable("re-read merchant state"):
+        with unavailable_when_down("re-read merchant state"):
             fresh = self._client.mget(names)
         for i, name, value in zip(stale, names, fresh, strict=True):
             kind, entity = writes[i][0], writes[i][1]
@@ -492,11 +479,3 @@ class RedisWindowStore:
         while len(pool) > self._cache_size:
             pool.popitem(last=False)
 
-
-@contextlib.contextmanager
-def _unavailable(what: str) -> Iterator[None]:
-    """Map Redis's "not now" errors to ServiceUnavailableError, keeping the cause."""
-    try:
-        yield
-    except _UNAVAILABLE as exc:
-        raise ServiceUnavailableError(f"redis: {what} failed: {type(exc).__name__}: {exc}") from exc

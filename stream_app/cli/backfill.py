@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stream_app.backfill import DEFAULT_LATENESS_S, backfill
+from stream_app.backfill import backfill
 from stream_app.cli.commands import Commands
 from stream_app.settings import get_settings
 
@@ -18,7 +18,8 @@ def register(commands: Commands) -> None:
         "worker runs; write the offline feature log and the daily batch profiles into the Feast repository.")
     parser.add_argument("--history", type=Path, required=True, help="directory written by `streamscore generate`")
     parser.add_argument("--repo", type=Path, default=None, help="Feast repository (default: settings)")
-    parser.add_argument("--lateness", type=float, default=DEFAULT_LATENESS_S, help="allowed lateness, seconds")
+    parser.add_argument("--lateness", type=float, default=None,
+                        help="allowed lateness, seconds (default: STREAMSCORE_WORKER__ALLOWED_LATENESS_S)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(run=run_backfill)
 

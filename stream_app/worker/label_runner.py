@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stream_app.core.online_quality import OnlineQuality
+from stream_app.errors import LabelsAheadError
 from stream_app.settings import WorkerSettings
-from stream_app.worker.labels import LabelBatchResult, LabelProcessor, LabelsAheadError
+from stream_app.worker.labels import LabelBatchResult, LabelProcessor
 from stream_app.worker.ports import LabelLogPort, PublisherPort, RawRecord, StatePort
-from stream_app.worker.runner import batch_id, poisoned, reraise, run_with_retries
+from stream_app.worker.runner import batch_id, run_batch
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,11 @@ class LabelRunner:
 
     async def handle(self, records: Sequence[RawRecord]) -> LabelBatchResult:
         self._held_since = None
-        result = await run_with_retries(lambda: self._once(records), self.settings, self.state,
-                                        give_up=lambda exc: self._dead_letter_all(records, exc),
-                                        on_retry=self._count_retry, what=f"label batch of {len(records)}")
+        result = await run_batch(records, lambda: self._once(records),
+                                 dead_lettered=lambda letters: LabelBatchResult(dead_letters=letters,
+                                                                                records=len(records)),
+                                 processor=self.processor, publisher=self.publisher, settings=self.settings,
+                                 state=self.state, on_retry=self._count_retry, what=f"label batch of {len(records)}")
         for row in result.joined:
             self.quality.add(row.model_version, row.score, row.is_fraud)
         s = self.stats
@@ -85,9 +88,3 @@ class LabelRunner:
         self.log.append(result.joined, batch_id(records))
         self.state.commit(result.state)
         return result
-
-    async def _dead_letter_all(self, records: Sequence[RawRecord], exc: Exception) -> LabelBatchResult:
-        letters = [self.processor.dead_letter(record, poisoned(self.settings, exc)) for record in records]
-        await run_with_retries(lambda: self.publisher.publish([], letters), self.settings, self.state,
-                               give_up=reraise, on_retry=self._count_retry, what="label dead letters")
-        return LabelBatchResult(dead_letters=letters, records=len(records))

@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from stream_app.adapters.label_log import LabelRow
 from stream_app.contract import DeadLetter, Label, decode_label
 from stream_app.core.engine import FeatureEngine, LabelEvent, WindowState
+from stream_app.core.records import LabelRow
 from stream_app.core.windows import Outcome
-from stream_app.errors import InvalidRecordError, ServiceUnavailableError
+from stream_app.errors import InvalidRecordError, LabelsAheadError
 from stream_app.worker.ports import PredictionIndexPort, RawRecord, StatePort
 
 
@@ -107,7 +107,3 @@ class LabelProcessor:
 def _behind(watermark: float | None, label: Label) -> bool:
     """Transactions have not reached the label's time (no watermark yet: nothing scored there yet)."""
     return watermark is None or watermark < label.label_time.timestamp()
-
-
-class LabelsAheadError(ServiceUnavailableError):
-    """Labels arrived before their transactions were scored; retry the batch once transactions catch up."""

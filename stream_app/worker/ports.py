@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
-from stream_app.adapters.label_log import LabelRow
 from stream_app.contract import DeadLetter, Prediction
 from stream_app.core.engine import WindowState
+from stream_app.core.records import Indexed, LabelRow, WindowRow
 from stream_app.core.scoring import Scorer
+from stream_app.errors import InvalidRecordError
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,16 +26,9 @@ class RawRecord:
     timestamp_ms: int | None = None  # the broker's record timestamp: when the event entered Kafka
 
 
-WindowRow = tuple[int, datetime, Mapping[str, float]]  # entity id, event time, features
-
-
-@dataclass(frozen=True, slots=True)
-class Indexed:
-    """What a delayed label needs from its transaction's prediction."""
-
-    merchant_id: int
-    score: float
-    model_version: str
+class DeadLetterPort(Protocol):
+    def dead_letter(self, record: RawRecord, error: InvalidRecordError) -> DeadLetter:
+        """The dead letter that keeps ``record`` with the reason it was refused."""
 
 
 class PredictionIndexPort(Protocol):

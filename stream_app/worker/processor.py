@@ -21,10 +21,11 @@ from stream_app.contract import (
 )
 from stream_app.core import request_features
 from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows, WindowState
+from stream_app.core.records import WindowRow
 from stream_app.core.scoring import as_features, assemble
 from stream_app.core.windows import Outcome
 from stream_app.errors import InvalidRecordError
-from stream_app.worker.ports import ModelPort, OnlineStorePort, RawRecord, StatePort, WindowRow
+from stream_app.worker.ports import ModelPort, OnlineStorePort, RawRecord, StatePort
 
 
 @dataclass

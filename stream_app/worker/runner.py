@@ -14,7 +14,8 @@ nothing is emitted twice and no aggregate counts an event twice.
 Nothing escapes ``handle``: Faust acks a whole ``take_events`` batch when an exception escapes
 (faust-streaming #527), which would lose it. A dependency that is down (ServiceUnavailableError) is
 waited for with backoff, without acking; a user key another worker changed (StateConflictError) is
-re-processed at once; any other failure is retried, then the batch's records are dead-lettered with code
+re-processed at once; labels ahead of their transactions (LabelsAheadError) are re-processed with the
+same backoff; any other failure is retried, then the batch's records are dead-lettered with code
 ``internal`` so they are kept, not lost, and the worker goes on."""
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from stream_app.contract import ErrorCode
-from stream_app.errors import InvalidRecordError, ServiceUnavailableError, StateConflictError
+from stream_app.contract import DeadLetter, ErrorCode
+from stream_app.errors import InvalidRecordError, LabelsAheadError, ServiceUnavailableError, StateConflictError
 from stream_app.settings import WorkerSettings
 from stream_app.worker.ports import (
+    DeadLetterPort,
     OfflineLogPort,
     OnlineStorePort,
     PredictionIndexPort,
@@ -49,7 +51,9 @@ async def run_with_retries(attempt: Callable[[], Awaitable[R]], settings: Worker
                            what: str) -> R:
     """``attempt()`` until it succeeds. A dependency that is down is waited for with exponential backoff
     (forever: nothing is acked meanwhile); a conflicting concurrent state write is retried at once from
-    fresh state; any other error is retried ``poison_attempts`` times, then ``give_up(error)``."""
+    fresh state; labels ahead of their transactions are retried with the same backoff; any other error is
+    retried ``poison_attempts`` times, then ``give_up(error)``. The three expected kinds are disjoint
+    branches of the exception tree (errors.py), so the order of the clauses below does not matter."""
     delay = settings.retry_initial_s
     failures = 0
     while True:
@@ -60,6 +64,12 @@ async def run_with_retries(attempt: Callable[[], Awaitable[R]], settings: Worker
             state.invalidate()
             log.info("%s: state changed concurrently, re-processing: %s", what, exc)
             await asyncio.sleep(0)
+        except LabelsAheadError as exc:  # the transactions side is behind: nothing is down
+            on_retry()
+            state.invalidate()
+            log.info("%s held for its transactions, retrying in %.1f s: %s", what, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, settings.retry_max_s)
         except ServiceUnavailableError as exc:
             on_retry()
             state.invalidate()
@@ -72,6 +82,23 @@ async def run_with_retries(attempt: Callable[[], Awaitable[R]], settings: Worker
             log.exception("%s failed (%d/%d)", what, failures, settings.poison_attempts)
             if failures >= settings.poison_attempts:
                 return await give_up(exc)
+
+
+async def run_batch(records: Sequence[RawRecord], attempt: Callable[[], Awaitable[R]], *,
+                    dead_lettered: Callable[[list[DeadLetter]], R], processor: DeadLetterPort,
+                    publisher: PublisherPort, settings: WorkerSettings, state: StatePort,
+                    on_retry: Callable[[], None], what: str) -> R:
+    """``attempt()`` under ``run_with_retries``; when the batch is poisoned, every record becomes a dead
+    letter with code ``internal``, delivered (retried until the broker takes them: they must not be
+    dropped), and ``dead_lettered(letters)`` is the batch's result."""
+
+    async def dead_letter_all(exc: Exception) -> R:
+        letters = [processor.dead_letter(record, poisoned(settings, exc)) for record in records]
+        await run_with_retries(lambda: publisher.publish([], letters), settings, state, give_up=reraise,
+                               on_retry=on_retry, what=f"dead letters of {what}")
+        return dead_lettered(letters)
+
+    return await run_with_retries(attempt, settings, state, give_up=dead_letter_all, on_retry=on_retry, what=what)
 
 
 @dataclass
@@ -106,9 +133,10 @@ class BatchRunner:
         self.stats = RunnerStats()
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
-        result = await run_with_retries(lambda: self._once(records), self.settings, self.state,
-                                        give_up=lambda exc: self._dead_letter_all(records, exc),
-                                        on_retry=self._count_retry, what=f"batch of {len(records)}")
+        result = await run_batch(records, lambda: self._once(records),
+                                 dead_lettered=lambda letters: BatchResult(dead_letters=letters, records=len(records)),
+                                 processor=self.processor, publisher=self.publisher, settings=self.settings,
+                                 state=self.state, on_retry=self._count_retry, what=f"batch of {len(records)}")
         self.stats.add(result)
         return result
 
@@ -127,12 +155,6 @@ class BatchRunner:
             self.online.write_windows(result.user_rows, result.merchant_rows)
         self.state.commit(result.state)
         return result
-
-    async def _dead_letter_all(self, records: Sequence[RawRecord], exc: Exception) -> BatchResult:
-        letters = [self.processor.dead_letter(record, poisoned(self.settings, exc)) for record in records]
-        await run_with_retries(lambda: self.publisher.publish([], letters), self.settings, self.state,
-                               give_up=reraise, on_retry=self._count_retry, what="dead letters")
-        return BatchResult(dead_letters=letters, records=len(records))
 
 
 def poisoned(settings: WorkerSettings, exc: Exception) -> InvalidRecordError:

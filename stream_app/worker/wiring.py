@@ -18,12 +18,12 @@ from stream_app.adapters.online_store import OnlineFeatures
 from stream_app.adapters.prediction_index import PredictionIndex
 from stream_app.adapters.state_store import RedisWindowStore
 from stream_app.core.online_quality import OnlineQuality
+from stream_app.core.records import WindowRow
 from stream_app.settings import Settings
 from stream_app.worker.app import Runners, WorkerApp, create_app
 from stream_app.worker.label_runner import LabelRunner
 from stream_app.worker.labels import LabelProcessor
 from stream_app.worker.model_source import RegistryModel
-from stream_app.worker.ports import WindowRow
 from stream_app.worker.processor import BatchProcessor
 from stream_app.worker.publisher import KafkaPublisher
 from stream_app.worker.runner import BatchRunner

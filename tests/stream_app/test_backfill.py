@@ -4,10 +4,13 @@ import hashlib
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from stream_app import backfill
+from stream_app.core.engine import FeatureEngine, WindowState
 from stream_app.generator.config import HistoryConfig
 from stream_app.generator.history import generate_history, write_history
+from stream_app.settings import WorkerSettings, get_settings
 
 
 def _digest(paths: list[Path]) -> dict[str, str]:
@@ -51,3 +54,28 @@ def test_frames_in_any_row_order_serve_the_same_rows() -> None:
     key = ["merchant_id", "event_timestamp"]
     pd.testing.assert_frame_equal(ordered.merchant_rows.sort_values(key).reset_index(drop=True),
                                   shuffled.merchant_rows.sort_values(key).reset_index(drop=True))
+
+
+def test_the_default_lateness_is_the_workers_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``lateness_s`` the backfill's engine gets the worker's ``allowed_lateness_s``, also when
+    STREAMSCORE_WORKER__ALLOWED_LATENESS_S changes it: training and serving call the same events late."""
+    built: list[float] = []
+
+    class Recording(FeatureEngine):
+        def __init__(self, allowed_lateness_s: float, state: WindowState | None = None) -> None:
+            built.append(allowed_lateness_s)
+            super().__init__(allowed_lateness_s, state)
+
+    monkeypatch.setattr(backfill, "FeatureEngine", Recording)
+    history = generate_history(HistoryConfig(days=1, users=20, merchants=5, seed=4,
+                                             start=pd.Timestamp("2026-10-01", tz="UTC").to_pydatetime()))
+    monkeypatch.delenv("STREAMSCORE_WORKER__ALLOWED_LATENESS_S", raising=False)
+    get_settings.cache_clear()
+    try:
+        backfill.run(history.transactions, history.labels)
+        monkeypatch.setenv("STREAMSCORE_WORKER__ALLOWED_LATENESS_S", "120")
+        get_settings.cache_clear()
+        backfill.run(history.transactions, history.labels)
+        assert built == [WorkerSettings().allowed_lateness_s, 120.0]
+    finally:
+        get_settings.cache_clear()

@@ -3,7 +3,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stream_app.adapters.label_log import LabelLogWriter, LabelRow, read_labels
+from stream_app.adapters.label_log import LabelLogWriter, read_labels
+from stream_app.core.records import LabelRow
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
 

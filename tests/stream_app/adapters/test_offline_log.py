@@ -12,20 +12,20 @@ import pytest
 
 from feature_repo.data_sources import CREATED, TIMESTAMP
 from stream_app import backfill
-from stream_app.adapters import offline_log
 from stream_app.adapters.offline_log import OfflineLogWriter, compact, log_columns, part_name, rows_frame
 from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
+from stream_app.core.records import WindowRow
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS
 from stream_app.errors import ServiceUnavailableError
 
 T0 = datetime(2026, 10, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-def served(n: int, start: int = 0) -> tuple[list[offline_log.WindowRow], list[offline_log.WindowRow]]:
+def served(n: int, start: int = 0) -> tuple[list[WindowRow], list[WindowRow]]:
     """Rows the real engine serves for n transactions (offsets start .. start+n-1 of partition 0)."""
     engine = FeatureEngine(300.0)
-    users: list[offline_log.WindowRow] = []
-    merchants: list[offline_log.WindowRow] = []
+    users: list[WindowRow] = []
+    merchants: list[WindowRow] = []
     for i in range(start, start + n):
         when = T0 + timedelta(seconds=7 * i)
         rows = engine.on_transaction(TransactionEvent(f"e{i}", i % 3, 10 + i % 2, 5.0 + i, when.timestamp(), (0, i)))

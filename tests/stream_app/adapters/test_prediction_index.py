@@ -7,9 +7,9 @@ import redis
 
 from stream_app.adapters.prediction_index import PredictionIndex
 from stream_app.contract import Prediction
+from stream_app.core.records import Indexed
 from stream_app.errors import ServiceUnavailableError
 from stream_app.settings import Settings
-from stream_app.worker.ports import Indexed
 
 pytestmark = pytest.mark.integration
 

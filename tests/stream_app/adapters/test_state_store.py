@@ -22,7 +22,7 @@ from stream_app.core.engine import (
     WindowState,
 )
 from stream_app.core.windows import KeyWindows, Outcome
-from stream_app.errors import ServiceUnavailableError, StateConflictError
+from stream_app.errors import RetryBatchError, ServiceUnavailableError, StateConflictError
 from stream_app.settings import RedisSettings
 
 pytestmark = pytest.mark.integration
@@ -238,7 +238,8 @@ def test_a_user_key_changed_by_another_writer_conflicts_and_writes_nothing(clien
     before = snapshot(client, namespace)
     with pytest.raises(StateConflictError, match="user:1") as conflict:
         b.commit(state_b)
-    assert isinstance(conflict.value, ServiceUnavailableError)  # the runner re-processes the batch
+    assert isinstance(conflict.value, RetryBatchError)  # the runner re-processes the batch
+    assert not isinstance(conflict.value, ServiceUnavailableError)  # nothing is down
     assert snapshot(client, namespace) == before  # b's merchant key was not written either: all or nothing
     assert b.stats.conflicts == 1 and b.stats.merges == 0
 

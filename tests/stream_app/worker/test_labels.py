@@ -9,15 +9,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stream_app.adapters.label_log import LabelRow
 from stream_app.contract import ErrorCode, Prediction
 from stream_app.core.engine import WindowState
 from stream_app.core.online_quality import OnlineQuality
-from stream_app.errors import ServiceUnavailableError
+from stream_app.core.records import Indexed, LabelRow
+from stream_app.errors import LabelsAheadError, ServiceUnavailableError
 from stream_app.settings import WorkerSettings
 from stream_app.worker.label_runner import LabelRunner
-from stream_app.worker.labels import LabelProcessor, LabelsAheadError
-from stream_app.worker.ports import Indexed, RawRecord
+from stream_app.worker.labels import LabelProcessor
+from stream_app.worker.ports import RawRecord
 from tests.stream_app.worker.test_processor import FakeState
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

@@ -13,8 +13,9 @@ import xgboost
 from stream_app.contract import ErrorCode
 from stream_app.core.engine import WindowState
 from stream_app.core.profiles import MISSING_MERCHANT_PROFILE
+from stream_app.core.records import WindowRow
 from stream_app.core.scoring import Scorer
-from stream_app.worker.ports import RawRecord, WindowRow
+from stream_app.worker.ports import RawRecord
 from stream_app.worker.processor import BatchProcessor
 
 FEATURES = ("user_txn_count_10m", "merchant_txn_count_1h", "txn_amount", "is_foreign_country",

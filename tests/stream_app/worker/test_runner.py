@@ -1,17 +1,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
 from stream_app.contract import DeadLetter, ErrorCode, Prediction
 from stream_app.core.engine import WindowState
-from stream_app.errors import ServiceUnavailableError
+from stream_app.core.records import WindowRow
+from stream_app.errors import LabelsAheadError, RetryBatchError, ServiceUnavailableError, StateConflictError
 from stream_app.settings import WorkerSettings
-from stream_app.worker.ports import WindowRow
 from stream_app.worker.processor import BatchProcessor
-from stream_app.worker.runner import LATENCIES_KEPT, BatchRunner, RunnerStats
+from stream_app.worker.runner import LATENCIES_KEPT, BatchRunner, RunnerStats, run_with_retries
 from tests.stream_app.worker.test_processor import FakeModel, FakeOnline, FakeState, record, txn
 
 FAST = WorkerSettings(retry_initial_s=0.001, retry_max_s=0.002, poison_attempts=2)
@@ -155,3 +157,52 @@ def test_runner_stats_keep_only_the_latest_latencies(monkeypatch: pytest.MonkeyP
         stats.add(result)
     assert stats.predictions == 9 and len(stats.latencies_ms) == 5
     assert list(stats.latencies_ms) == [p.latency_ms for p in journal.predictions[-5:]]
+
+
+def test_retry_kinds_are_separate_branches_of_the_tree() -> None:
+    for kind in (StateConflictError, LabelsAheadError):
+        assert issubclass(kind, RetryBatchError) and not issubclass(kind, ServiceUnavailableError)
+    assert not issubclass(ServiceUnavailableError, RetryBatchError)
+
+
+def _failing(errors: list[Exception]) -> Callable[[], Awaitable[str]]:
+    """An attempt that raises ``errors`` one after the other, then succeeds."""
+    async def attempt() -> str:
+        if errors:
+            raise errors.pop(0)
+        return "done"
+    return attempt
+
+
+async def _never_give_up(exc: Exception) -> str:
+    raise AssertionError(f"gave up on {exc!r}")
+
+
+@pytest.mark.parametrize("error", [StateConflictError(["k"]), LabelsAheadError("ahead"),
+                                   ServiceUnavailableError("down")])
+def test_expected_retries_never_count_toward_poison(error: Exception) -> None:
+    """More retries than ``poison_attempts`` of each expected kind: retried, never given up on."""
+    retries: list[None] = []
+    result = asyncio.run(run_with_retries(_failing([error] * 5), FAST, FakeState(), give_up=_never_give_up,
+                                          on_retry=lambda: retries.append(None), what="batch"))
+    assert result == "done" and len(retries) == 5
+
+
+def test_a_state_conflict_is_retried_at_once_and_labels_ahead_after_the_backoff() -> None:
+    slow = WorkerSettings(retry_initial_s=0.2, retry_max_s=0.2)
+    started = time.monotonic()
+    asyncio.run(run_with_retries(_failing([StateConflictError(["k"])] * 3), slow, FakeState(),
+                                 give_up=_never_give_up, on_retry=lambda: None, what="batch"))
+    assert time.monotonic() - started < 0.1
+    started = time.monotonic()
+    asyncio.run(run_with_retries(_failing([LabelsAheadError("ahead")]), slow, FakeState(),
+                                 give_up=_never_give_up, on_retry=lambda: None, what="batch"))
+    assert time.monotonic() - started >= 0.2
+
+
+def test_early_labels_are_logged_as_held_not_as_an_unavailable_dependency(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="stream_app.worker.runner"):
+        asyncio.run(run_with_retries(_failing([LabelsAheadError("2 labels ahead")]), FAST, FakeState(),
+                                     give_up=_never_give_up, on_retry=lambda: None, what="label batch of 2"))
+    assert "held for its transactions" in caplog.text and "2 labels ahead" in caplog.text
+    assert "unavailable" not in caplog.text

@@ -1,0 +1,33 @@
+"""Plain rows the worker hands to its stores or gets back from them; no I/O. Defined here, below both
+the worker and the adapters, so neither imports the other for them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+WindowRow = tuple[int, datetime, Mapping[str, float]]
+"""(entity id, event time, feature name -> value): one served window row, as the stores take it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Indexed:
+    """What a delayed label needs from its transaction's prediction (the prediction index's entry)."""
+
+    merchant_id: int
+    score: float
+    model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRow:
+    """A label joined to its prediction: what the label log stores and the online quality counts."""
+
+    event_id: str
+    user_id: int
+    merchant_id: int
+    is_fraud: bool
+    label_time: datetime
+    score: float
+    model_version: str
