@@ -95,8 +95,8 @@ def bench_naive(world: World, events: int) -> dict[str, Any]:
     import pandas as pd
     from feast import FeatureStore
 
-    from models.registry import ModelRegistry
     from stream_app.adapters.feast_store import production_service
+    from stream_app.adapters.model_registry import ModelRegistry
     from stream_app.contract import decode_transaction
     from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
 

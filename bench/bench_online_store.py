@@ -30,8 +30,7 @@ from typing import Any
 import pandas as pd
 import redis
 
-from models.dataset import apply_definitions, prepare_workspace
-from stream_app.adapters.feast_store import feast_env
+from stream_app.adapters.feast_store import apply_definitions, feast_env, prepare_workspace
 from stream_app.adapters.online_store import OnlineFeatures, WindowRow
 from stream_app.core.window_spec import USER_WINDOWS, Function
 from stream_app.settings import REPO_ROOT, RedisSettings, Settings

@@ -7,11 +7,11 @@ resolves them against the working directory, so offline reads run from inside th
 from feast import Field, FileSource, PushSource, RequestSource
 from feast.types import Float64, Int64, String
 
+from stream_app.core.profiles import TIMESTAMP
 from stream_app.core.request_features import REQUEST_INPUTS
 
 OFFLINE_LOG_DIR = "data/offline"
 BATCH_DIR = "data/batch"
-TIMESTAMP = "event_timestamp"
 CREATED = "created_timestamp"
 
 _KINDS = {"float": Float64, "int": Int64, "str": String}

@@ -40,7 +40,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from feature_repo.data_sources import CREATED, TIMESTAMP, merchant_window_log, user_window_log
+from feature_repo.data_sources import CREATED, merchant_window_log, user_window_log
+from stream_app.adapters.files import fsync_dir
+from stream_app.core.profiles import TIMESTAMP
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, Entity, Function, WindowSpec
 from stream_app.core.windows import Position
 from stream_app.errors import ServiceUnavailableError
@@ -109,14 +111,6 @@ def part_name(source: str, identities: Sequence[str]) -> str:
     return f"part-{source}-{identity}.parquet"
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_part(frame: pd.DataFrame, target: Path, writer_id: str = "w") -> Path:
     """Write ``frame`` to ``target`` atomically and durably (temp name, fsync, os.replace, dir fsync)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +121,7 @@ def write_part(frame: pd.DataFrame, target: Path, writer_id: str = "w") -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except OSError as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -236,6 +230,6 @@ def compact(repo_path: Path, source: str = "stream") -> list[Path]:
             if path != target:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-        _fsync_dir(directory)
+        fsync_dir(directory)
         written.append(target)
     return written

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sys
-import types
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,8 +13,10 @@ import pandas as pd
 import pytest
 import xgboost
 
-from models.promote import GoldenSet, main, promote
-from models.registry import ModelMetadata, ModelRegistry, TrainingData
+from models import promote as promote_module
+from models.golden import GoldenSet
+from models.promote import main, promote
+from stream_app.adapters.model_registry import ModelMetadata, ModelRegistry, TrainingData
 from stream_app.core.metrics import pr_auc, roc_auc
 from stream_app.errors import DataValidationError, RegistryError
 
@@ -59,7 +59,7 @@ def golden_set(features: list[str] = FEATURES) -> GoldenSet:
 
 
 def golden_auc(registry: ModelRegistry, version: str, golden: GoldenSet) -> float:
-    return roc_auc(golden.y, registry.load(version).predict(golden.X))
+    return roc_auc(golden.y, registry.load(version).scorer().score_frame(golden.X))
 
 
 @pytest.fixture
@@ -117,7 +117,8 @@ def test_tolerance_is_an_absolute_allowance(registry: ModelRegistry, models: dic
     golden = golden_set()
     promote(registry, models["better"], "production", FEATURES, golden)
     good, better = registry.load(models["good"]), registry.load(models["better"])
-    gaps = [metric(golden.y, better.predict(golden.X)) - metric(golden.y, good.predict(golden.X))
+    gaps = [metric(golden.y, better.scorer().score_frame(golden.X))
+            - metric(golden.y, good.scorer().score_frame(golden.X))
             for metric in (roc_auc, pr_auc)]
     assert 0 < gaps[0] < gaps[1] - 0.001  # seeded: PR-AUC gap is the larger one
     with pytest.raises(RegistryError, match=r"ROC-AUC .* by \d\.\d{4} \(> tolerance 0\.0050\)"):
@@ -203,11 +204,10 @@ def test_unusable_golden_set(registry: ModelRegistry, models: dict[str, str]) ->
 
 @pytest.fixture
 def fake_features(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stand in for models.features (which needs the Feast definitions) for the CLI."""
-    module = types.ModuleType("models.features")
-    module.model_feature_names = lambda: list(FEATURES)  # type: ignore[attr-defined]
-    module.load_golden_set = golden_set  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "models.features", module)
+    """Stand in for the FeatureService's feature list and the golden set (which need the Feast
+    definitions and services) for the CLI."""
+    monkeypatch.setattr(promote_module, "model_feature_names", lambda: list(FEATURES))
+    monkeypatch.setattr(promote_module, "golden_set", golden_set)
 
 
 @pytest.mark.usefixtures("fake_features")

@@ -10,11 +10,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from feature_repo.data_sources import CREATED, TIMESTAMP
+from feature_repo.data_sources import CREATED
 from stream_app import backfill
 from stream_app.adapters import offline_log
 from stream_app.adapters.offline_log import OfflineLogWriter, compact, log_columns, part_name, rows_frame
 from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
+from stream_app.core.profiles import TIMESTAMP
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS
 from stream_app.errors import ServiceUnavailableError
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from models.dataset import apply_definitions
+from stream_app.adapters.feast_store import apply_definitions
 from stream_app.adapters.online_store import OnlineFeatures
 from stream_app.core.profiles import MISSING_PROFILE
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, Function

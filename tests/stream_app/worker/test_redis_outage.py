@@ -36,7 +36,7 @@ import redis
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from models.dataset import apply_definitions
+from stream_app.adapters.feast_store import apply_definitions
 from stream_app.adapters.kafka_admin import ensure_topics
 from stream_app.adapters.online_store import OnlineFeatures
 from stream_app.adapters.state_store import RedisWindowStore
