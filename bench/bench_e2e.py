@@ -95,8 +95,8 @@ def bench_naive(world: World, events: int) -> dict[str, Any]:
     import pandas as pd
     from feast import FeatureStore
 
-    from models.registry import ModelRegistry
-    from stream_app.adapters.feast_store import production_service
+    from models.features import production_service
+    from stream_app.adapters.model_registry import ModelRegistry
     from stream_app.contract import decode_transaction
     from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
 
@@ -105,11 +105,11 @@ def bench_naive(world: World, events: int) -> dict[str, Any]:
     int_names = {view: {f.name for f in store.get_feature_view(view).features if str(f.dtype) == "Int64"}
                  for view in ("user_windows", "merchant_windows")}
     loaded = ModelRegistry(world.settings.models_dir).load_alias("production")
-    booster, features = loaded.booster, list(loaded.metadata.features)
+    scorer = loaded.scorer()
     # One row gains nothing from threads, and with the registry default (all cores) a one-row predict
     # waits for OpenMP threads that a loaded 2-core box does not schedule: tens of ms. One thread keeps the
     # naive baseline as fast as it can honestly be (so the ratio against it is not flattered).
-    booster.set_param({"nthread": 1})
+    scorer.booster.set_param({"nthread": 1})
     warmup = 20
     source = Backlog(world.users, world.merchants, world.seed + 1, 200.0,
                      datetime.now(UTC) - timedelta(hours=2), events + warmup)
@@ -145,8 +145,8 @@ def bench_naive(world: World, events: int) -> dict[str, Any]:
             "user_id": txn.user_id, "merchant_id": txn.merchant_id, "amount": txn.amount, "country": txn.country,
             "channel": txn.channel, "event_hour": txn.event_time.hour}]).to_dict()
         t3 = time.perf_counter()
-        vector = np.array([[np.nan if got[name][0] is None else float(got[name][0]) for name in features]])
-        booster.inplace_predict(vector, missing=np.nan, validate_features=False)
+        vector = np.array([[np.nan if got[name][0] is None else float(got[name][0]) for name in scorer.features]])
+        scorer.score(vector)
         t4 = time.perf_counter()
         for name, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             stages[name] += seconds
@@ -158,7 +158,7 @@ def bench_naive(world: World, events: int) -> dict[str, Any]:
             "ms_per_event_by_stage": {k: round(1e3 * v / events, 3) for k, v in stages.items()},
             "how": "per event: decode + window engine (in memory), write_to_online_store(user_windows) and "
                    "(merchant_windows) with one-row DataFrames, get_online_features(fraud_model_v1, with the "
-                   "on-demand transaction_features) .to_dict(), Booster.inplace_predict on one row (nthread=1)"}
+                   "on-demand transaction_features) .to_dict(), Scorer.score on one row (nthread=1)"}
 
 
 # ----------------------------------------------------------------------------------------------- drains

@@ -30,8 +30,8 @@ from typing import Any
 import pandas as pd
 import redis
 
-from models.dataset import apply_definitions, prepare_workspace
-from stream_app.adapters.feast_store import feast_env
+from models.dataset import apply_definitions
+from stream_app.adapters.feast_store import feast_env, prepare_workspace
 from stream_app.adapters.online_store import OnlineFeatures
 from stream_app.core.records import WindowRow
 from stream_app.core.window_spec import USER_WINDOWS, Function

@@ -31,10 +31,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from models import pipeline
 from stream_app.contract import Topics, TopicSpec
+from stream_app.generator.config import HistoryConfig
 from stream_app.settings import (
     REPO_ROOT,
     FeastSettings,
@@ -98,69 +99,21 @@ class World:
 
 def prepare_world(root: Path, project: str, *, users: int, merchants: int, days: int, seed: int,
                   train_rows: int = 40_000, rounds: int = 100) -> World:
-    """History -> backfill -> apply -> materialise profiles -> train -> register as production.
+    """History -> backfill -> apply -> materialise profiles -> train -> register as production
+    (``models.pipeline.prepare_world``), with the workspace, registry and data dir under ``root``.
 
     The model has the production model's shape (DEFAULT_PARAMS: depth 6, hist; ``rounds`` trees; the
     registered v0002 of ``make pipeline`` has 80), trained on ``train_rows`` labelled rows of the
     Feast training frame, so scoring costs what it costs in production."""
-    import xgboost
-
-    from models.dataset import apply_definitions, entity_frame, historical_features, prepare_workspace
-    from models.features import LABEL, model_feature_names
-    from models.registry import ModelMetadata, ModelRegistry, TrainingData
-    from models.train import DEFAULT_PARAMS
-    from stream_app import backfill
-    from stream_app.adapters.feast_store import feast_env, in_repo
-    from stream_app.core import profiles
-    from stream_app.generator.config import HistoryConfig
-    from stream_app.generator.history import generate_history
-
-    seconds: dict[str, float] = {}
     started = time.perf_counter()
     start = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=days)
-    history = generate_history(HistoryConfig(days=days, users=users, merchants=merchants, seed=seed,
-                                             start=start.to_pydatetime()))
-    seconds["history"] = time.perf_counter() - started
-    base = base_settings()
-    path = prepare_workspace(REPO_ROOT / "feature_repo", root / "feature_repo", project)
-    settings = base.model_copy(update={"feast": FeastSettings(repo_path=path), "models_dir": root / "models",
-                                       "data_dir": root / "data"})
-    os.environ.update(feast_env(settings))
-    from feast import FeatureStore
-
-    mark = time.perf_counter()
-    result = backfill.run(history.transactions, history.labels)
-    days_index = profiles.snapshot_days(history.transactions)
-    backfill.write_outputs(path, result, profiles.user_profiles(history.transactions, history.users, days_index),
-                           profiles.merchant_profiles(history.transactions, days_index))
-    seconds["backfill"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    store = FeatureStore(repo_path=str(path))
-    apply_definitions(store)
-    with in_repo(store):
-        store.materialize_incremental(end_date=datetime.now(UTC), feature_views=["user_profile", "merchant_profile"])
-    seconds["apply_materialize"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    entities = entity_frame(history.transactions, history.labels)
-    if len(entities) > train_rows:
-        entities = entities.sample(train_rows, random_state=seed).sort_values("event_timestamp", ignore_index=True)
-    frame = historical_features(store, entities)
-    features = model_feature_names()
-    params = {k: v for k, v in DEFAULT_PARAMS.items() if k != "eval_metric"}
-    booster = xgboost.train(params, xgboost.DMatrix(frame[features].astype(np.float64), label=frame[LABEL].astype(int),
-                                                    feature_names=features, missing=np.nan),
-                            num_boost_round=rounds)
-    registry = ModelRegistry(settings.models_dir)
-    version = registry.register(booster, ModelMetadata(
-        feature_service="fraud_model_v1", features=features, threshold=0.5,
-        training_data=TrainingData(start=frame["event_timestamp"].min().to_pydatetime(),
-                                   end=frame["event_timestamp"].max().to_pydatetime(), rows=len(frame),
-                                   content_hash="bench")))
-    registry.set_alias("production", version, forced=True)
-    seconds["train_register"] = time.perf_counter() - mark
-    seconds["total"] = time.perf_counter() - started
-    return World(settings, users, merchants, seed, len(history.transactions),
-                 {k: round(v, 1) for k, v in seconds.items()})
+    config = HistoryConfig(days=days, users=users, merchants=merchants, seed=seed, start=start.to_pydatetime())
+    settings = base_settings().model_copy(update={"feast": FeastSettings(repo_path=REPO_ROOT / "feature_repo"),
+                                                  "models_dir": root / "models", "data_dir": root / "data"})
+    world = pipeline.prepare_world(settings, root / "feature_repo", project, config,
+                                   model=pipeline.QuickModel(rounds=rounds, train_rows=train_rows))
+    seconds = {**world.seconds, "total": round(time.perf_counter() - started, 1)}
+    return World(world.settings, users, merchants, seed, len(world.history.transactions), seconds)
 
 
 # ---------------------------------------------------------------------------------------------- records

@@ -7,21 +7,18 @@ resolves them against the working directory, so offline reads run from inside th
 from feast import Field, FileSource, PushSource, RequestSource
 from feast.types import Float64, Int64, String
 
+from stream_app.core.offline_layout import BATCH_DIR, CREATED, MERCHANT_WINDOW_LOG, USER_WINDOW_LOG
+from stream_app.core.profiles import TIMESTAMP
 from stream_app.core.request_features import REQUEST_INPUTS
-
-OFFLINE_LOG_DIR = "data/offline"
-BATCH_DIR = "data/batch"
-TIMESTAMP = "event_timestamp"
-CREATED = "created_timestamp"
 
 _KINDS = {"float": Float64, "int": Int64, "str": String}
 
 user_window_log = FileSource(
-    name="user_window_log", path=f"{OFFLINE_LOG_DIR}/user_windows/*.parquet", timestamp_field=TIMESTAMP,
+    name="user_window_log", path=f"{USER_WINDOW_LOG}/*.parquet", timestamp_field=TIMESTAMP,
     created_timestamp_column=CREATED, description="Every user window row served, one per transaction.",
 )
 merchant_window_log = FileSource(
-    name="merchant_window_log", path=f"{OFFLINE_LOG_DIR}/merchant_windows/*.parquet", timestamp_field=TIMESTAMP,
+    name="merchant_window_log", path=f"{MERCHANT_WINDOW_LOG}/*.parquet", timestamp_field=TIMESTAMP,
     created_timestamp_column=CREATED, description="Every merchant window row served, one per transaction.",
 )
 user_window_push = PushSource(name="user_window_push", batch_source=user_window_log)

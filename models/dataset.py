@@ -3,22 +3,18 @@
 
 from __future__ import annotations
 
-import re
-import shutil
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from models.features import LABEL, TIMESTAMP, model_feature_names
+from models.features import LABEL, model_feature_names, production_service
+from stream_app.adapters.feast_store import in_repo
+from stream_app.core.profiles import TIMESTAMP
 from stream_app.errors import DataValidationError
 
 if TYPE_CHECKING:
     from feast import FeatureStore
-
-REPO_FILES = ("feature_store.yaml", ".feastignore", "repo.py")
-
 
 def entity_frame(transactions: pd.DataFrame, labels: pd.DataFrame, label_cutoff: pd.Timestamp | None = None,
                  ) -> pd.DataFrame:
@@ -44,8 +40,6 @@ def entity_frame(transactions: pd.DataFrame, labels: pd.DataFrame, label_cutoff:
 
 def historical_features(store: FeatureStore, entities: pd.DataFrame) -> pd.DataFrame:
     """The FeatureService's features for every entity row, in the entity frame's order."""
-    from stream_app.adapters.feast_store import in_repo, production_service
-
     service = store.get_feature_service(production_service().name)
     with in_repo(store):
         frame = store.get_historical_features(entity_df=entities, features=service).to_df()
@@ -56,21 +50,8 @@ def historical_features(store: FeatureStore, entities: pd.DataFrame) -> pd.DataF
     return frame.set_index("event_id").loc[entities["event_id"]].reset_index()
 
 
-def prepare_workspace(template: Path, dest: Path, project: str) -> Path:
-    """A private copy of the Feast repository's configuration (same definitions, own registry, own data
-    dir, own project name): for golden sets and tests that must not touch the real repository."""
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", project):
-        raise ValueError(f"Feast project names are lowercase identifiers, got {project!r}")
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in REPO_FILES:
-        shutil.copy2(template / name, dest / name)
-    yaml = dest / "feature_store.yaml"
-    yaml.write_text(re.sub(r"(?m)^project: .*$", f"project: {project}", yaml.read_text()))
-    return dest
-
-
 def apply_definitions(store: FeatureStore) -> None:
     """Register every definition of feature_repo in the store's registry (what `feast apply` does)."""
-    import feature_repo.repo as definitions
+    import feature_repo.repo as definitions  # imports feast (~5 s): only callers that apply pay for it
 
     store.apply([getattr(definitions, name) for name in definitions.__all__])

@@ -5,8 +5,6 @@ stream_app.core.metrics so online monitoring computes the same quantities."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import numpy.typing as npt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from stream_app.adapters.files import atomic_write_text
 from stream_app.core.metrics import (
     calibration_bins,
     pr_auc,
@@ -131,16 +130,7 @@ def write_report(
 def _write_json(path: Path, payload: Mapping[str, Any]) -> Path:
     """Atomic (temp file + rename) so a reader never sees half a report; NaN is refused, not written as
     the non-JSON token ``NaN``."""
-    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
 
 

@@ -1,25 +1,30 @@
 """What the model consumes, derived from the Feast FeatureService objects (never retyped): the ordered
-feature list, value bounds for validation, which features may be missing, and the golden set."""
+feature list, value bounds for validation, which features may be missing, and the label column."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from stream_app.adapters.feast_store import service_feature_names
 from stream_app.core.profiles import MERCHANT_PROFILE_FEATURES, USER_PROFILE_FEATURES
 from stream_app.core.window_spec import ALL_WINDOWS, Function
 
 if TYPE_CHECKING:
-    from models.promote import GoldenSet
+    from feast import FeatureService
 
 LABEL = "is_fraud"
-TIMESTAMP = "event_timestamp"
+
+
+def production_service() -> FeatureService:
+    """The FeatureService the production model is trained and served on (feature_repo's object)."""
+    from feature_repo.feature_services import PRODUCTION_SERVICE  # imports feast (~5 s): only on first use
+
+    return PRODUCTION_SERVICE
 
 
 @lru_cache(maxsize=1)
 def _names() -> tuple[str, ...]:
-    from stream_app.adapters.feast_store import production_service, service_feature_names
-
     return tuple(service_feature_names(production_service()))
 
 
@@ -29,8 +34,6 @@ def model_feature_names() -> list[str]:
 
 
 def production_service_name() -> str:
-    from stream_app.adapters.feast_store import production_service
-
     return str(production_service().name)
 
 
@@ -54,10 +57,3 @@ def nullable_features() -> set[str]:
     means = {s.name for s in ALL_WINDOWS if s.function in (Function.MEAN, Function.MAX)}
     profile = set(USER_PROFILE_FEATURES) | set(MERCHANT_PROFILE_FEATURES)
     return (since | means | profile | {"amount_to_user_mean_24h"}) & set(model_feature_names())
-
-
-def load_golden_set() -> GoldenSet:
-    """The fixed, seeded, labelled evaluation set every promotion is judged on."""
-    from models.golden import golden_set
-
-    return golden_set()

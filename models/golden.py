@@ -6,47 +6,60 @@ is judged on the very same rows."""
 
 from __future__ import annotations
 
-import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
-from models.dataset import apply_definitions, entity_frame, historical_features, prepare_workspace
-from models.features import LABEL, TIMESTAMP, model_feature_names, production_service_name
-from models.promote import GoldenSet
-from stream_app import backfill
-from stream_app.core import profiles
+from models.dataset import entity_frame, historical_features
+from models.features import LABEL, model_feature_names, production_service_name
+from stream_app.core.profiles import TIMESTAMP
+from stream_app.errors import DataValidationError
+from stream_app.generator.config import GENERATOR_VERSION
+from stream_app.generator.history import GOLDEN_SEED, golden_config
 from stream_app.settings import Settings, get_settings
 
-GOLDEN_SEED = 12345
+
+@dataclass(frozen=True)
+class GoldenSet:
+    """A fixed labelled frame every promotion is judged on: ``X`` columns are feature names (any
+    order; each model picks its own), ``y`` the 0/1 labels aligned with ``X``'s rows."""
+
+    X: pd.DataFrame
+    y: npt.NDArray[Any]
+
+    def check(self) -> None:
+        """Both classes and matching lengths, or DataValidationError: an AUC on anything less means
+        nothing, and a gate judging on it would be noise."""
+        y = np.asarray(self.y)
+        if y.ndim != 1 or y.size != len(self.X):
+            raise DataValidationError(f"golden set: y has shape {y.shape}, X has {len(self.X)} rows")
+        positives = int(np.count_nonzero(y == 1))
+        if positives in (0, y.size) or not bool(np.all((y == 0) | (y == 1))):
+            raise DataValidationError(
+                f"golden set needs 0/1 labels of both classes, got {positives} positives out of {y.size}"
+            )
 
 
 def build_golden_frame(settings: Settings, seed: int = GOLDEN_SEED) -> pd.DataFrame:
-    from feast import FeatureStore
+    """The golden history through backfill and Feast historical retrieval, in a throw-away workspace."""
+    from models.pipeline import prepare_world  # imports feast; GoldenSet and the promotion gate do not need it
 
-    from stream_app.adapters.feast_store import feast_env
-    from stream_app.generator.history import golden_history
-
-    history = golden_history(seed)
     with tempfile.TemporaryDirectory(prefix="streamscore-golden-") as tmp:
-        workspace = prepare_workspace(settings.feast.repo_path, Path(tmp), "streamscore_golden")
-        result = backfill.run(history.transactions, history.labels)
-        days = profiles.snapshot_days(history.transactions)
-        backfill.write_outputs(workspace, result, profiles.user_profiles(history.transactions, history.users, days),
-                               profiles.merchant_profiles(history.transactions, days))
-        os.environ.update(feast_env(settings))
-        store = FeatureStore(repo_path=str(workspace))
-        apply_definitions(store)
-        frame = historical_features(store, entity_frame(history.transactions, history.labels))
+        world = prepare_world(settings, Path(tmp), "streamscore_golden", golden_config(seed), materialize=False)
+        history = world.history
+        frame = historical_features(world.store, entity_frame(history.transactions, history.labels))
     return frame[["event_id", TIMESTAMP, *model_feature_names(), LABEL]]
 
 
 def golden_set(settings: Settings | None = None, seed: int = GOLDEN_SEED) -> GoldenSet:
+    """The golden set, from the cache under ``data_dir/golden`` (keyed by FeatureService, generator
+    version and seed) or built and cached."""
     settings = settings or get_settings()
-    from stream_app.generator.config import GENERATOR_VERSION
-
     name = f"{production_service_name()}-gen{GENERATOR_VERSION}-seed{seed}.parquet"
     cache = settings.data_dir / "golden" / name
     if cache.is_file():

@@ -1,7 +1,6 @@
 """The promotion gate: a version reaches ``production`` (or ``shadow``) only if it consumes exactly the
 features the FeatureService serves and is not worse than the current production model on the golden
-set. ``python -m models.promote VERSION [--alias production|shadow] [--force] [--tolerance 0.005]
-[--registry DIR]``; exit code 0 = promoted, 1 = refused or failed, 2 = bad arguments.
+set (``streamscore promote``).
 
 Decisions:
 
@@ -22,49 +21,23 @@ Decisions:
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-import pandas as pd
 
-from models.registry import ALIASES, LoadedModel, ModelRegistry
+from models.golden import GoldenSet
+from stream_app.adapters.model_registry import ALIASES, LoadedModel, ModelRegistry
 from stream_app.core.metrics import pr_auc, roc_auc
-from stream_app.errors import DataValidationError, RegistryError, StreamscoreError
+from stream_app.errors import DataValidationError, RegistryError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = 0.005
 DEFAULT_MIN_ROC_AUC = 0.75
-
-
-@dataclass(frozen=True)
-class GoldenSet:
-    """A fixed labelled frame every promotion is judged on: ``X`` columns are feature names (any
-    order; each model picks its own), ``y`` the 0/1 labels aligned with ``X``'s rows."""
-
-    X: pd.DataFrame
-    y: npt.NDArray[Any]
-
-    def check(self) -> None:
-        """Both classes and matching lengths, or DataValidationError: an AUC on anything less means
-        nothing, and a gate judging on it would be noise."""
-        y = np.asarray(self.y)
-        if y.ndim != 1 or y.size != len(self.X):
-            raise DataValidationError(f"golden set: y has shape {y.shape}, X has {len(self.X)} rows")
-        positives = int(np.count_nonzero(y == 1))
-        if positives in (0, y.size) or not bool(np.all((y == 0) | (y == 1))):
-            raise DataValidationError(
-                f"golden set needs 0/1 labels of both classes, got {positives} positives out of {y.size}"
-            )
 
 
 @dataclass(frozen=True)
@@ -86,7 +59,7 @@ class PromotionResult:
 
 def _golden_metrics(model: LoadedModel, golden: GoldenSet) -> dict[str, Any]:
     """ROC-AUC and PR-AUC of ``model`` on the golden set (DataValidationError if it lacks features)."""
-    scores = model.predict(golden.X)
+    scores = model.scorer().score_frame(golden.X)
     y = np.asarray(golden.y)
     return {"version": model.version, "roc_auc": roc_auc(y, scores), "pr_auc": pr_auc(y, scores)}
 
@@ -210,45 +183,3 @@ def _compare(
                     f"by {theirs - ours:.4f} (> tolerance {tolerance:.4f})"
                 )
     return baseline
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m models.promote", description=__doc__.split("\n\n")[0]
-                                     if __doc__ else None)
-    parser.add_argument("version", help="the registered version to promote, e.g. v0003, or 'latest'")
-    parser.add_argument("--alias", choices=ALIASES, default="production")
-    parser.add_argument("--force", action="store_true",
-                        help="promote even if the gate or the feature-list check fails (logged as FORCED)")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help="allowed absolute drop in ROC-AUC and PR-AUC against production (default %(default)s)")
-    parser.add_argument("--min-roc-auc", type=float, default=DEFAULT_MIN_ROC_AUC,
-                        help="floor when there is no production model yet (default %(default)s)")
-    parser.add_argument("--registry", type=Path, default=None, help="registry root (default: Settings.models_dir)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        registry = ModelRegistry(args.registry) if args.registry is not None else ModelRegistry.from_settings()
-        # Imported here: the feature list comes from the Feast definitions, which the library
-        # function (and its tests) must not need.
-        from models.features import load_golden_set, model_feature_names
-
-        if args.version == "latest":
-            latest = registry.latest_version()
-            if latest is None:
-                raise RegistryError("the registry has no versions to promote")
-            args.version = latest
-        result = promote(registry, args.version, args.alias, model_feature_names(), load_golden_set(),
-                         tolerance=args.tolerance, force=args.force, min_roc_auc=args.min_roc_auc)
-    except StreamscoreError as exc:
-        log.error("promotion of %s to %s refused or failed: %s", args.version, args.alias, exc)
-        return 1
-    print(json.dumps(result.as_dict(), indent=2, sort_keys=True, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

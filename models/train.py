@@ -1,38 +1,34 @@
-"""``python -m models.train``: train the fraud model from historical features and register it.
+"""Train the fraud model (``streamscore train``) from historical features and register it.
 
 Steps, each a function: labelled entity frame → ``get_historical_features`` through the production
 FeatureService → validation (stops on bad data with a report) → time-based split → XGBoost (binary,
-hist) with early stopping on the validation slice → threshold chosen on validation → evaluation on the
-time holdout → report (JSON + PNG) → registry version (UBJ model + metadata). Promotion is separate
-(``python -m models.promote``)."""
+hist) with early stopping on the validation slice, cut at its best iteration → threshold chosen on
+validation → evaluation on the time holdout → report (JSON + PNG) → registry version (UBJ model +
+metadata). Promotion is separate (``streamscore promote``).
+
+Validation and holdout scores come from ``Scorer`` on the cut booster, the very object and call the
+worker scores with, so the registered model is exactly the evaluated one."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import xgboost
 
 from models import evaluate, validate
-from models.dataset import entity_frame, historical_features
-from models.features import (
-    LABEL,
-    TIMESTAMP,
-    feature_bounds,
-    model_feature_names,
-    nullable_features,
-    production_service_name,
-)
-from models.registry import ModelMetadata, ModelRegistry, TrainingData
-from stream_app.errors import DataValidationError, StreamscoreError
+from models.features import LABEL, feature_bounds, model_feature_names, nullable_features, production_service_name
+from stream_app.adapters.model_registry import ModelMetadata, ModelRegistry, TrainingData
+from stream_app.core.profiles import TIMESTAMP
+from stream_app.core.scoring import Scorer
+from stream_app.errors import DataValidationError
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +57,15 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class Fitted:
+    """A booster cut at its best iteration, its threshold (chosen on validation) and its holdout scores."""
+
+    booster: xgboost.Booster
+    threshold: float
+    test_scores: npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
 class TrainResult:
     version: str
     metrics: dict[str, Any]
@@ -83,25 +88,31 @@ def split_by_time(frame: pd.DataFrame, holdout_days: float, valid_fraction: floa
     return train, valid, test
 
 
-def _matrix(frame: pd.DataFrame, features: list[str]) -> xgboost.DMatrix:
+def training_matrix(frame: pd.DataFrame, features: list[str]) -> xgboost.DMatrix:
+    """The frame's features (float64, NaN = missing) and label, for ``xgboost.train``."""
     return xgboost.DMatrix(frame[features].astype(np.float64).to_numpy(), label=frame[LABEL].astype(np.int8),
                            feature_names=features, missing=np.nan)
 
 
 def fit(train: pd.DataFrame, valid: pd.DataFrame, features: list[str], config: TrainConfig) -> xgboost.Booster:
+    """Boost with early stopping on ``valid``; the trees after the best iteration are cut off, so every
+    tree of the returned booster counts, whoever scores it."""
     positives = max(int(train[LABEL].sum()), 1)
     params = {**config.params, "scale_pos_weight": float(np.sqrt((len(train) - positives) / positives))}
-    return xgboost.train(params, _matrix(train, features), num_boost_round=config.num_boost_round,
-                         evals=[(_matrix(valid, features), "valid")],
-                         early_stopping_rounds=config.early_stopping_rounds, verbose_eval=False)
+    booster = xgboost.train(params, training_matrix(train, features), num_boost_round=config.num_boost_round,
+                            evals=[(training_matrix(valid, features), "valid")],
+                            early_stopping_rounds=config.early_stopping_rounds, verbose_eval=False)
+    return booster[: booster.best_iteration + 1]
 
 
-def predict(booster: xgboost.Booster, frame: pd.DataFrame, features: list[str]) -> np.ndarray:  # type: ignore[type-arg]
-    best = getattr(booster, "best_iteration", None)
-    limit = (0, best + 1) if best is not None else (0, 0)
-    scores: np.ndarray = booster.inplace_predict(frame[features].astype(np.float64).to_numpy(),  # type: ignore[type-arg]
-                                                 iteration_range=limit, missing=np.nan)
-    return scores
+def fit_and_score(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, features: list[str],
+                  config: TrainConfig) -> Fitted:
+    """Fit, choose the threshold on ``valid`` and score ``test``, all through ``Scorer``."""
+    booster = fit(train, valid, features, config)
+    # The threshold is what this step chooses: the Scorer's own is unused (it only scores here).
+    scorer = Scorer(booster, tuple(features), threshold=0.5, version="candidate")
+    threshold = evaluate.choose_threshold(valid[LABEL].to_numpy(), scorer.score_frame(valid))
+    return Fitted(booster, threshold, scorer.score_frame(test))
 
 
 def git_commit() -> str | None:
@@ -123,17 +134,15 @@ def train_frame(frame: pd.DataFrame, registry: ModelRegistry, reports_root: Path
                                      nullable=nullable_features(), bounds=feature_bounds(), reference=reference,
                                      policy=config.policy)
     train, valid, test = split_by_time(frame, config.holdout_days, config.valid_fraction)
-    booster = fit(train, valid, features, config)
-    threshold = evaluate.choose_threshold(valid[LABEL].to_numpy(), predict(booster, valid, features))
-    test_scores = predict(booster, test, features)
+    fitted = fit_and_score(train, valid, test, features, config)
+    booster, threshold, test_scores = fitted.booster, fitted.threshold, fitted.test_scores
     gains: dict[str, Any] = booster.get_score(importance_type="gain")
     importance = {name: float(value) for name, value in gains.items()}
     metrics = evaluate.evaluate(test[LABEL].to_numpy(), test_scores, threshold, importance)
     metrics["split"] = {"train": len(train), "valid": len(valid), "test": len(test),
-                        "test_start": str(test[TIMESTAMP].min()), "best_iteration": int(booster.best_iteration)}
+                        "test_start": str(test[TIMESTAMP].min()),
+                        "best_iteration": int(booster.num_boosted_rounds()) - 1}
     model_frame = frame[[TIMESTAMP, *features, LABEL]]
-    # Trees beyond the best iteration are cut so the registered model is exactly the evaluated one.
-    booster = booster[: booster.best_iteration + 1]
     metadata = ModelMetadata(
         feature_service=production_service_name(), features=features, threshold=threshold,
         training_data=TrainingData(start=frame[TIMESTAMP].min().to_pydatetime(),
@@ -147,39 +156,3 @@ def train_frame(frame: pd.DataFrame, registry: ModelRegistry, reports_root: Path
     evaluate.write_report(metrics, test[LABEL].to_numpy(), test_scores, importance, report_dir)
     (report_dir / "validation.json").write_text(json.dumps(report, indent=2, default=str))
     return TrainResult(version, metrics, report_dir, report)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from stream_app.adapters.feast_store import open_store
-    from stream_app.settings import get_settings
-
-    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--history", type=Path, required=True, help="generator output: transactions + labels")
-    parser.add_argument("--holdout-days", type=float, default=TrainConfig.holdout_days)
-    parser.add_argument("--reports", type=Path, default=None, help="default: <data_dir>/reports")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = get_settings()
-    registry = ModelRegistry.from_settings(settings)
-    try:
-        transactions = pd.read_parquet(args.history / "transactions.parquet")
-        labels = pd.read_parquet(args.history / "labels.parquet")
-        frame = historical_features(open_store(settings), entity_frame(transactions, labels))
-        result = train_frame(frame, registry, args.reports or settings.data_dir / "reports",
-                             TrainConfig(holdout_days=args.holdout_days))
-    except DataValidationError as exc:
-        print(f"training stopped: {exc}\n{json.dumps(exc.report, indent=2, default=str)}", file=sys.stderr)
-        return 2
-    except StreamscoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    m = result.metrics
-    print(f"registered {result.version}: holdout ROC-AUC {m['roc_auc']:.4f}, PR-AUC {m['pr_auc']:.4f}, "
-          f"threshold {m['threshold']:.3f} (precision {m['precision']:.3f}, recall {m['recall']:.3f}); "
-          f"report in {result.report_dir}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

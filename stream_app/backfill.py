@@ -21,14 +21,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from feature_repo.data_sources import (
-    BATCH_DIR,
-    merchant_window_log,
-    user_window_log,
-)
-from stream_app.adapters.offline_log import log_directory, window_frame
+from stream_app.adapters.offline_log import window_frame
 from stream_app.core import profiles
 from stream_app.core.engine import FeatureEngine, LabelEvent, TransactionEvent, WindowRows
+from stream_app.core.offline_layout import BATCH_DIR, MERCHANT_WINDOW_LOG, USER_WINDOW_LOG
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS
 from stream_app.errors import ConfigError
 from stream_app.settings import get_settings
@@ -131,8 +127,8 @@ def write_outputs(repo: Path, result: BackfillResult, user_profiles: pd.DataFram
                   merchant_profiles: pd.DataFrame) -> list[Path]:
     """Write (overwrite) the backfill's part of the offline log and the batch profiles."""
     written = []
-    for source, frame in ((user_window_log, result.user_rows), (merchant_window_log, result.merchant_rows)):
-        target = repo / log_directory(source.path) / BACKFILL_PART
+    for log_dir, frame in ((USER_WINDOW_LOG, result.user_rows), (MERCHANT_WINDOW_LOG, result.merchant_rows)):
+        target = repo / log_dir / BACKFILL_PART
         target.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(target, index=False)
         written.append(target)

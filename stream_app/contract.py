@@ -22,6 +22,7 @@ from pydantic import (
     ValidationError,
 )
 
+from stream_app.core.decision import Decision
 from stream_app.errors import InvalidRecordError
 from stream_app.iso_codes import COUNTRIES, CURRENCIES
 
@@ -146,9 +147,6 @@ class Label(BaseModel):
     user_id: EntityId
     is_fraud: Annotated[bool, Field(strict=True)]
     label_time: UtcTimestamp
-
-
-Decision = Literal["approve", "decline"]
 
 
 class Prediction(BaseModel):

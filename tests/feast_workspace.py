@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from models.dataset import apply_definitions, prepare_workspace
+from models.dataset import apply_definitions
 from stream_app import backfill
-from stream_app.adapters.feast_store import feast_env
+from stream_app.adapters.feast_store import feast_env, prepare_workspace
 from stream_app.core import profiles
 from stream_app.settings import Settings
 

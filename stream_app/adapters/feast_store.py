@@ -1,4 +1,5 @@
-"""Feast access: the store opened from Settings, the production FeatureService and its feature order.
+"""Feast access: the store opened from Settings, the production FeatureService and its feature order,
+private workspaces (a copy of the repository configuration) and applying the definitions.
 
 ``feature_store.yaml`` reads the Redis address from ``STREAMSCORE_FEAST_REDIS_CONNECTION``; this module
 derives that from the one settings object, so nothing else spells a Redis address for Feast."""
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
 
 REDIS_CONNECTION_ENV = "STREAMSCORE_FEAST_REDIS_CONNECTION"
+REPO_FILES = ("feature_store.yaml", ".feastignore", "repo.py")
 
 
 def feast_env(settings: Settings) -> dict[str, str]:
@@ -47,13 +51,6 @@ def in_repo(store: FeatureStore) -> Iterator[None]:
         yield
 
 
-def production_service() -> FeatureService:
-    """The FeatureService the production model is trained and served on (from feature_repo's objects)."""
-    from feature_repo.feature_services import PRODUCTION_SERVICE
-
-    return PRODUCTION_SERVICE
-
-
 def service_feature_names(service: FeatureService) -> list[str]:
     """The model's input columns in the service's order."""
     return [feature.name for projection in service.feature_view_projections for feature in projection.features]
@@ -79,3 +76,17 @@ def run_feast_cli(settings: Settings, args: Sequence[str], repo: Path | None = N
         tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
         raise ServiceUnavailableError(f"feast {' '.join(args)} failed:\n" + "\n".join(tail))
     return done.stdout
+
+
+def prepare_workspace(template: Path, dest: Path, project: str) -> Path:
+    """A private copy of the Feast repository's configuration (same definitions, own registry, own data
+    dir, own project name): for golden sets, demos, benchmarks and tests that must not touch the real
+    repository."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", project):
+        raise ValueError(f"Feast project names are lowercase identifiers, got {project!r}")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in REPO_FILES:
+        shutil.copy2(template / name, dest / name)
+    yaml = dest / "feature_store.yaml"
+    yaml.write_text(re.sub(r"(?m)^project: .*$", f"project: {project}", yaml.read_text()))
+    return dest

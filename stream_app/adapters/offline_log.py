@@ -39,7 +39,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from feature_repo.data_sources import CREATED, TIMESTAMP, merchant_window_log, user_window_log
+from stream_app.adapters.files import fsync_dir
+from stream_app.core.offline_layout import CREATED, MERCHANT_WINDOW_LOG, USER_WINDOW_LOG
+from stream_app.core.profiles import TIMESTAMP
 from stream_app.core.records import WindowRow
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, Entity, Function, WindowSpec
 from stream_app.core.windows import Position
@@ -48,11 +50,6 @@ from stream_app.errors import ServiceUnavailableError
 _INT_FUNCTIONS = (Function.COUNT, Function.DISTINCT)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._+-]+")
 _MAX_IDENTITY = 120  # longer batch identities (many partitions or batches) are named by their hash
-
-
-def log_directory(source_path: str) -> Path:
-    """The directory of an offline log source whose path is a ``dir/*.parquet`` glob."""
-    return Path(source_path).parent if "*" in Path(source_path).name else Path(source_path)
 
 
 def log_columns(specs: Sequence[WindowSpec]) -> list[str]:
@@ -107,14 +104,6 @@ def part_name(source: str, identities: Sequence[str]) -> str:
     return f"part-{source}-{identity}.parquet"
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_part(frame: pd.DataFrame, target: Path, writer_id: str = "w") -> Path:
     """Write ``frame`` to ``target`` atomically and durably (temp name, fsync, os.replace, dir fsync)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +114,7 @@ def write_part(frame: pd.DataFrame, target: Path, writer_id: str = "w") -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except OSError as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -150,8 +139,8 @@ class OfflineLogWriter:
         self.repo_path = Path(repo_path)
         self.writer_id = re.sub(r"[^A-Za-z0-9_-]", "_", writer_id)[:64] or "w"
         self.source = source
-        self.user_dir = self.repo_path / log_directory(user_window_log.path)
-        self.merchant_dir = self.repo_path / log_directory(merchant_window_log.path)
+        self.user_dir = self.repo_path / USER_WINDOW_LOG
+        self.merchant_dir = self.repo_path / MERCHANT_WINDOW_LOG
         self._specs = (user_specs, merchant_specs)
         self._users: list[pd.DataFrame] = []
         self._merchants: list[pd.DataFrame] = []
@@ -215,8 +204,8 @@ def compact(repo_path: Path, source: str = "stream") -> list[Path]:
     leaves duplicates at worst; parts written meanwhile are not inputs and stay. The backfill part is
     never touched."""
     written = []
-    for source_def, specs in ((user_window_log, USER_WINDOWS), (merchant_window_log, MERCHANT_WINDOWS)):
-        directory = Path(repo_path) / log_directory(source_def.path)
+    for log_dir, specs in ((USER_WINDOW_LOG, USER_WINDOWS), (MERCHANT_WINDOW_LOG, MERCHANT_WINDOWS)):
+        directory = Path(repo_path) / log_dir
         inputs = list(_stream_parts(directory, source))
         if len(inputs) < 2:
             continue
@@ -234,6 +223,6 @@ def compact(repo_path: Path, source: str = "stream") -> list[Path]:
             if path != target:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-        _fsync_dir(directory)
+        fsync_dir(directory)
         written.append(target)
     return written

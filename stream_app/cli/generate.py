@@ -15,7 +15,13 @@ from stream_app.cli.commands import Commands
 from stream_app.cli_types import fraction, non_negative, positive, positive_int
 from stream_app.errors import ConfigError
 from stream_app.generator.config import HistoryConfig
-from stream_app.generator.history import format_summary, golden_config, timed_generate, write_history
+from stream_app.generator.history import (
+    GOLDEN_SEED,
+    format_summary,
+    golden_config,
+    timed_generate,
+    write_history,
+)
 from stream_app.generator.live import stream_live
 from stream_app.settings import get_settings
 
@@ -45,7 +51,7 @@ def register(commands: Commands) -> None:
     hist.add_argument("--out", type=Path, default=None, help="directory (default: <data_dir>/history)")
 
     gold = sub.add_parser("golden", help="write the fixed golden evaluation set")
-    gold.add_argument("--seed", type=int, default=12345)
+    gold.add_argument("--seed", type=int, default=GOLDEN_SEED)
     gold.add_argument("--out", type=Path, default=None, help="directory (default: <data_dir>/golden)")
 
     live = sub.add_parser("live", help="stream transactions and labels to Kafka")

@@ -1,20 +1,24 @@
 """Feature vectors and scores: assemble each event's features in the model's order and score a batch.
 
-The worker scores micro-batches with ``Scorer.score``; training evaluates with the same call, so a
-model sees identically built inputs offline and online (NaN = missing, as XGBoost expects)."""
+``Scorer`` is the one scoring path: the worker scores micro-batches with ``score``; training, promotion
+and the golden-set evaluation score frames with ``score_frame``, which builds the same float64 matrix
+(NaN = missing, as XGBoost expects) and calls ``score``. Every tree of the booster counts: training
+registers the booster cut at its best iteration, so no iteration range is needed here."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 import xgboost
 
-Decision = Literal["approve", "decline"]
+from stream_app.core.decision import Decision
+from stream_app.errors import DataValidationError
+
 FeatureValue = float | int | bool | None
 
 
@@ -61,6 +65,15 @@ class Scorer:
             return np.empty(0, dtype=np.float64)
         scores = self.booster.inplace_predict(matrix, missing=np.nan, validate_features=False)
         return np.asarray(scores, dtype=np.float64)
+
+    def score_frame(self, frame: pd.DataFrame) -> npt.NDArray[np.float64]:
+        """Scores for a frame holding (at least) the model's features, in any column order; missing
+        values (None, NaN) are NaN. DataValidationError names the features the frame lacks."""
+        missing = [name for name in self.features if name not in frame.columns]
+        if missing:
+            raise DataValidationError(f"frame lacks features of model {self.version}: {missing}",
+                                      {"missing": missing})
+        return self.score(frame[list(self.features)].astype(np.float64).to_numpy())
 
     def decide(self, scores: npt.NDArray[np.float64]) -> list[Decision]:
         return ["decline" if s >= self.threshold else "approve" for s in scores.tolist()]

@@ -23,6 +23,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from stream_app.adapters import feast_store
+from stream_app.adapters.model_registry import ModelRegistry
 from stream_app.demo.chart import write_chart
 from stream_app.demo.config import DemoConfig
 from stream_app.demo.progress import backlog, choose_samples, format_prediction, format_tick
@@ -91,8 +93,6 @@ class Demo:
         """A fresh private workspace each run: a new registry (promotion judged on its own), a clean Feast
         repo, offline and label logs. Only the golden-set cache is kept (content-keyed, slow to build).
         A marker file guards the wipe: a non-empty directory without it is refused, never emptied."""
-        from models.dataset import prepare_workspace
-
         cfg = self.config
         marker = cfg.out / WORKSPACE_MARKER
         if cfg.out.is_dir() and any(cfg.out.iterdir()) and not marker.is_file():
@@ -107,7 +107,7 @@ class Demo:
                 entry.unlink()
         cfg.logs_dir.mkdir(parents=True, exist_ok=True)
         marker.write_text("streamscore demo workspace: emptied (except golden/) at the start of every demo run\n")
-        prepare_workspace(REPO_ROOT / "feature_repo", cfg.repo_dir, FEAST_PROJECT)
+        feast_store.prepare_workspace(REPO_ROOT / "feature_repo", cfg.repo_dir, FEAST_PROJECT)
 
     def settings(self) -> Settings:
         """The demo's settings in this process: the environment's addresses and topics, the workspace's paths."""
@@ -168,8 +168,6 @@ class Demo:
             self.step(step.name, step.argv, report=reports.get(step.name))
 
     def model(self) -> tuple[str | None, dict[str, Any]]:
-        from models.registry import ModelRegistry
-
         registry = ModelRegistry(self.config.registry_dir)
         version = registry.get_alias("production")
         if version is None:

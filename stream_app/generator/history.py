@@ -83,6 +83,7 @@ _SCHEMAS: dict[str, pa.Schema] = {
 }
 
 GOLDEN_START = datetime(2026, 9, 1, tzinfo=UTC)
+GOLDEN_SEED = 12345  # the golden set every promotion is judged on
 
 
 @dataclass(frozen=True)
@@ -149,14 +150,14 @@ def generate_history(config: HistoryConfig) -> History:
     )
 
 
-def golden_config(seed: int = 12345) -> HistoryConfig:
+def golden_config(seed: int = GOLDEN_SEED) -> HistoryConfig:
     """The fixed evaluation set for model promotion: one week, 5000 users (about 35k transactions and
     350 frauds, enough for a stable ROC-AUC). Changing it (or GENERATOR_VERSION) invalidates
     comparisons between models evaluated on different golden sets."""
     return HistoryConfig(days=7, users=5_000, merchants=500, seed=seed, start=GOLDEN_START, fraud=FraudConfig())
 
 
-def golden_history(seed: int = 12345) -> History:
+def golden_history(seed: int = GOLDEN_SEED) -> History:
     return generate_history(golden_config(seed))
 
 

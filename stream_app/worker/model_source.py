@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from models.registry import ModelRegistry
+from stream_app.adapters.model_registry import ModelRegistry
 from stream_app.core.scoring import Scorer
 from stream_app.errors import RegistryError
 
@@ -29,9 +29,7 @@ class RegistryModel:
         self._checked = clock()
 
     def _load(self) -> Scorer:
-        loaded = self.registry.load_alias(self.alias)
-        meta = loaded.metadata
-        return Scorer(loaded.booster, tuple(meta.features), meta.threshold, loaded.version)
+        return self.registry.load_alias(self.alias).scorer()
 
     def current(self) -> Scorer:
         now = self.clock()

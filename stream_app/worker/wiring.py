@@ -10,9 +10,9 @@ from pathlib import Path
 import faust
 import redis
 
-from models.registry import ModelRegistry
 from stream_app.adapters.feast_store import open_store
 from stream_app.adapters.label_log import LabelLogWriter
+from stream_app.adapters.model_registry import ModelRegistry
 from stream_app.adapters.offline_log import OfflineLogWriter
 from stream_app.adapters.online_store import OnlineFeatures
 from stream_app.adapters.prediction_index import PredictionIndex

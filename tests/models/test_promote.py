@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sys
-import types
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,8 +13,11 @@ import pandas as pd
 import pytest
 import xgboost
 
-from models.promote import GoldenSet, main, promote
-from models.registry import ModelMetadata, ModelRegistry, TrainingData
+from models import cli as models_cli
+from models.golden import GoldenSet
+from models.promote import promote
+from stream_app.adapters.model_registry import ModelMetadata, ModelRegistry, TrainingData
+from stream_app.cli import main
 from stream_app.core.metrics import pr_auc, roc_auc
 from stream_app.errors import DataValidationError, RegistryError
 
@@ -59,7 +60,7 @@ def golden_set(features: list[str] = FEATURES) -> GoldenSet:
 
 
 def golden_auc(registry: ModelRegistry, version: str, golden: GoldenSet) -> float:
-    return roc_auc(golden.y, registry.load(version).predict(golden.X))
+    return roc_auc(golden.y, registry.load(version).scorer().score_frame(golden.X))
 
 
 @pytest.fixture
@@ -117,7 +118,8 @@ def test_tolerance_is_an_absolute_allowance(registry: ModelRegistry, models: dic
     golden = golden_set()
     promote(registry, models["better"], "production", FEATURES, golden)
     good, better = registry.load(models["good"]), registry.load(models["better"])
-    gaps = [metric(golden.y, better.predict(golden.X)) - metric(golden.y, good.predict(golden.X))
+    gaps = [metric(golden.y, better.scorer().score_frame(golden.X))
+            - metric(golden.y, good.scorer().score_frame(golden.X))
             for metric in (roc_auc, pr_auc)]
     assert 0 < gaps[0] < gaps[1] - 0.001  # seeded: PR-AUC gap is the larger one
     with pytest.raises(RegistryError, match=r"ROC-AUC .* by \d\.\d{4} \(> tolerance 0\.0050\)"):
@@ -203,28 +205,27 @@ def test_unusable_golden_set(registry: ModelRegistry, models: dict[str, str]) ->
 
 @pytest.fixture
 def fake_features(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stand in for models.features (which needs the Feast definitions) for the CLI."""
-    module = types.ModuleType("models.features")
-    module.model_feature_names = lambda: list(FEATURES)  # type: ignore[attr-defined]
-    module.load_golden_set = golden_set  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "models.features", module)
+    """Stand in for the FeatureService's feature list and the golden set (which need the Feast
+    definitions and services) for the CLI."""
+    monkeypatch.setattr(models_cli, "model_feature_names", lambda: list(FEATURES))
+    monkeypatch.setattr(models_cli, "golden_set", golden_set)
 
 
 @pytest.mark.usefixtures("fake_features")
 def test_cli(registry: ModelRegistry, models: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     root = str(registry.root)
-    assert main([models["good"], "--registry", root]) == 0
+    assert main(["promote", models["good"], "--registry", root]) == 0
     output = json.loads(capsys.readouterr().out)
     assert output["version"] == models["good"] and output["alias"] == "production" and output["passed"]
 
-    assert main([models["worse"], "--registry", root, "--alias", "production"]) == 1
+    assert main(["promote", models["worse"], "--registry", root, "--alias", "production"]) == 1
     assert registry.get_alias("production") == models["good"]
 
-    assert main([models["worse"], "--registry", root, "--alias", "shadow", "--force"]) == 0
+    assert main(["promote", models["worse"], "--registry", root, "--alias", "shadow", "--force"]) == 0
     assert json.loads(capsys.readouterr().out)["forced"] is True
     assert registry.get_alias("shadow") == models["worse"]
 
-    assert main(["v0099", "--registry", root]) == 1
+    assert main(["promote", "v0099", "--registry", root]) == 1
     with pytest.raises(SystemExit) as usage:
-        main([models["good"], "--alias", "staging"])
+        main(["promote", models["good"], "--alias", "staging"])
     assert usage.value.code == 2

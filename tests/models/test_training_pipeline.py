@@ -16,9 +16,9 @@ from models.evaluate import REPORT_FILES
 from models.features import LABEL, model_feature_names
 from models.golden import golden_set
 from models.promote import promote
-from models.registry import ModelRegistry
 from models.train import DEFAULT_PARAMS, TrainConfig, train_frame
 from models.validate import ValidationPolicy
+from stream_app.adapters.model_registry import ModelRegistry
 from stream_app.errors import RegistryError
 from stream_app.generator.config import HistoryConfig
 from stream_app.generator.history import generate_history

@@ -10,10 +10,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from feature_repo.data_sources import CREATED, TIMESTAMP
 from stream_app import backfill
 from stream_app.adapters.offline_log import OfflineLogWriter, compact, log_columns, part_name, rows_frame
 from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
+from stream_app.core.offline_layout import CREATED
+from stream_app.core.profiles import TIMESTAMP
 from stream_app.core.records import WindowRow
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS
 from stream_app.errors import ServiceUnavailableError

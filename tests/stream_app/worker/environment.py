@@ -12,9 +12,9 @@ import xgboost
 
 from models.dataset import entity_frame, historical_features
 from models.features import LABEL, model_feature_names
-from models.registry import ModelMetadata, ModelRegistry, TrainingData
 from stream_app import backfill
 from stream_app.adapters.feast_store import run_feast_cli
+from stream_app.adapters.model_registry import ModelMetadata, ModelRegistry, TrainingData
 from stream_app.core import profiles
 from stream_app.generator.config import HistoryConfig
 from stream_app.generator.history import generate_history

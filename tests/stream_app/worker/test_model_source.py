@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import xgboost
 
-from models.registry import ModelMetadata, ModelRegistry, TrainingData
+from stream_app.adapters.model_registry import ModelMetadata, ModelRegistry, TrainingData
 from stream_app.worker.model_source import RegistryModel
 
 FEATURES = ["f0", "f1"]

@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,13 +30,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import numpy as np
-import numpy.typing as npt
-import pandas as pd
 import xgboost
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from stream_app.errors import DataValidationError, RegistryError
+from stream_app.adapters.files import atomic_write_text
+from stream_app.core.scoring import Scorer
+from stream_app.errors import RegistryError
 from stream_app.settings import Settings, get_settings
 
 Alias = Literal["production", "shadow"]
@@ -117,7 +115,7 @@ class AliasRecord(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
-    """A booster with its metadata; ``predict`` puts the columns in the trained order first."""
+    """A booster with its metadata; ``scorer()`` is how it scores (the one scoring path)."""
 
     booster: xgboost.Booster
     metadata: ModelMetadata
@@ -126,38 +124,9 @@ class LoadedModel:
     def version(self) -> str:
         return self.metadata.version or ""
 
-    def predict(self, frame: pd.DataFrame) -> npt.NDArray[np.float64]:
-        """Scores for a frame holding (at least) the model's features, in any column order."""
-        missing = [f for f in self.metadata.features if f not in frame.columns]
-        if missing:
-            raise DataValidationError(f"frame lacks features of model {self.version}: {missing}",
-                                      {"missing": missing})
-        matrix = xgboost.DMatrix(frame[self.metadata.features], missing=np.nan)
-        return np.asarray(self.booster.predict(matrix), dtype=np.float64)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write-to-temp, fsync, rename: readers see the old or the new file, and a crash leaves one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the worker may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    def scorer(self) -> Scorer:
+        """The model ready to score: its booster, features in the trained order, threshold and version."""
+        return Scorer(self.booster, tuple(self.metadata.features), self.metadata.threshold, self.version)
 
 
 def _check_alias(alias: str) -> Alias:
@@ -234,7 +203,7 @@ class ModelRegistry:
             booster.save_model(str(model_path))
             digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
             published = metadata.model_copy(update={"version": version, "model_sha256": digest})
-            _atomic_write(directory / METADATA_FILE, published.model_dump_json(indent=2) + "\n")
+            atomic_write_text(directory / METADATA_FILE, published.model_dump_json(indent=2) + "\n")
         except (OSError, xgboost.core.XGBoostError) as exc:
             (directory / FAILED_FILE).write_text(f"{_utc_now().isoformat()} {exc!r}\n", encoding="utf-8")
             (directory / MODEL_FILE).unlink(missing_ok=True)
@@ -317,7 +286,7 @@ class ModelRegistry:
             try:
                 text = updated.model_dump_json(indent=2) + "\n"
                 ModelMetadata.model_validate_json(text)  # refuse to write what could not be read back
-                _atomic_write(self.versions_dir / version / METADATA_FILE, text)
+                atomic_write_text(self.versions_dir / version / METADATA_FILE, text)
             except (OSError, ValidationError, ValueError) as exc:
                 raise RegistryError(f"cannot record golden metrics for {version}: {exc}") from exc
         return updated
@@ -401,7 +370,7 @@ class ModelRegistry:
             self.aliases_dir.mkdir(parents=True, exist_ok=True)
             try:
                 line = record.model_dump_json() + "\n"
-                _atomic_write(self._alias_path(checked), record.model_dump_json(indent=2) + "\n")
+                atomic_write_text(self._alias_path(checked), record.model_dump_json(indent=2) + "\n")
                 with open(self.aliases_dir / HISTORY_FILE, "a", encoding="utf-8") as history:
                     history.write(line)
             except (OSError, ValueError) as exc:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import xgboost
 
-from models.registry import LoadedModel, ModelMetadata, ModelRegistry, TrainingData
+from stream_app.adapters.model_registry import LoadedModel, ModelMetadata, ModelRegistry, TrainingData
 from stream_app.core.metrics import histogram_reference
 from stream_app.errors import DataValidationError, RegistryError
 
@@ -66,13 +66,14 @@ def test_round_trip_predicts_identically(registry: ModelRegistry) -> None:
     frame, _ = training_frame(seed=9)
     np.testing.assert_array_equal(loaded.booster.predict(xgboost.DMatrix(frame)),
                                   booster.predict(xgboost.DMatrix(frame)))
-    # predict() reorders columns to the trained order.
-    np.testing.assert_array_equal(loaded.predict(frame[FEATURES[::-1]]), booster.predict(xgboost.DMatrix(frame)))
+    # score_frame() reorders columns to the trained order.
+    np.testing.assert_array_equal(loaded.scorer().score_frame(frame[FEATURES[::-1]]),
+                                  booster.predict(xgboost.DMatrix(frame)))
     assert loaded.metadata.features == FEATURES and loaded.metadata.git_commit == "deadbeef"
     assert loaded.metadata.reference_distributions == metadata().reference_distributions
     assert loaded.metadata.model_sha256 is not None
     with pytest.raises(DataValidationError, match="f_rate"):
-        loaded.predict(frame.drop(columns=["f_rate"]))
+        loaded.scorer().score_frame(frame.drop(columns=["f_rate"]))
 
 
 def test_model_file_is_ubj_not_pickle(registry: ModelRegistry) -> None:
