@@ -22,7 +22,7 @@ _KINDS = {"float": Float64, "int": Int64}
 def transaction_features(inputs: dict[str, list[Any]]) -> dict[str, list[Any]]:
     """Column-wise call of stream_app.core.request_features.compute. Feast re-executes this function
     from its source text without the module's globals, hence the import inside."""
-    from stream_app.core import request_features
+    from stream_app.core import request_features  # noqa: PLC0415  (Feast runs the UDF without module globals)
 
     rows = [
         request_features.compute(

@@ -52,6 +52,6 @@ def historical_features(store: FeatureStore, entities: pd.DataFrame) -> pd.DataF
 
 def apply_definitions(store: FeatureStore) -> None:
     """Register every definition of feature_repo in the store's registry (what `feast apply` does)."""
-    import feature_repo.repo as definitions  # imports feast (~5 s): only callers that apply pay for it
+    import feature_repo.repo as definitions  # noqa: PLC0415  (imports feast, ~5 s: only callers that apply pay)
 
     store.apply([getattr(definitions, name) for name in definitions.__all__])

@@ -18,7 +18,7 @@ LABEL = "is_fraud"
 
 def production_service() -> FeatureService:
     """The FeatureService the production model is trained and served on (feature_repo's object)."""
-    from feature_repo.feature_services import PRODUCTION_SERVICE  # imports feast (~5 s): only on first use
+    from feature_repo.feature_services import PRODUCTION_SERVICE  # noqa: PLC0415  (imports feast, ~5 s: on first use)
 
     return PRODUCTION_SERVICE
 

@@ -47,7 +47,7 @@ class GoldenSet:
 
 def build_golden_frame(settings: Settings, seed: int = GOLDEN_SEED) -> pd.DataFrame:
     """The golden history through backfill and Feast historical retrieval, in a throw-away workspace."""
-    from models.pipeline import prepare_world  # imports feast; GoldenSet and the promotion gate do not need it
+    from models.pipeline import prepare_world  # noqa: PLC0415  (imports feast; the promotion gate does not need it)
 
     with tempfile.TemporaryDirectory(prefix="streamscore-golden-") as tmp:
         world = prepare_world(settings, Path(tmp), "streamscore_golden", golden_config(seed), materialize=False)

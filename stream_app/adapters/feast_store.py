@@ -33,7 +33,7 @@ def feast_env(settings: Settings) -> dict[str, str]:
 
 def open_store(settings: Settings) -> FeatureStore:
     """A FeatureStore on ``settings.feast.repo_path`` with the Redis address from settings."""
-    from feast import FeatureStore
+    from feast import FeatureStore  # noqa: PLC0415  (imports feast, ~5 s: only processes that open a store pay)
 
     repo = settings.feast.repo_path
     if not (repo / "feature_store.yaml").is_file():

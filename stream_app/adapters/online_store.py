@@ -82,9 +82,10 @@ class OnlineFeatures:
     that changes their schemas needs a new instance (the worker builds one at start-up)."""
 
     def __init__(self, store: FeatureStore) -> None:
-        from feast.errors import FeatureViewNotFoundException
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
+        # feast is imported by whoever built ``store``; importing this module must not import it (~5 s)
+        from feast.errors import FeatureViewNotFoundException  # noqa: PLC0415
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: PLC0415
+        from feast.protos.feast.types.Value_pb2 import Value  # noqa: PLC0415
 
         self._config = store.config
         self._provider = store.provider
@@ -105,7 +106,7 @@ class OnlineFeatures:
 
     @staticmethod
     def _join_key(view: FeatureView) -> str:
-        from feast.types import Int64
+        from feast.types import Int64  # noqa: PLC0415  (see __init__)
 
         columns = view.entity_columns
         if len(columns) != 1 or columns[0].dtype != Int64:
@@ -113,7 +114,7 @@ class OnlineFeatures:
         return str(columns[0].name)
 
     def _window_view(self, view: FeatureView) -> _WindowView:
-        from feast.types import Float64, Int64
+        from feast.types import Float64, Int64  # noqa: PLC0415  (see __init__)
 
         unsupported = [f"{field.name}: {field.dtype}" for field in view.features if field.dtype not in (Int64, Float64)]
         if unsupported:

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from stream_app.core.metrics import roc_curve
 from stream_app.demo.progress import backlog
@@ -17,12 +19,9 @@ from stream_app.demo.summary import Sample, join_labels, rates
 
 def write_chart(path: Path, samples: Sequence[Sample], predictions: Mapping[str, SeenPrediction],
                 labels: Mapping[str, bool], summary: Mapping[str, Any]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    fig = Figure(figsize=(13, 9))
+    FigureCanvasAgg(fig)  # renders to a file: no display, no pyplot state
+    axes = fig.subplots(2, 2)
     (ax_tput, ax_lat), (ax_score, ax_roc) = axes
 
     for attr, label in (("produced", "in (transactions)"), ("scored", "predictions"), ("dead_letters", "dead letters")):
@@ -81,5 +80,4 @@ def write_chart(path: Path, samples: Sequence[Sample], predictions: Mapping[str,
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

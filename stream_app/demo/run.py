@@ -23,8 +23,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import redis
+
 from stream_app.adapters import feast_store
+from stream_app.adapters.kafka_admin import wait_for_broker
 from stream_app.adapters.model_registry import ModelRegistry
+from stream_app.core.metrics import roc_auc
 from stream_app.demo.chart import write_chart
 from stream_app.demo.config import DemoConfig
 from stream_app.demo.progress import backlog, choose_samples, format_prediction, format_tick
@@ -34,6 +38,7 @@ from stream_app.demo.summary import Observed, Sample, build_summary, format_summ
 from stream_app.demo.tap import CountingProducer, TopicTap, commit_group_offsets, end_offsets
 from stream_app.demo.worker import WorkerProcess
 from stream_app.errors import StreamscoreError
+from stream_app.generator.live import LiveCounts, stream_live
 from stream_app.settings import REPO_ROOT, FeastSettings, Settings, WorkerSettings
 
 FEAST_PROJECT = "streamscore_demo"
@@ -143,10 +148,6 @@ class Demo:
             self.say(f"{service.name}: stop failed: {exc}")
 
     def check_services(self, settings: Settings) -> None:
-        import redis
-
-        from stream_app.adapters.kafka_admin import wait_for_broker
-
         wait_for_broker(settings.kafka, timeout_s=15)
         try:
             redis.Redis(**{**settings.redis.client_kwargs(), "socket_timeout": 5}).ping()
@@ -196,8 +197,6 @@ class Demo:
     def warm_up(self, settings: Settings, worker: WorkerProcess) -> None:
         """A few events before measuring, and wait for their predictions: proves the worker is assigned
         and serving, and keeps its one-off start-up (Feast import, model load) out of the latency numbers."""
-        from stream_app.generator.live import stream_live
-
         cfg = self.config
         t = time.monotonic()
         tap = TopicTap(settings, end_offsets(settings, [settings.topics.predictions.name]))
@@ -218,8 +217,6 @@ class Demo:
         self.say(f"worker: ready ({counts.valid} warm-up events scored, {time.monotonic() - t:.1f} s after start)")
 
     def stream(self, settings: Settings, worker: WorkerProcess) -> Observed:
-        from stream_app.generator.live import LiveCounts, stream_live
-
         cfg = self.config
         topics = settings.topics
         tap = TopicTap(settings, end_offsets(settings, [topics.predictions.name, topics.transactions_dlq.name,
@@ -270,8 +267,6 @@ class Demo:
     def _watch(self, live: _Live, origin: float, samples: list[Sample]) -> None:
         """Print progress once a second until the stream is over, the drain time has passed and the worker
         has answered every transaction (or the catch-up timeout is reached)."""
-        from stream_app.core.metrics import roc_auc
-
         cfg = self.config
         tick = 1
         while True:
