@@ -5,9 +5,13 @@ Outputs, inside the Feast repository (paths from feature_repo.data_sources):
 - the offline feature log the stream feature views read (``data/offline/{user,merchant}_windows/``);
 - the daily batch profiles (``data/batch/{user,merchant}_profile.parquet``).
 
-Arrival order is simulated as serving would see it: transactions at event_time, labels at label_time,
-merged (a label and a transaction at the same instant: the label first). A re-run overwrites the same
-files with identical content.
+Arrival order is simulated as serving would see it: transactions when they entered Kafka, labels at
+label_time, merged (a label and a transaction at the same instant: the label first). When a transaction
+entered Kafka is its optional ``record_time`` column (the record's Kafka timestamp, e.g. in a log
+exported from the topic); without it, its event_time (the generator's history models producers that
+publish at event time). The worker's rules that depend on that time (an event dated too far ahead of it
+is ``future``, core.engine.is_future) apply to the same time here. A re-run overwrites the same files
+with identical content.
 """
 
 from __future__ import annotations
@@ -30,12 +34,19 @@ from feature_repo.data_sources import (
 )
 from stream_app.adapters.offline_log import log_directory, window_frame
 from stream_app.core import profiles
-from stream_app.core.engine import FeatureEngine, LabelEvent, TransactionEvent, WindowRows
+from stream_app.core.engine import (
+    DEFAULT_MAX_FUTURE_SKEW_S,
+    FeatureEngine,
+    LabelEvent,
+    TransactionEvent,
+    WindowRows,
+)
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS
 from stream_app.errors import ConfigError
 
 BACKFILL_PART = "part-backfill.parquet"
 DEFAULT_LATENESS_S = 300.0
+RECORD_TIME = "record_time"  # optional transactions column: when the record entered Kafka
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class BackfillResult:
     transactions: int
     labels: int
     late: int
+    future: int
     seconds: float
 
     @property
@@ -58,9 +70,14 @@ def _seconds(series: pd.Series) -> np.ndarray:  # type: ignore[type-arg]
     return stamps.astype("int64").to_numpy() / 1e6
 
 
+def entered_kafka(transactions: pd.DataFrame) -> np.ndarray:  # type: ignore[type-arg]
+    """Epoch seconds each transaction entered Kafka: ``record_time`` if the frame has it, else event_time."""
+    return _seconds(transactions[RECORD_TIME if RECORD_TIME in transactions.columns else "event_time"])
+
+
 def arrival_order(transactions: pd.DataFrame, labels: pd.DataFrame) -> Iterator[tuple[str, int]]:
     """(kind, row index) in the order serving would see them."""
-    t_times = _seconds(transactions["event_time"])
+    t_times = entered_kafka(transactions)
     l_times = _seconds(labels["label_time"]) if len(labels) else np.empty(0)
     times = np.concatenate([l_times, t_times])
     kinds = np.concatenate([np.zeros(len(l_times), dtype=np.int8), np.ones(len(t_times), dtype=np.int8)])
@@ -71,12 +88,13 @@ def arrival_order(transactions: pd.DataFrame, labels: pd.DataFrame) -> Iterator[
 
 
 def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float = DEFAULT_LATENESS_S,
-        progress: bool = False) -> BackfillResult:
+        progress: bool = False, max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> BackfillResult:
     """Run the engine over the history; returns the served rows (one user row and one merchant row per
     applied transaction)."""
     started = time.perf_counter()
-    engine = FeatureEngine(lateness_s)
+    engine = FeatureEngine(lateness_s, max_future_skew_s=max_future_skew_s)
     t_times = _seconds(transactions["event_time"])
+    t_entered = entered_kafka(transactions)
     t_users = transactions["user_id"].to_numpy(dtype=np.int64)
     t_merchants = transactions["merchant_id"].to_numpy(dtype=np.int64)
     t_amounts = transactions["amount"].to_numpy(dtype=np.float64)
@@ -105,7 +123,7 @@ def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float = DE
             continue
         result = engine.on_transaction(TransactionEvent(
             str(t_ids[i]), int(t_users[i]), int(t_merchants[i]), float(t_amounts[i]), float(t_times[i]),
-            (0, rank)))
+            (0, rank), float(t_entered[i])))
         if isinstance(result, WindowRows):
             served_index.append(i)
             user_rows.append(result.user)
@@ -117,7 +135,7 @@ def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float = DE
     merchants = _frame("merchant_id", served["merchant_id"].to_numpy(dtype=np.int64), stamps, merchant_rows,
                        MERCHANT_WINDOWS)
     return BackfillResult(users, merchants, len(transactions), label_count, engine.stats.late,
-                          time.perf_counter() - started)
+                          engine.stats.future, time.perf_counter() - started)
 
 
 def _frame(key: str, ids: np.ndarray, stamps: np.ndarray, rows: list[dict[str, float]],  # type: ignore[type-arg]
@@ -152,9 +170,9 @@ def load_history(history: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
 
 
 def backfill(history: Path, repo: Path, lateness_s: float = DEFAULT_LATENESS_S, progress: bool = False,
-             extra_profile_days: int = 1) -> BackfillResult:
+             extra_profile_days: int = 1, *, max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> BackfillResult:
     transactions, labels, users = load_history(history)
-    result = run(transactions, labels, lateness_s, progress=progress)
+    result = run(transactions, labels, lateness_s, progress=progress, max_future_skew_s=max_future_skew_s)
     days = profiles.snapshot_days(transactions, extra_days=extra_profile_days)
     write_outputs(repo, result, profiles.user_profiles(transactions, users, days),
                   profiles.merchant_profiles(transactions, days))
@@ -169,12 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", type=Path, required=True, help="directory written by the generator")
     parser.add_argument("--repo", type=Path, default=None, help="Feast repository (default: settings)")
     parser.add_argument("--lateness", type=float, default=DEFAULT_LATENESS_S, help="allowed lateness, seconds")
+    parser.add_argument("--max-future-skew", type=float, default=DEFAULT_MAX_FUTURE_SKEW_S,
+                        help="seconds an event may be dated ahead of when it entered Kafka")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     repo = args.repo or get_settings().feast.repo_path
-    result = backfill(args.history, repo, args.lateness, progress=not args.no_progress)
+    result = backfill(args.history, repo, args.lateness, progress=not args.no_progress,
+                      max_future_skew_s=args.max_future_skew)
     print(f"backfill: {result.transactions} transactions + {result.labels} labels in {result.seconds:.1f} s "
-          f"= {result.events_per_s:,.0f} events/s; {len(result.user_rows)} rows served, {result.late} late",
+          f"= {result.events_per_s:,.0f} events/s; {len(result.user_rows)} rows served, {result.late} late, "
+          f"{result.future} future",
           file=sys.stderr)
     return 0
 

@@ -69,6 +69,7 @@ class ErrorCode(StrEnum):
     SCHEMA = "schema"  # JSON, but a field is missing, mistyped or out of range
     KEY_MISMATCH = "key_mismatch"  # the record key is not the value's user_id
     LATE = "late"  # event_time older than the allowed lateness; not applied to windows
+    FUTURE = "future"  # event_time too far ahead of the record's Kafka timestamp; not applied to windows
     INTERNAL = "internal"  # the batch kept failing for a reason that is not the record's (a bug): kept, not lost
 
 

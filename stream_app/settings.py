@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_app.contract import Topics
+from stream_app.core.engine import DEFAULT_MAX_FUTURE_SKEW_S
 from stream_app.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -160,6 +161,8 @@ class WorkerSettings(BaseModel):
     batch_size: int = Field(default=1000, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
     allowed_lateness_s: float = Field(default=300.0, ge=0)
+    # An event dated more than this ahead of its record's Kafka timestamp is dead-lettered as `future`.
+    max_future_skew_s: float = Field(default=DEFAULT_MAX_FUTURE_SKEW_S, ge=0)
     model_alias: Literal["production", "shadow"] = "production"
     model_poll_s: float = Field(default=5.0, gt=0)
     retry_initial_s: float = Field(default=0.2, gt=0)

@@ -22,6 +22,17 @@ from stream_app.core.windows import KeyWindows, Observation, Outcome, Position
 USER_TXN_SPECS = windows_for(Entity.USER, Source.TRANSACTION)
 MERCHANT_TXN_SPECS = windows_for(Entity.MERCHANT, Source.TRANSACTION)
 MERCHANT_LABEL_SPECS = windows_for(Entity.MERCHANT, Source.LABEL)
+DEFAULT_MAX_FUTURE_SKEW_S = 300.0
+
+
+def is_future(time: float, entered: float | None, max_future_skew_s: float) -> bool:
+    """True if an event dated ``time`` is more than ``max_future_skew_s`` ahead of when its record
+    entered Kafka (``entered``, epoch seconds; None = unknown, never future).
+
+    Such an event would become its user's newest time and make every real event after it ``late``; it
+    is refused instead. The record's timestamp, not the wall clock, decides: a replay, a catch-up and
+    the backfill decide the same for the same record."""
+    return entered is not None and time - entered > max_future_skew_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +45,7 @@ class TransactionEvent:
     amount: float
     time: float  # event_time, epoch seconds UTC
     position: Position
+    entered: float | None = None  # when the record entered Kafka (its timestamp), epoch seconds; None: unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,7 @@ class EngineStats:
     applied: int = 0
     replayed: int = 0
     late: int = 0
+    future: int = 0
     merchant_not_applied: int = 0
     merchant_beyond_lag: int = 0
     labels_applied: int = 0
@@ -85,11 +98,15 @@ class WindowState:
 class FeatureEngine:
     """Applies events to window state and returns the rows to serve."""
 
-    def __init__(self, allowed_lateness_s: float, state: WindowState | None = None) -> None:
+    def __init__(self, allowed_lateness_s: float, state: WindowState | None = None,
+                 max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> None:
         if allowed_lateness_s < MERCHANT_LAG_S:
             raise ValueError(f"allowed lateness {allowed_lateness_s:g} s must cover the merchant lag "
                              f"({MERCHANT_LAG_S} s): merchant windows are read that far in the past")
+        if not max_future_skew_s >= 0:
+            raise ValueError(f"max future skew must be >= 0, got {max_future_skew_s!r}")
         self.allowed_lateness_s = allowed_lateness_s
+        self.max_future_skew_s = max_future_skew_s
         self.state = state if state is not None else WindowState()
         self.stats = EngineStats()
         self._no_labels = KeyWindows(MERCHANT_LABEL_SPECS, allowed_lateness_s).query(0.0)
@@ -102,7 +119,11 @@ class FeatureEngine:
         return windows
 
     def on_transaction(self, event: TransactionEvent) -> WindowRows | Outcome:
-        """APPLIED events return their rows; REPLAY and LATE return the outcome and change no window."""
+        """APPLIED events return their rows; FUTURE, REPLAY and LATE return the outcome and change no
+        window (a LATE event's position is recorded, so its redelivery is a REPLAY)."""
+        if is_future(event.time, event.entered, self.max_future_skew_s):
+            self.stats.future += 1
+            return Outcome.FUTURE
         obs = Observation(event.time, {"amount": event.amount, "merchant_id": float(event.merchant_id)},
                           event.position)
         user = self._windows(self.state.users, event.user_id, USER_TXN_SPECS)

@@ -95,9 +95,13 @@ class Observation:
 
 
 class Outcome(StrEnum):
+    """What became of an event. KeyWindows decides APPLIED, REPLAY and LATE; the engine adds FUTURE
+    (dated too far after it entered Kafka; no state looked at or changed)."""
+
     APPLIED = "applied"
     REPLAY = "replay"
     LATE = "late"
+    FUTURE = "future"
 
 
 @dataclass(frozen=True, slots=True)

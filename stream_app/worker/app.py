@@ -67,8 +67,13 @@ class WorkerApp:
 
 
 def _records(events: Any) -> list[RawRecord]:
+    """Faust's messages as RawRecords; a record without a timestamp (Kafka's -1) gets None."""
     return [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value,
-                      int(e.message.timestamp * 1000)) for e in events]
+                      _timestamp_ms(e.message.timestamp)) for e in events]
+
+
+def _timestamp_ms(seconds: float | None) -> int | None:
+    return None if seconds is None or seconds < 0 else round(seconds * 1000)
 
 
 def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners],

@@ -51,3 +51,21 @@ def test_frames_in_any_row_order_serve_the_same_rows() -> None:
     key = ["merchant_id", "event_timestamp"]
     pd.testing.assert_frame_equal(ordered.merchant_rows.sort_values(key).reset_index(drop=True),
                                   shuffled.merchant_rows.sort_values(key).reset_index(drop=True))
+
+
+def test_backfill_applies_the_future_rule_to_the_record_time_column() -> None:
+    """With ``record_time`` (when each record entered Kafka) the backfill refuses what the worker refuses,
+    and orders arrivals by it; without it, event_time is the arrival time and nothing is future."""
+    history = generate_history(HistoryConfig(days=1, users=50, merchants=10, seed=5,
+                                             start=pd.Timestamp("2026-10-01", tz="UTC").to_pydatetime()))
+    txns = history.transactions.sort_values("event_time").reset_index(drop=True)
+    user = int(txns["user_id"].iloc[0])
+    far = txns.iloc[[0]].assign(event_id="far", event_time=pd.Timestamp("2200-01-01", tz="UTC"))
+    far = far.assign(record_time=txns["event_time"].iloc[0])
+    with_far = pd.concat([far, txns.assign(record_time=txns["event_time"])], ignore_index=True)
+    result = backfill.run(with_far, history.labels)
+    assert (result.future, result.late) == (1, 0)
+    assert len(result.user_rows) == len(txns)
+    assert int((result.user_rows["user_id"] == user).sum()) == int((txns["user_id"] == user).sum())
+    without = backfill.run(with_far.drop(columns="record_time"), history.labels)
+    assert without.future == 0 and len(without.user_rows) == len(with_far)

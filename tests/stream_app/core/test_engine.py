@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from stream_app.core.engine import FeatureEngine, LabelEvent, TransactionEvent, WindowRows
+from stream_app.core.engine import FeatureEngine, LabelEvent, TransactionEvent, WindowRows, is_future
 from stream_app.core.window_spec import MERCHANT_LAG_S
 from stream_app.core.windows import Outcome
 
@@ -117,3 +117,29 @@ def test_labels_feed_the_merchant_fraud_rate_at_transaction_time() -> None:
     assert rows.merchant["merchant_label_count_7d"] == 2
     assert rows.merchant["merchant_fraud_rate_7d"] == 0.5
     assert engine.on_label(LabelEvent("x1", 10, True, T0, (0, 0))) is Outcome.REPLAY
+
+
+def test_is_future_compares_the_event_with_when_its_record_entered_kafka() -> None:
+    assert not is_future(T0 + 300, T0, 300)  # exactly the allowed skew ahead
+    assert is_future(T0 + 300.001, T0, 300)
+    assert not is_future(T0 - 86_400, T0, 300)  # old events are the lateness rule's business
+    assert not is_future(T0 + 10**9, None, 300)  # no record timestamp: nothing to compare with
+
+
+def test_a_future_event_touches_no_state_and_does_not_silence_its_user() -> None:
+    engine = FeatureEngine(allowed_lateness_s=300, max_future_skew_s=300)
+    year_2200 = 7_258_118_400.0
+    far = TransactionEvent("far", 1, 10, 99.0, year_2200, (0, 0), entered=T0)
+    assert engine.on_transaction(far) is Outcome.FUTURE
+    assert engine.state.users == {} and engine.state.merchant_txns == {}
+    assert engine.stats.future == 1
+    for i in range(1, 4):
+        rows = engine.on_transaction(TransactionEvent(f"e{i}", 1, 10, 10.0, T0 + i, (0, i), entered=T0 + i))
+        assert isinstance(rows, WindowRows)
+        assert rows.user["user_txn_count_24h"] == i  # the future event is not counted
+    assert engine.stats.late == 0
+
+
+def test_max_future_skew_must_be_non_negative() -> None:
+    with pytest.raises(ValueError, match="future skew"):
+        FeatureEngine(allowed_lateness_s=300, max_future_skew_s=-1)
