@@ -88,3 +88,12 @@ def test_settings_env_reproduces_the_settings_in_another_process(monkeypatch: py
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert Settings() == original
+
+
+def test_renaming_a_topic_keeps_its_roles_partition_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMSCORE_TOPICS__TRANSACTIONS_DLQ__NAME", "dead.letters")
+    monkeypatch.setenv("STREAMSCORE_TOPICS__LABELS__PARTITIONS", "8")
+    topics = Settings().topics
+    assert (topics.transactions_dlq.name, topics.transactions_dlq.partitions) == ("dead.letters", 1)
+    assert (topics.labels.name, topics.labels.partitions) == ("labels", 8)
+    assert topics.transactions.partitions == 4

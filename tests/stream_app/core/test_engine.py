@@ -143,3 +143,20 @@ def test_a_future_event_touches_no_state_and_does_not_silence_its_user() -> None
 def test_max_future_skew_must_be_non_negative() -> None:
     with pytest.raises(ValueError, match="future skew"):
         FeatureEngine(allowed_lateness_s=300, max_future_skew_s=-1)
+
+
+def test_an_event_late_for_its_merchant_but_not_its_user_is_served_the_merchant_at_newest_minus_lateness() -> None:
+    """User 2's first event is on time for user 2 but more than the lateness behind merchant 10's newest
+    event: the merchant no longer holds the state for t - lag, so the merchant window is read at the
+    oldest time it can answer (merchant newest - lateness), and the event is not applied to it."""
+    engine = FeatureEngine(allowed_lateness_s=300)
+    for i, t in enumerate((T0 + 100, T0 + 600, T0 + 1000)):
+        engine.on_transaction(txn(i, t, user=1, partition=0))
+    rows = engine.on_transaction(txn(3, T0 + 500, user=2, partition=1))
+    assert isinstance(rows, WindowRows)
+    assert rows.user["user_txn_count_24h"] == 1
+    merchant = engine.state.merchant_txns[10]
+    at_floor = merchant.query(T0 + 1000 - 300)["merchant_txn_count_1h"]
+    assert rows.merchant["merchant_txn_count_1h"] == at_floor == 2  # at t - lag (T0 + 440) it would be 1
+    assert engine.stats.merchant_not_applied == 1 and engine.stats.merchant_beyond_lag == 1
+    assert engine.state.merchant_txns[10].query(T0 + 1000)["merchant_txn_count_1h"] == 3  # not counted there
