@@ -11,7 +11,8 @@ entered Kafka is its optional ``record_time`` column (the record's Kafka timesta
 exported from the topic); without it, its event_time (the generator's history models producers that
 publish at event time). The worker's rules that depend on that time (an event dated too far ahead of it
 is ``future``, core.engine.is_future) apply to the same time here. A re-run overwrites the same files
-with identical content.
+with identical content. A transaction whose event_id its user's state already applied is skipped, as
+the worker dead-letters it (``duplicate``): training sees each event_id once.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class BackfillResult:
     labels: int
     late: int
     future: int
+    duplicates: int
     seconds: float
 
     @property
@@ -135,7 +137,7 @@ def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float = DE
     merchants = _frame("merchant_id", served["merchant_id"].to_numpy(dtype=np.int64), stamps, merchant_rows,
                        MERCHANT_WINDOWS)
     return BackfillResult(users, merchants, len(transactions), label_count, engine.stats.late,
-                          engine.stats.future, time.perf_counter() - started)
+                          engine.stats.future, engine.stats.duplicates, time.perf_counter() - started)
 
 
 def _frame(key: str, ids: np.ndarray, stamps: np.ndarray, rows: list[dict[str, float]],  # type: ignore[type-arg]
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                       max_future_skew_s=args.max_future_skew)
     print(f"backfill: {result.transactions} transactions + {result.labels} labels in {result.seconds:.1f} s "
           f"= {result.events_per_s:,.0f} events/s; {len(result.user_rows)} rows served, {result.late} late, "
-          f"{result.future} future",
+          f"{result.future} future, {result.duplicates} duplicate event ids",
           file=sys.stderr)
     return 0
 

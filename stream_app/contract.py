@@ -84,6 +84,7 @@ class ErrorCode(StrEnum):
     SCHEMA = "schema"  # JSON, but a field is missing, mistyped or out of range
     KEY_MISMATCH = "key_mismatch"  # the record key is not the value's user_id
     LATE = "late"  # event_time older than the allowed lateness; not applied to windows
+    DUPLICATE = "duplicate"  # the user's state already applied this event_id; its first prediction stands
     FUTURE = "future"  # event_time too far ahead of the record's Kafka timestamp; not applied to windows
     INTERNAL = "internal"  # the batch kept failing for a reason that is not the record's (a bug): kept, not lost
 

@@ -94,6 +94,10 @@ class BatchProcessor:
                     ErrorCode.FUTURE, f"event_time {txn.event_time.isoformat()} is more than "
                     f"{self.max_future_skew_s:g} s ahead of the record's Kafka timestamp "
                     f"{datetime.fromtimestamp(entered or 0.0, UTC).isoformat()}")))
+            elif outcome is Outcome.DUPLICATE:
+                result.dead_letters.append(self.dead_letter(record, InvalidRecordError(
+                    ErrorCode.DUPLICATE, f"event_id {txn.event_id!r} was already applied for user {txn.user_id} "
+                    "(a re-sent record, or the id reused): its prediction was published then; not counted again")))
             elif outcome is Outcome.LATE:
                 result.dead_letters.append(self.dead_letter(record, InvalidRecordError(
                     ErrorCode.LATE, f"event_time {txn.event_time.isoformat()} is older than the allowed lateness "

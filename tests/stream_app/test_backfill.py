@@ -69,3 +69,16 @@ def test_backfill_applies_the_future_rule_to_the_record_time_column() -> None:
     assert int((result.user_rows["user_id"] == user).sum()) == int((txns["user_id"] == user).sum())
     without = backfill.run(with_far.drop(columns="record_time"), history.labels)
     assert without.future == 0 and len(without.user_rows) == len(with_far)
+
+
+def test_training_sees_each_event_id_once() -> None:
+    history = generate_history(HistoryConfig(days=1, users=50, merchants=10, seed=6,
+                                             start=pd.Timestamp("2026-10-01", tz="UTC").to_pydatetime()))
+    txns = history.transactions
+    resent = txns.iloc[::10]
+    result = backfill.run(pd.concat([txns, resent, resent.assign(amount=resent["amount"] + 1.0)]), history.labels)
+    clean = backfill.run(txns, history.labels)
+    assert result.duplicates == 2 * len(resent)
+    key = ["user_id", "event_timestamp"]
+    pd.testing.assert_frame_equal(result.user_rows.sort_values(key).reset_index(drop=True),
+                                  clean.user_rows.sort_values(key).reset_index(drop=True))

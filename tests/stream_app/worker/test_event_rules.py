@@ -1,5 +1,7 @@
 """Per-event rules on the real broker, Redis and Feast, with the worker running as a process: an event
-dated far ahead of when it entered Kafka is dead-lettered as ``future`` and silences no one."""
+dated far ahead of when it entered Kafka is dead-lettered as ``future`` and silences no one; an event_id
+already applied (the same record re-sent, or the id with other bytes) is dead-lettered as ``duplicate``
+and every window equals the brute force over the distinct event ids."""
 
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ import pytest
 from confluent_kafka import Producer
 
 from stream_app.adapters.kafka_admin import ensure_topics
-from stream_app.contract import Topics, TopicSpec, user_key
+from stream_app.contract import Topics, TopicSpec, Transaction, user_key
 from stream_app.demo.worker import WorkerProcess
 from stream_app.settings import Settings, WorkerSettings
 from tests.kafka_util import Record, consume
 from tests.services import free_port
 from tests.stream_app.worker.environment import prepare, settings_env
+from tests.stream_app.worker.served import predictions_by_event, window_mismatches
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -83,3 +86,25 @@ def test_a_far_future_event_is_dead_lettered_and_its_users_later_events_are_all_
     letter = _body(letters[0])
     assert letter["error"]["code"] == "future", letter
     assert json.loads(base64.b64decode(letter["value"]))["event_id"] == "far-2200"
+
+
+def test_a_re_sent_record_and_a_reused_event_id_change_no_window_and_are_dead_lettered_as_duplicates(
+        settings: Settings, unique: str, tmp_path: Path) -> None:
+    settings = _ready(settings, unique, tmp_path)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    events = [_event(f"d-{i}", 9, start + timedelta(seconds=10 * i), amount=10.0 + i) for i in range(12)]
+    resent = json.dumps(events[3]).encode()  # the same bytes again (a producer retry)
+    reused = json.dumps({**events[6], "amount": 5000.0, "merchant_id": 4}).encode()  # the id, other bytes
+    wire = [json.dumps(e).encode() for e in events]
+    records = [*wire[:4], resent, *wire[4:8], reused, *wire[8:]]
+    _produce(settings, [(user_key(9), value) for value in records])
+
+    served_records, letters = _run_worker(settings, tmp_path, predictions=len(events), dead=2)
+
+    served = predictions_by_event(served_records)
+    assert len(served_records) == len(events) and set(served) == {e["event_id"] for e in events}
+    distinct = [Transaction.model_validate(e) for e in events]
+    assert window_mismatches(distinct, served) == []
+    assert served["d-11"]["features"]["user_txn_count_10m"] == 12  # not 14
+    assert [_body(r)["error"]["code"] for r in letters] == ["duplicate", "duplicate"]
+    assert [base64.b64decode(_body(r)["value"]) for r in letters] == [resent, reused]

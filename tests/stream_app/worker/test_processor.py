@@ -137,3 +137,16 @@ def test_a_record_without_timestamp_is_not_judged_future() -> None:
     far = RawRecord("transactions", 0, 0, b"1", json.dumps({**txn(0), "event_time": "2200-01-01T00:00:00Z"}).encode())
     result = processor().process([far])
     assert result.dead_letters == [] and len(result.predictions) == 1
+
+
+def test_a_re_sent_event_id_is_dead_lettered_as_duplicate_and_counted_once() -> None:
+    state = FakeState()
+    first = processor(state).process([record(0, txn(0)), record(1, txn(1, minutes=1))])
+    state.commit(first.state)
+    again = processor(state).process([record(2, txn(0)), record(3, {**txn(1, minutes=2), "amount": 99.0}),
+                                      record(4, txn(5, minutes=3))])
+    assert [(d.offset, d.error.code) for d in again.dead_letters] == [(2, ErrorCode.DUPLICATE),
+                                                                      (3, ErrorCode.DUPLICATE)]
+    assert "already applied" in again.dead_letters[0].error.message
+    assert [p.event_id for p in again.predictions] == ["e5"]
+    assert again.predictions[0].features["user_txn_count_10m"] == 3
