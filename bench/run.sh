@@ -6,6 +6,7 @@
 # also when a benchmark fails or the run is interrupted.
 #
 # Environment (optional): BENCH_QUICK=1 shrinks every e2e duration (a harness check, numbers meaningless);
+# bench_restart.py measures restart to first prediction after a SIGKILL (bench/results/restart.json).
 # BENCH_EXTRA=1 also runs bench_online_store.py and bench_state_store.py (not in the default run: time budget);
 # KAFKA_PORT / KAFKA_CONTROLLER_PORT / REDIS_PORT pin the ports; BENCH_E2E_ARGS is passed to bench_e2e.py.
 set -euo pipefail
@@ -53,3 +54,4 @@ if [[ ${BENCH_EXTRA:-0} != 0 ]]; then
 fi
 # shellcheck disable=SC2086  # BENCH_E2E_ARGS is a list of arguments
 $py bench/bench_e2e.py ${BENCH_E2E_ARGS:-}
+$py bench/bench_restart.py

@@ -5,9 +5,14 @@ Outputs, inside the Feast repository (paths from feature_repo.data_sources):
 - the offline feature log the stream feature views read (``data/offline/{user,merchant}_windows/``);
 - the daily batch profiles (``data/batch/{user,merchant}_profile.parquet``).
 
-Arrival order is simulated as serving would see it: transactions at event_time, labels at label_time,
-merged (a label and a transaction at the same instant: the label first). A re-run overwrites the same
-files with identical content.
+Arrival order is simulated as serving would see it: transactions when they entered Kafka, labels at
+label_time, merged (a label and a transaction at the same instant: the label first). When a transaction
+entered Kafka is its optional ``record_time`` column (the record's Kafka timestamp, e.g. in a log
+exported from the topic); without it, its event_time (the generator's history models producers that
+publish at event time). The worker's rules that depend on that time (an event dated too far ahead of it
+is ``future``, core.engine.is_future) apply to the same time here. A re-run overwrites the same files
+with identical content. A transaction whose event_id its user's state already applied is skipped, as
+the worker dead-letters it (``duplicate``): training sees each event_id once.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from stream_app.errors import ConfigError
 from stream_app.settings import get_settings
 
 BACKFILL_PART = "part-backfill.parquet"
+RECORD_TIME = "record_time"  # optional transactions column: when the record entered Kafka
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,8 @@ class BackfillResult:
     transactions: int
     labels: int
     late: int
+    future: int
+    duplicates: int
     seconds: float
 
     @property
@@ -52,9 +60,14 @@ def _seconds(series: pd.Series) -> np.ndarray:  # type: ignore[type-arg]
     return stamps.astype("int64").to_numpy() / 1e6
 
 
+def entered_kafka(transactions: pd.DataFrame) -> np.ndarray:  # type: ignore[type-arg]
+    """Epoch seconds each transaction entered Kafka: ``record_time`` if the frame has it, else event_time."""
+    return _seconds(transactions[RECORD_TIME if RECORD_TIME in transactions.columns else "event_time"])
+
+
 def arrival_order(transactions: pd.DataFrame, labels: pd.DataFrame) -> Iterator[tuple[str, int]]:
     """(kind, row index) in the order serving would see them."""
-    t_times = _seconds(transactions["event_time"])
+    t_times = entered_kafka(transactions)
     l_times = _seconds(labels["label_time"]) if len(labels) else np.empty(0)
     times = np.concatenate([l_times, t_times])
     kinds = np.concatenate([np.zeros(len(l_times), dtype=np.int8), np.ones(len(t_times), dtype=np.int8)])
@@ -65,15 +78,17 @@ def arrival_order(transactions: pd.DataFrame, labels: pd.DataFrame) -> Iterator[
 
 
 def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float | None = None,
-        progress: bool = False) -> BackfillResult:
+        progress: bool = False, max_future_skew_s: float | None = None) -> BackfillResult:
     """Run the engine over the history; returns the served rows (one user row and one merchant row per
-    applied transaction). ``lateness_s`` defaults to the worker's ``allowed_lateness_s`` setting, so
-    training and serving call the same events late."""
+    applied transaction). ``lateness_s`` and ``max_future_skew_s`` default to the worker's settings, so
+    training and serving call the same events late or future."""
     started = time.perf_counter()
-    if lateness_s is None:
-        lateness_s = get_settings().worker.allowed_lateness_s
-    engine = FeatureEngine(lateness_s)
+    worker = get_settings().worker
+    lateness_s = worker.allowed_lateness_s if lateness_s is None else lateness_s
+    max_future_skew_s = worker.max_future_skew_s if max_future_skew_s is None else max_future_skew_s
+    engine = FeatureEngine(lateness_s, max_future_skew_s=max_future_skew_s)
     t_times = _seconds(transactions["event_time"])
+    t_entered = entered_kafka(transactions)
     t_users = transactions["user_id"].to_numpy(dtype=np.int64)
     t_merchants = transactions["merchant_id"].to_numpy(dtype=np.int64)
     t_amounts = transactions["amount"].to_numpy(dtype=np.float64)
@@ -102,7 +117,7 @@ def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float | No
             continue
         result = engine.on_transaction(TransactionEvent(
             str(t_ids[i]), int(t_users[i]), int(t_merchants[i]), float(t_amounts[i]), float(t_times[i]),
-            (0, rank)))
+            (0, rank), float(t_entered[i])))
         if isinstance(result, WindowRows):
             served_index.append(i)
             user_rows.append(result.user)
@@ -114,7 +129,7 @@ def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float | No
     merchants = _frame("merchant_id", served["merchant_id"].to_numpy(dtype=np.int64), stamps, merchant_rows,
                        MERCHANT_WINDOWS)
     return BackfillResult(users, merchants, len(transactions), label_count, engine.stats.late,
-                          time.perf_counter() - started)
+                          engine.stats.future, engine.stats.duplicates, time.perf_counter() - started)
 
 
 def _frame(key: str, ids: np.ndarray, stamps: np.ndarray, rows: list[dict[str, float]],  # type: ignore[type-arg]
@@ -149,9 +164,9 @@ def load_history(history: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
 
 
 def backfill(history: Path, repo: Path, lateness_s: float | None = None, progress: bool = False,
-             extra_profile_days: int = 1) -> BackfillResult:
+             extra_profile_days: int = 1, *, max_future_skew_s: float | None = None) -> BackfillResult:
     transactions, labels, users = load_history(history)
-    result = run(transactions, labels, lateness_s, progress=progress)
+    result = run(transactions, labels, lateness_s, progress=progress, max_future_skew_s=max_future_skew_s)
     days = profiles.snapshot_days(transactions, extra_days=extra_profile_days)
     write_outputs(repo, result, profiles.user_profiles(transactions, users, days),
                   profiles.merchant_profiles(transactions, days))

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    model_validator,
 )
 
 from stream_app.core.decision import Decision
@@ -47,13 +48,27 @@ class TopicSpec(BaseModel):
 
 
 class Topics(BaseModel):
-    """The topic layout; every role has a spec. Configurable as ``STREAMSCORE_TOPICS__<ROLE>__NAME``."""
+    """The topic layout; every role has a spec. Configurable as ``STREAMSCORE_TOPICS__<ROLE>__NAME`` and
+    ``__PARTITIONS``; a part left unset keeps the role's default (renaming a topic keeps its partitions)."""
 
     transactions: TopicSpec = TopicSpec(name=TopicRole.TRANSACTIONS.value)
     labels: TopicSpec = TopicSpec(name=TopicRole.LABELS.value)
     predictions: TopicSpec = TopicSpec(name=TopicRole.PREDICTIONS.value)
     predictions_shadow: TopicSpec = TopicSpec(name=TopicRole.PREDICTIONS_SHADOW.value)
     transactions_dlq: TopicSpec = TopicSpec(name=TopicRole.TRANSACTIONS_DLQ.value, partitions=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _role_defaults(cls, data: Any) -> Any:
+        """Complete a partial spec (a dict, as settings read from the environment) from the role's default."""
+        if not isinstance(data, dict):
+            return data
+        completed = dict(data)
+        for name, spec in data.items():
+            field = cls.model_fields.get(name)
+            if field is not None and isinstance(spec, dict) and isinstance(field.default, TopicSpec):
+                completed[name] = {**field.default.model_dump(), **spec}
+        return completed
 
     def spec(self, role: TopicRole) -> TopicSpec:
         spec: TopicSpec = getattr(self, role.name.lower())
@@ -70,6 +85,8 @@ class ErrorCode(StrEnum):
     SCHEMA = "schema"  # JSON, but a field is missing, mistyped or out of range
     KEY_MISMATCH = "key_mismatch"  # the record key is not the value's user_id
     LATE = "late"  # event_time older than the allowed lateness; not applied to windows
+    DUPLICATE = "duplicate"  # the user's state already applied this event_id; its first prediction stands
+    FUTURE = "future"  # event_time too far ahead of the record's Kafka timestamp; not applied to windows
     INTERNAL = "internal"  # the batch kept failing for a reason that is not the record's (a bug): kept, not lost
 
 
@@ -100,9 +117,10 @@ def _to_utc(value: datetime) -> datetime:
     return utc
 
 
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("must be finite")
+def _finite(value: Any) -> Any:
+    """Before the range checks, so NaN and Infinity are refused as what they are, not as out of range."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"not finite ({value}): an amount must be a finite number")
     return value
 
 
@@ -131,7 +149,7 @@ class Transaction(BaseModel):
     event_id: Annotated[str, Field(strict=True, min_length=1, max_length=128)]
     user_id: EntityId
     merchant_id: EntityId
-    amount: Annotated[float, Field(strict=True, gt=0, le=1e7), AfterValidator(_finite)]
+    amount: Annotated[float, Field(strict=True, gt=0, le=1e7), BeforeValidator(_finite)]
     currency: Currency
     country: Country
     channel: Channel

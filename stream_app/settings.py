@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_app.contract import Topics
+from stream_app.core.engine import DEFAULT_MAX_FUTURE_SKEW_S
 from stream_app.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -160,6 +161,8 @@ class WorkerSettings(BaseModel):
     batch_size: int = Field(default=1000, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
     allowed_lateness_s: float = Field(default=300.0, ge=0)
+    # An event dated more than this ahead of its record's Kafka timestamp is dead-lettered as `future`.
+    max_future_skew_s: float = Field(default=DEFAULT_MAX_FUTURE_SKEW_S, ge=0)
     model_alias: Literal["production", "shadow"] = "production"
     model_poll_s: float = Field(default=5.0, gt=0)
     retry_initial_s: float = Field(default=0.2, gt=0)
@@ -167,6 +170,12 @@ class WorkerSettings(BaseModel):
     poison_attempts: int = Field(default=3, ge=1)  # unexpected failures of one batch before it is dead-lettered
     producer_linger_ms: int = Field(default=5, ge=0)
     web_port: int = Field(default=6066, ge=0, le=65535)
+    # Static consumer-group membership (see stream_app.worker.app.group_instance_id): unset, it is
+    # "<app_id>-<hostname>-<web_port>"; "" turns static membership off.
+    instance_id: str | None = Field(default=None, max_length=249)
+    # How long the broker waits for a silent member before moving its partitions (a worker that died
+    # for good); the broker's group.min.session.timeout.ms (6 s by default) is the floor.
+    session_timeout_s: float = Field(default=10.0, ge=1, le=90)
     # A label whose prediction is not indexed yet, while transactions are behind its label_time, is held
     # (its batch retried) for up to this long before it is counted as unjoinable.
     label_join_wait_s: float = Field(default=30.0, ge=0)

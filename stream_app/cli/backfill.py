@@ -20,14 +20,18 @@ def register(commands: Commands) -> None:
     parser.add_argument("--repo", type=Path, default=None, help="Feast repository (default: settings)")
     parser.add_argument("--lateness", type=float, default=None,
                         help="allowed lateness, seconds (default: STREAMSCORE_WORKER__ALLOWED_LATENESS_S)")
+    parser.add_argument("--max-future-skew", type=float, default=None,
+                        help="seconds an event may be dated ahead of when it entered Kafka "
+                        "(default: STREAMSCORE_WORKER__MAX_FUTURE_SKEW_S)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(run=run_backfill)
 
 
 def run_backfill(args: argparse.Namespace) -> int:
     repo = args.repo or get_settings().feast.repo_path
-    result = backfill(args.history, repo, args.lateness, progress=not args.no_progress)
+    result = backfill(args.history, repo, args.lateness, progress=not args.no_progress,
+                      max_future_skew_s=args.max_future_skew)
     print(f"backfill: {result.transactions} transactions + {result.labels} labels in {result.seconds:.1f} s "
-          f"= {result.events_per_s:,.0f} events/s; {len(result.user_rows)} rows served, {result.late} late",
-          file=sys.stderr)
+          f"= {result.events_per_s:,.0f} events/s; {len(result.user_rows)} rows served, {result.late} late, "
+          f"{result.future} future, {result.duplicates} duplicate event ids", file=sys.stderr)
     return 0

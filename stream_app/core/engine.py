@@ -13,6 +13,7 @@ missed by a value already served; ``EngineStats.merchant_beyond_lag`` counts tho
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
@@ -22,6 +23,24 @@ from stream_app.core.windows import KeyWindows, Observation, Outcome, Position
 USER_TXN_SPECS = windows_for(Entity.USER, Source.TRANSACTION)
 MERCHANT_TXN_SPECS = windows_for(Entity.MERCHANT, Source.TRANSACTION)
 MERCHANT_LABEL_SPECS = windows_for(Entity.MERCHANT, Source.LABEL)
+DEFAULT_MAX_FUTURE_SKEW_S = 300.0
+
+
+def event_key(event_id: str) -> int:
+    """The event's identity in window state: a non-zero int64 hash of its id (8 bytes per observation
+    instead of up to 128; two ids of one user collide with probability ~n²/2⁶⁴)."""
+    key = int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little", signed=True)
+    return key or 1
+
+
+def is_future(time: float, entered: float | None, max_future_skew_s: float) -> bool:
+    """True if an event dated ``time`` is more than ``max_future_skew_s`` ahead of when its record
+    entered Kafka (``entered``, epoch seconds; None = unknown, never future).
+
+    Such an event would become its user's newest time and make every real event after it ``late``; it
+    is refused instead. The record's timestamp, not the wall clock, decides: a replay, a catch-up and
+    the backfill decide the same for the same record."""
+    return entered is not None and time - entered > max_future_skew_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +53,7 @@ class TransactionEvent:
     amount: float
     time: float  # event_time, epoch seconds UTC
     position: Position
+    entered: float | None = None  # when the record entered Kafka (its timestamp), epoch seconds; None: unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +80,8 @@ class EngineStats:
     applied: int = 0
     replayed: int = 0
     late: int = 0
+    duplicates: int = 0
+    future: int = 0
     merchant_not_applied: int = 0
     merchant_beyond_lag: int = 0
     labels_applied: int = 0
@@ -85,11 +107,15 @@ class WindowState:
 class FeatureEngine:
     """Applies events to window state and returns the rows to serve."""
 
-    def __init__(self, allowed_lateness_s: float, state: WindowState | None = None) -> None:
+    def __init__(self, allowed_lateness_s: float, state: WindowState | None = None,
+                 max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> None:
         if allowed_lateness_s < MERCHANT_LAG_S:
             raise ValueError(f"allowed lateness {allowed_lateness_s:g} s must cover the merchant lag "
                              f"({MERCHANT_LAG_S} s): merchant windows are read that far in the past")
+        if not max_future_skew_s >= 0:
+            raise ValueError(f"max future skew must be >= 0, got {max_future_skew_s!r}")
         self.allowed_lateness_s = allowed_lateness_s
+        self.max_future_skew_s = max_future_skew_s
         self.state = state if state is not None else WindowState()
         self.stats = EngineStats()
         self._no_labels = KeyWindows(MERCHANT_LABEL_SPECS, allowed_lateness_s).query(0.0)
@@ -102,21 +128,31 @@ class FeatureEngine:
         return windows
 
     def on_transaction(self, event: TransactionEvent) -> WindowRows | Outcome:
-        """APPLIED events return their rows; REPLAY and LATE return the outcome and change no window."""
-        obs = Observation(event.time, {"amount": event.amount, "merchant_id": float(event.merchant_id)},
-                          event.position)
+        """APPLIED events return their rows; FUTURE, REPLAY, DUPLICATE and LATE return the outcome and
+        change no window (a DUPLICATE or LATE event's position is recorded, so its redelivery is a REPLAY).
+
+        Exactly once per event_id: the user's state remembers the event ids it applied within the
+        lateness and its longest window; an event whose id is among them is a DUPLICATE (a re-sent
+        record, or the same id with other content) and is counted nowhere."""
+        if is_future(event.time, event.entered, self.max_future_skew_s):
+            self.stats.future += 1
+            return Outcome.FUTURE
+        values = {"amount": event.amount, "merchant_id": float(event.merchant_id)}
         user = self._windows(self.state.users, event.user_id, USER_TXN_SPECS)
-        verdict = user.apply(obs)
+        verdict = user.apply(Observation(event.time, values, event.position, event_key(event.event_id)))
         if verdict.outcome is Outcome.REPLAY:
             self.stats.replayed += 1
             return Outcome.REPLAY
-        if verdict.outcome is Outcome.LATE:
-            self.stats.late += 1
+        if verdict.outcome is not Outcome.APPLIED:
+            if verdict.outcome is Outcome.LATE:
+                self.stats.late += 1
+            else:
+                self.stats.duplicates += 1
             self.state.users[event.user_id] = user  # its position was recorded
-            return Outcome.LATE
+            return verdict.outcome
         assert verdict.features is not None
         self.state.users[event.user_id] = user
-        merchant = self._merchant_row(event, obs)
+        merchant = self._merchant_row(event, Observation(event.time, values, event.position))
         self.stats.applied += 1
         return WindowRows(user=verdict.features, merchant=merchant)
 

@@ -17,6 +17,11 @@ Semantics (exact; the stream worker and the offline backfill both rely on them):
 * Replay: the last recorded source offset is kept PER PARTITION; an observation whose offset is <= it
   is REPLAY and changes nothing. A LATE observation (time < latest_time - allowed_lateness_s) is not
   applied to any window, but its position is recorded, so its redelivery is REPLAY, not LATE again.
+* Identity: an observation may carry an ``event_key`` (a 64-bit hash of its event id, 0 = none). Once
+  a key's state has seen one, it keeps each retained observation's event_key, and an observation whose
+  event_key belongs to a live observation (time > latest_time - allowed_lateness_s - max(window_s), the
+  ones kept anyway) is DUPLICATE: not applied, position recorded (checked after REPLAY, before LATE).
+  Beyond that horizon a duplicate cannot be recognised; if its time is the original's, it is LATE.
   Observations out of order but within the lateness are applied exactly, at their own time; the value
   served for them counts only earlier-applied observations (rule above), never later-applied ones.
 * Sums are exact: the served sum is the correctly rounded sum of the window's values, i.e. equal bit
@@ -48,8 +53,9 @@ Design and cost:
   windows are all small holds 6 small objects: ~580 bytes for a USER_WINDOWS key with one observation,
   plus 8 * (1 + fields) bytes (and array over-allocation) per further retained observation.
 * ``to_bytes`` is a versioned little-endian struct/array layout (1-byte format tag), not pickle:
-  22 bytes of header + 16 per partition seen + 8 * (1 + fields) per retained observation. Lanes are
-  rebuilt from the columns on load, which reproduces the exact sums.
+  22 bytes of header + 16 per partition seen + 8 * (1 + fields) per retained observation, + 8 more per
+  observation for the event keys once the key has seen one (format 2). Lanes are rebuilt from the
+  columns on load, which reproduces the exact sums.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ Position = tuple[int, int]  # (partition, offset) of the source record
 
 _NAN = math.nan
 _FORMAT_V1 = 1
+_FORMAT_V2 = 2  # V1 + one int64 event key per observation
 _HEADER = struct.Struct("<BBIIId")  # tag, n_fields, fields crc32, n_observations, n_partitions, max evicted
 _LITTLE = sys.byteorder == "little"
 # A lane keeps incremental aggregates only while its window holds many observations; the gap between
@@ -92,12 +99,18 @@ class Observation:
     time: float  # epoch seconds (event_time for transactions, label_time for labels)
     values: Mapping[str, float]  # field -> value, e.g. {"amount": 12.5, "merchant_id": 42.0}
     position: Position
+    event_key: int = 0  # identity of the source event (int64, e.g. a hash of its id); 0 = none
 
 
 class Outcome(StrEnum):
+    """What became of an event. KeyWindows decides APPLIED, REPLAY, LATE and DUPLICATE; the engine adds
+    FUTURE (dated too far after it entered Kafka; no state looked at or changed)."""
+
     APPLIED = "applied"
     REPLAY = "replay"
     LATE = "late"
+    DUPLICATE = "duplicate"
+    FUTURE = "future"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +123,7 @@ class Applied:
 
 _REPLAYED = Applied(Outcome.REPLAY, None)
 _LATE = Applied(Outcome.LATE, None)
+_DUPLICATE = Applied(Outcome.DUPLICATE, None)
 
 
 # --------------------------------------------------------------------------------------------- exact sums
@@ -264,6 +278,11 @@ def _check_position(partition: int, offset: int) -> None:
         raise ValueError(f"position ({partition}, {offset}) does not fit int64")
 
 
+def _check_key(key: int) -> None:
+    if key not in _INT64:
+        raise ValueError(f"event_key {key} does not fit int64")
+
+
 def _check_time(t: float, what: str) -> None:
     if not -_MAX_ABS_TIME <= t <= _MAX_ABS_TIME:  # also refuses NaN and infinities
         raise ValueError(f"{what} time must be finite epoch seconds within +-2**50, got {t!r}")
@@ -289,7 +308,7 @@ class _LaneAgg:
 class KeyWindows:
     """The windows of one key over one source; see the module docstring for the exact semantics."""
 
-    __slots__ = ("_agg", "_max_evicted", "_plan", "_positions", "_ptr", "_times", "_vals")
+    __slots__ = ("_agg", "_ids", "_max_evicted", "_plan", "_positions", "_ptr", "_times", "_vals")
 
     def __init__(self, specs: Sequence[WindowSpec], allowed_lateness_s: float) -> None:
         plan = _plan_for(specs, float(allowed_lateness_s))
@@ -301,6 +320,7 @@ class KeyWindows:
         self._positions: array[int] = array("q")  # partitions, then their last offsets (same order)
         self._max_evicted = _NAN  # max time of the trimmed observations (all older than retained ones)
         self._agg: list[_LaneAgg | None] | None = None  # per lane, only while some lane is materialised
+        self._ids: array[int] | None = None  # event keys, aligned with _times; None until one is seen
 
     # ------------------------------------------------------------------------------------- inspection
 
@@ -337,6 +357,7 @@ class KeyWindows:
         """Rough in-memory footprint of this key's state (CPython object sizes), for sizing."""
         size = sys.getsizeof(self) + sys.getsizeof(self._max_evicted)
         size += sum(sys.getsizeof(a) for a in (self._times, self._vals, self._ptr, self._positions))
+        size += 0 if self._ids is None else sys.getsizeof(self._ids)
         if self._agg is not None:
             size += sys.getsizeof(self._agg)
             for agg in self._agg:
@@ -361,6 +382,8 @@ class KeyWindows:
             return Outcome.REPLAY
         t = obs.time
         _check_time(t, "observation")
+        if self._seen(obs.event_key):
+            return Outcome.DUPLICATE
         times = self._times
         if times and t < times[-1] - self._plan.lateness:
             return Outcome.LATE
@@ -380,16 +403,25 @@ class KeyWindows:
             return _REPLAYED
         t = obs.time
         _check_time(t, "observation")
+        key = obs.event_key
+        _check_key(key)
+        if self._seen(key):
+            self._record(i, partition, offset)
+            return _DUPLICATE
         times = self._times
         if times and t < times[-1] - self._plan.lateness:
             self._record(i, partition, offset)
             return _LATE
         row = self._row(obs.values)
+        if key and self._ids is None:
+            self._ids = array("q", bytes(8 * len(times)))  # rows applied before: no identity known
         if not times or t >= times[-1]:
             since = t - times[-1] if times else _NAN
+            if self._ids is not None:
+                self._ids.append(key)
             features = self._assemble(self._append(t, row), since)
         else:
-            features = self._insert(t, row)
+            features = self._insert(t, row, key)
         self._record(i, partition, offset)
         return Applied(Outcome.APPLIED, features)
 
@@ -414,6 +446,19 @@ class KeyWindows:
         previous = times[pos - 1] if pos else self._max_evicted
         return self._assemble(self._scan(time), time - previous)
 
+    def _seen(self, key: int) -> bool:
+        """Whether a live observation (see the module docstring) carries event key ``key``."""
+        ids = self._ids
+        if not key or ids is None or not ids:
+            return False
+        plan = self._plan
+        start = bisect_right(self._times, self._times[-1] - plan.lateness - plan.horizon)
+        try:
+            ids.index(key, start)
+        except ValueError:
+            return False
+        return True
+
     # --------------------------------------------------------------------------------- serialization
 
     def to_bytes(self) -> bytes:
@@ -421,15 +466,18 @@ class KeyWindows:
         plan = self._plan
         dead = self._ptr[_PTR_DEAD] - self._ptr[_PTR_BASE]
         max_evicted = self._times[dead - 1] if dead else self._max_evicted
-        header = _HEADER.pack(_FORMAT_V1, plan.width, plan.fingerprint, len(self._times) - dead,
-                              len(self._positions) >> 1, max_evicted)
+        header = _HEADER.pack(_FORMAT_V1 if self._ids is None else _FORMAT_V2, plan.width, plan.fingerprint,
+                              len(self._times) - dead, len(self._positions) >> 1, max_evicted)
         live_times = self._times[dead:]  # slices are copies: byteswapping them leaves the state alone
         live_vals = self._vals[dead * plan.width :]
         positions = array("q", self._positions)
+        columns: list[array[int] | array[float]] = [positions, live_times, live_vals]
+        if self._ids is not None:
+            columns.append(self._ids[dead:])
         if not _LITTLE:
-            for column in (positions, live_times, live_vals):
+            for column in columns:
                 column.byteswap()
-        return b"".join((header, positions.tobytes(), live_times.tobytes(), live_vals.tobytes()))
+        return b"".join((header, *(column.tobytes() for column in columns)))
 
     @classmethod
     def from_bytes(cls, specs: Sequence[WindowSpec], allowed_lateness_s: float, data: bytes) -> KeyWindows:
@@ -442,16 +490,21 @@ class KeyWindows:
         if len(data) < _HEADER.size:
             raise ValueError("window state truncated")
         tag, width, fingerprint, n_obs, n_parts, max_evicted = _HEADER.unpack_from(data)
-        if tag != _FORMAT_V1:
+        if tag not in (_FORMAT_V1, _FORMAT_V2):
             raise ValueError(f"unknown window state format {tag}")
         if width != plan.width or fingerprint != plan.fingerprint:
             raise ValueError(f"window state was written for other fields than {plan.fields}")
-        expected = _HEADER.size + 16 * n_parts + 8 * n_obs * (1 + width)
+        with_ids = tag == _FORMAT_V2
+        expected = _HEADER.size + 16 * n_parts + 8 * n_obs * (1 + width + with_ids)
         if len(data) != expected:
             raise ValueError(f"window state has {len(data)} bytes, expected {expected}")
         start = _HEADER.size
-        for column, size in ((self._positions, 16 * n_parts), (self._times, 8 * n_obs),
-                             (self._vals, 8 * n_obs * width)):
+        columns: list[tuple[array[int] | array[float], int]] = [
+            (self._positions, 16 * n_parts), (self._times, 8 * n_obs), (self._vals, 8 * n_obs * width)]
+        if with_ids:
+            self._ids = array("q")
+            columns.append((self._ids, 8 * n_obs))
+        for column, size in columns:
             column.frombytes(data[start : start + size])
             if not _LITTLE:
                 column.byteswap()
@@ -643,18 +696,22 @@ class KeyWindows:
             self._max_evicted = times[dead - 1]
             del times[:dead]
             del self._vals[: dead * self._plan.width]
+            if self._ids is not None:
+                del self._ids[:dead]
             base += dead
             ptr[_PTR_BASE] = base
             dead = 0
         ptr[_PTR_DEAD] = base + dead
 
-    def _insert(self, t: float, row: tuple[float, ...]) -> dict[str, float]:
+    def _insert(self, t: float, row: tuple[float, ...], key: int) -> dict[str, float]:
         """Out-of-order apply within the lateness (slow path, O(retained)): insert, serve, rebuild lanes."""
         times = self._times
         width = self._plan.width
         pos = bisect_right(times, t)  # after equal times; never inside the trimmable prefix
         previous = times[pos - 1] if pos else self._max_evicted
         times.insert(pos, t)
+        if self._ids is not None:
+            self._ids.insert(pos, key)
         self._vals[pos * width : pos * width] = array("d", row)
         features = self._assemble(self._scan(t), t - previous)
         self._rebuild_lanes()

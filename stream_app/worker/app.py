@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 
-from stream_app.settings import Settings
+from stream_app.settings import Settings, WorkerSettings
 from stream_app.worker.label_runner import LabelRunner
 from stream_app.worker.ports import RawRecord
 from stream_app.worker.runner import BatchRunner
@@ -67,8 +68,32 @@ class WorkerApp:
 
 
 def _records(events: Any) -> list[RawRecord]:
+    """Faust's messages as RawRecords; a record without a timestamp (Kafka's -1) gets None."""
     return [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value,
-                      int(e.message.timestamp * 1000)) for e in events]
+                      _timestamp_ms(e.message.timestamp)) for e in events]
+
+
+def _timestamp_ms(seconds: float | None) -> int | None:
+    return None if seconds is None or seconds < 0 else round(seconds * 1000)
+
+
+def group_instance_id(worker: WorkerSettings, hostname: str) -> str | None:
+    """The worker's static consumer-group member id, None for dynamic membership.
+
+    With a static id, a worker restarted under the same id (a crash, a deploy in place) takes its
+    partitions back as soon as it rejoins, with no rebalance; without one, the group waits for the
+    killed member's session to expire first. The default, ``<app_id>-<hostname>-<web_port>``, is stable
+    across restarts on one host and unique among live workers: each worker serves its web port, so two
+    on one host cannot share it (web port 0, a random port, gets dynamic membership). The price: a
+    static member does not leave the group when it stops, so partitions of a worker that is gone for
+    good (or comes back under another id, e.g. a new hostname) wait ``session_timeout_s`` before they
+    move to the others. Orchestrators should set a stable per-replica ``instance_id`` (e.g. a
+    StatefulSet pod name)."""
+    if worker.instance_id is not None:
+        return worker.instance_id or None
+    if worker.web_port == 0:
+        return None
+    return f"{worker.app_id}-{hostname}-{worker.web_port}"
 
 
 def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners],
@@ -92,6 +117,9 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
         producer_linger_ms=worker.producer_linger_ms,
         broker_commit_every=worker.batch_size,
         broker_commit_interval=1.0,
+        consumer_group_instance_id=group_instance_id(worker, socket.gethostname()),
+        broker_session_timeout=worker.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, worker.session_timeout_s / 3),
         stream_buffer_maxsize=max(4096, 4 * worker.batch_size),
     )
     transactions = app.topic(settings.topics.transactions.name, value_serializer="raw", key_serializer="raw")

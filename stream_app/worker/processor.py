@@ -20,7 +20,13 @@ from stream_app.contract import (
     decode_transaction,
 )
 from stream_app.core import request_features
-from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows, WindowState
+from stream_app.core.engine import (
+    DEFAULT_MAX_FUTURE_SKEW_S,
+    FeatureEngine,
+    TransactionEvent,
+    WindowRows,
+    WindowState,
+)
 from stream_app.core.records import WindowRow
 from stream_app.core.scoring import as_features, assemble
 from stream_app.core.windows import Outcome
@@ -56,8 +62,9 @@ def _now() -> datetime:
 
 class BatchProcessor:
     def __init__(self, *, allowed_lateness_s: float, state: StatePort, online: OnlineStorePort, model: ModelPort,
-                 clock: Callable[[], datetime] = _now) -> None:
+                 clock: Callable[[], datetime] = _now, max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> None:
         self.allowed_lateness_s = allowed_lateness_s
+        self.max_future_skew_s = max_future_skew_s
         self.state = state
         self.online = online
         self.model = model
@@ -73,25 +80,35 @@ class BatchProcessor:
                 result.dead_letters.append(self.dead_letter(record, error))
         if not decoded:
             return result
-        for record, txn in decoded:
-            t = txn.event_time.timestamp()
-            if t > result.watermarks.get(record.partition, float("-inf")):
-                result.watermarks[record.partition] = t
         state = self.state.load(sorted({t.user_id for _, t in decoded}), sorted({t.merchant_id for _, t in decoded}))
-        engine = FeatureEngine(self.allowed_lateness_s, state)
+        engine = FeatureEngine(self.allowed_lateness_s, state, self.max_future_skew_s)
         served: list[_Served] = []
         for record, txn in decoded:
+            entered = None if record.timestamp_ms is None else record.timestamp_ms / 1000
             outcome = engine.on_transaction(TransactionEvent(
                 txn.event_id, txn.user_id, txn.merchant_id, txn.amount, txn.event_time.timestamp(),
-                (record.partition, record.offset)))
+                (record.partition, record.offset), entered))
             if outcome is Outcome.REPLAY:
                 result.replayed += 1
+            elif outcome is Outcome.FUTURE:
+                result.dead_letters.append(self.dead_letter(record, InvalidRecordError(
+                    ErrorCode.FUTURE, f"event_time {txn.event_time.isoformat()} is more than "
+                    f"{self.max_future_skew_s:g} s ahead of the record's Kafka timestamp "
+                    f"{datetime.fromtimestamp(entered or 0.0, UTC).isoformat()}")))
+            elif outcome is Outcome.DUPLICATE:
+                result.dead_letters.append(self.dead_letter(record, InvalidRecordError(
+                    ErrorCode.DUPLICATE, f"event_id {txn.event_id!r} was already applied for user {txn.user_id} "
+                    "(a re-sent record, or the id reused): its prediction was published then; not counted again")))
             elif outcome is Outcome.LATE:
                 result.dead_letters.append(self.dead_letter(record, InvalidRecordError(
                     ErrorCode.LATE, f"event_time {txn.event_time.isoformat()} is older than the allowed lateness "
                     f"({self.allowed_lateness_s:g} s) behind user {txn.user_id}'s newest event")))
             elif isinstance(outcome, WindowRows):
                 served.append(_Served(record, txn, outcome))
+            if outcome is not Outcome.FUTURE:  # a future-dated event must not move the partition's clock
+                t = txn.event_time.timestamp()
+                if t > result.watermarks.get(record.partition, float("-inf")):
+                    result.watermarks[record.partition] = t
         result.state = state
         if served:
             self._score(served, result)

@@ -55,7 +55,7 @@ def build_runners(settings: Settings, app: faust.App) -> Runners:
     index = PredictionIndex(client, namespace)
     model = RegistryModel(ModelRegistry(settings.models_dir), settings.worker.model_alias, settings.worker.model_poll_s)
     processor = BatchProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, online=online,
-                               model=model)
+                               model=model, max_future_skew_s=settings.worker.max_future_skew_s)
     publisher = KafkaPublisher(settings)
     offline = OfflineLog(OfflineLogWriter(Path(settings.feast.repo_path), worker_id()))
     transactions = BatchRunner(processor=processor, publisher=publisher, online=online, offline=offline, state=state,

@@ -62,9 +62,9 @@ def test_the_default_lateness_is_the_workers_setting(monkeypatch: pytest.MonkeyP
     built: list[float] = []
 
     class Recording(FeatureEngine):
-        def __init__(self, allowed_lateness_s: float, state: WindowState | None = None) -> None:
+        def __init__(self, allowed_lateness_s: float, state: WindowState | None = None, **kwargs: float) -> None:
             built.append(allowed_lateness_s)
-            super().__init__(allowed_lateness_s, state)
+            super().__init__(allowed_lateness_s, state, **kwargs)
 
     monkeypatch.setattr(backfill, "FeatureEngine", Recording)
     history = generate_history(HistoryConfig(days=1, users=20, merchants=5, seed=4,
@@ -79,3 +79,34 @@ def test_the_default_lateness_is_the_workers_setting(monkeypatch: pytest.MonkeyP
         assert built == [WorkerSettings().allowed_lateness_s, 120.0]
     finally:
         get_settings.cache_clear()
+
+
+def test_backfill_applies_the_future_rule_to_the_record_time_column() -> None:
+    """With ``record_time`` (when each record entered Kafka) the backfill refuses what the worker refuses,
+    and orders arrivals by it; without it, event_time is the arrival time and nothing is future."""
+    history = generate_history(HistoryConfig(days=1, users=50, merchants=10, seed=5,
+                                             start=pd.Timestamp("2026-10-01", tz="UTC").to_pydatetime()))
+    txns = history.transactions.sort_values("event_time").reset_index(drop=True)
+    user = int(txns["user_id"].iloc[0])
+    far = txns.iloc[[0]].assign(event_id="far", event_time=pd.Timestamp("2200-01-01", tz="UTC"))
+    far = far.assign(record_time=txns["event_time"].iloc[0])
+    with_far = pd.concat([far, txns.assign(record_time=txns["event_time"])], ignore_index=True)
+    result = backfill.run(with_far, history.labels)
+    assert (result.future, result.late) == (1, 0)
+    assert len(result.user_rows) == len(txns)
+    assert int((result.user_rows["user_id"] == user).sum()) == int((txns["user_id"] == user).sum())
+    without = backfill.run(with_far.drop(columns="record_time"), history.labels)
+    assert without.future == 0 and len(without.user_rows) == len(with_far)
+
+
+def test_training_sees_each_event_id_once() -> None:
+    history = generate_history(HistoryConfig(days=1, users=50, merchants=10, seed=6,
+                                             start=pd.Timestamp("2026-10-01", tz="UTC").to_pydatetime()))
+    txns = history.transactions
+    resent = txns.iloc[::10]
+    result = backfill.run(pd.concat([txns, resent, resent.assign(amount=resent["amount"] + 1.0)]), history.labels)
+    clean = backfill.run(txns, history.labels)
+    assert result.duplicates == 2 * len(resent)
+    key = ["user_id", "event_timestamp"]
+    pd.testing.assert_frame_equal(result.user_rows.sort_values(key).reset_index(drop=True),
+                                  clean.user_rows.sort_values(key).reset_index(drop=True))

@@ -72,6 +72,15 @@ def test_non_finite_amounts_are_refused() -> None:
     assert caught.value.code in (ErrorCode.SCHEMA, ErrorCode.DECODE)
 
 
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_amounts_are_refused_as_not_finite_rather_than_out_of_range(amount: str) -> None:
+    with pytest.raises(InvalidRecordError) as caught:
+        decode_transaction(json.dumps(GOOD).replace("12.5", amount).encode())
+    assert caught.value.code == ErrorCode.SCHEMA
+    assert "amount" in caught.value.message and "not finite" in caught.value.message
+    assert "10000000" not in caught.value.message
+
+
 def test_a_missing_field_is_a_schema_error() -> None:
     body = dict(GOOD)
     del body["merchant_id"]

@@ -94,3 +94,12 @@ def test_runtime_data_lives_under_one_data_dir(tmp_path: Path) -> None:
     assert Settings(data_dir=tmp_path).models_dir == tmp_path / "registry"
     assert Settings(data_dir=tmp_path, models_dir=tmp_path / "elsewhere").models_dir == tmp_path / "elsewhere"
     assert not Settings().models_dir.is_relative_to(Path(__file__).resolve().parents[2] / "models")
+
+
+def test_renaming_a_topic_keeps_its_roles_partition_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMSCORE_TOPICS__TRANSACTIONS_DLQ__NAME", "dead.letters")
+    monkeypatch.setenv("STREAMSCORE_TOPICS__LABELS__PARTITIONS", "8")
+    topics = Settings().topics
+    assert (topics.transactions_dlq.name, topics.transactions_dlq.partitions) == ("dead.letters", 1)
+    assert (topics.labels.name, topics.labels.partitions) == ("labels", 8)
+    assert topics.transactions.partitions == 4

@@ -6,7 +6,9 @@ consumed by the worker running as a process.
 Expected outcome of each record, from the contract and the documented lateness rule: a record
 ``decode_transaction`` refuses gets exactly one dead letter with that code, a message, its source position
 and its original key and value bytes; an accepted one older than its user's newest applied event minus
-the allowed lateness gets one ``late`` dead letter; every other one exactly one prediction (valid events
+the allowed lateness gets one ``late`` dead letter, one dated more than the future skew after its record's
+Kafka timestamp one ``future`` dead letter, one whose event_id its user already applied one ``duplicate``
+dead letter; every other one exactly one prediction (valid events
 around the hostile ones included). Afterwards the worker process is still running.
 
 Hypothesis generates the records (one example = one hostile record and the valid events before it, no
@@ -49,14 +51,16 @@ Record = tuple[bytes | None, bytes | None]
 class Oracle:
     """What the worker must emit for each record, in offset order (one partition = processing order)."""
 
-    def __init__(self, allowed_lateness_s: float) -> None:
+    def __init__(self, allowed_lateness_s: float, max_future_skew_s: float) -> None:
         self.allowed_lateness_s = allowed_lateness_s
+        self.max_future_skew_s = max_future_skew_s
         self.newest: dict[int, float] = {}  # user -> newest applied event time
+        self.applied: dict[tuple[int, str], float] = {}  # (user, event_id) -> applied event time
         self.predicted: Counter[str] = Counter()  # event_id -> predictions expected
         self.dead: dict[int, str] = {}  # offset -> DLQ code expected
         self.records: dict[int, Record] = {}
 
-    def expect(self, offset: int, key: bytes | None, value: bytes | None) -> None:
+    def expect(self, offset: int, key: bytes | None, value: bytes | None, timestamp_ms: int) -> None:
         self.records[offset] = (key, value)
         try:
             txn = decode_transaction(value, key)
@@ -64,10 +68,18 @@ class Oracle:
             self.dead[offset] = error.code
             return
         t = txn.event_time.timestamp()
+        if t - timestamp_ms / 1000 > self.max_future_skew_s:
+            self.dead[offset] = "future"
+            return
         newest = self.newest.get(txn.user_id)
+        seen = self.applied.get((txn.user_id, txn.event_id))
+        if seen is not None and newest is not None and seen > newest - self.allowed_lateness_s - 86_400:
+            self.dead[offset] = "duplicate"
+            return
         if newest is not None and t < newest - self.allowed_lateness_s:
             self.dead[offset] = "late"
             return
+        self.applied[(txn.user_id, txn.event_id)] = t
         self.newest[txn.user_id] = t if newest is None else max(newest, t)
         self.predicted[txn.event_id] += 1
 
@@ -79,10 +91,12 @@ def valid_event(data: st.DataObject, serial: int, when: datetime) -> Record:
     return user_key(fields["user_id"]), json.dumps(fields).encode()
 
 
-def produce(settings: Settings, records: list[Record]) -> list[int]:
-    """Produce in order (the idempotent producer keeps it) to partition 0 and return the offsets."""
+def produce(settings: Settings, records: list[Record]) -> list[tuple[int, int]]:
+    """Produce in order (the idempotent producer keeps it) to partition 0 and return the offsets and
+    the records' Kafka timestamps (ms)."""
     producer = Producer({**settings.kafka.confluent(), "enable.idempotence": True, "linger.ms": 5})
     offsets: list[int | None] = [None] * len(records)
+    timestamps = [0] * len(records)
     errors: list[str] = []
 
     def delivered(i: int) -> Any:
@@ -91,6 +105,7 @@ def produce(settings: Settings, records: list[Record]) -> list[int]:
                 errors.append(str(err))
             else:
                 offsets[i] = msg.offset()
+                timestamps[i] = msg.timestamp()[1]
         return report
 
     for i, (key, value) in enumerate(records):
@@ -100,7 +115,7 @@ def produce(settings: Settings, records: list[Record]) -> list[int]:
     assert producer.flush(30) == 0 and not errors, errors
     assert all(o is not None for o in offsets)
     assert offsets == sorted(offsets)  # type: ignore[type-var]
-    return [o for o in offsets if o is not None]
+    return [(o, ts) for o, ts in zip(offsets, timestamps, strict=True) if o is not None]
 
 
 def check_dead_letters(oracle: Oracle, dead: TopicReader, topic: str) -> None:
@@ -149,7 +164,7 @@ def test_hostile_records_are_dead_lettered_with_reasons_and_valid_ones_around_th
     env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "worker.log"
     topic = settings.topics.transactions.name
-    oracle = Oracle(settings.worker.allowed_lateness_s)
+    oracle = Oracle(settings.worker.allowed_lateness_s, settings.worker.max_future_skew_s)
     records = hostile_wave(datetime.now(UTC))
     predictions = TopicReader(settings, settings.topics.predictions.name)
     dead = TopicReader(settings, settings.topics.transactions_dlq.name)
@@ -159,8 +174,8 @@ def test_hostile_records_are_dead_lettered_with_reasons_and_valid_ones_around_th
             while "[^Worker]: Ready" not in log.read_text():
                 assert time.monotonic() < deadline and worker.poll() is None, log.read_text()[-3000:]
                 time.sleep(0.2)
-            for offset, (key, value) in zip(produce(settings, records), records, strict=True):
-                oracle.expect(offset, key, value)
+            for (offset, timestamp_ms), (key, value) in zip(produce(settings, records), records, strict=True):
+                oracle.expect(offset, key, value, timestamp_ms)
             deadline = time.monotonic() + 60
             while len(predictions.records) < oracle.predicted.total() or len(dead.records) < len(oracle.dead):
                 assert worker.poll() is None, "the worker died\n" + log.read_text()[-3000:]

@@ -68,11 +68,13 @@ def txn(i: int, *, user: int = 1, minutes: float = 0, country: str = "FR", amoun
             "event_time": (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")}
 
 
-def record(offset: int, body: dict[str, Any] | bytes, key: bytes | None = None, partition: int = 0) -> RawRecord:
+def record(offset: int, body: dict[str, Any] | bytes, key: bytes | None = None, partition: int = 0,
+           entered: datetime = T0) -> RawRecord:
+    """A consumed record; ``entered`` is its Kafka timestamp."""
     value = body if isinstance(body, bytes) else json.dumps(body).encode()
     if key is None and isinstance(body, dict):
         key = str(body["user_id"]).encode()
-    return RawRecord("transactions", partition, offset, key, value, timestamp_ms=int(T0.timestamp() * 1000))
+    return RawRecord("transactions", partition, offset, key, value, timestamp_ms=int(entered.timestamp() * 1000))
 
 
 def processor(state: FakeState | None = None) -> BatchProcessor:
@@ -112,7 +114,40 @@ def test_replay_after_commit_emits_nothing_and_replay_before_commit_repeats_the_
 
 
 def test_a_late_event_is_dead_lettered_as_late() -> None:
-    result = processor().process([record(0, txn(0, minutes=60)), record(1, txn(1, minutes=0))])
+    an_hour_on = T0 + timedelta(minutes=60)
+    result = processor().process([record(0, txn(0, minutes=60), entered=an_hour_on),
+                                  record(1, txn(1, minutes=0), entered=an_hour_on)])
     assert [p.event_id for p in result.predictions] == ["e0"]
     assert [d.error.code for d in result.dead_letters] == [ErrorCode.LATE]
     assert "allowed lateness" in result.dead_letters[0].error.message
+
+
+def test_an_event_dated_beyond_the_future_skew_is_dead_lettered_and_its_user_keeps_being_scored() -> None:
+    state = FakeState()
+    far = {**txn(0), "event_time": "2200-01-01T00:00:00Z"}  # record timestamp: T0
+    just_ahead = txn(2, minutes=5)  # exactly the allowed 300 s ahead of its record timestamp
+    result = processor(state).process([record(0, far), record(1, txn(1, minutes=1)), record(2, just_ahead)])
+    assert [(d.offset, d.error.code) for d in result.dead_letters] == [(0, ErrorCode.FUTURE)]
+    assert "ahead of the record's Kafka timestamp" in result.dead_letters[0].error.message
+    assert [p.event_id for p in result.predictions] == ["e1", "e2"]
+    assert result.predictions[1].features["user_txn_count_10m"] == 2  # the year-2200 event counts nowhere
+    assert result.watermarks == {0: (T0 + timedelta(minutes=5)).timestamp()}
+
+
+def test_a_record_without_timestamp_is_not_judged_future() -> None:
+    far = RawRecord("transactions", 0, 0, b"1", json.dumps({**txn(0), "event_time": "2200-01-01T00:00:00Z"}).encode())
+    result = processor().process([far])
+    assert result.dead_letters == [] and len(result.predictions) == 1
+
+
+def test_a_re_sent_event_id_is_dead_lettered_as_duplicate_and_counted_once() -> None:
+    state = FakeState()
+    first = processor(state).process([record(0, txn(0)), record(1, txn(1, minutes=1))])
+    state.commit(first.state)
+    again = processor(state).process([record(2, txn(0)), record(3, {**txn(1, minutes=2), "amount": 99.0}),
+                                      record(4, txn(5, minutes=3))])
+    assert [(d.offset, d.error.code) for d in again.dead_letters] == [(2, ErrorCode.DUPLICATE),
+                                                                      (3, ErrorCode.DUPLICATE)]
+    assert "already applied" in again.dead_letters[0].error.message
+    assert [p.event_id for p in again.predictions] == ["e5"]
+    assert again.predictions[0].features["user_txn_count_10m"] == 3
