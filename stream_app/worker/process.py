@@ -40,6 +40,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen([sys.executable, *args], cwd=cwd,
                                      env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
                                      stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+        self._terminated = False
 
     @property
     def pid(self) -> int:
@@ -64,11 +65,17 @@ class WorkerProcess:
         """The last ``lines`` lines of the log."""
         return "\n".join(self.output().splitlines()[-lines:])
 
+    def terminate(self) -> None:
+        """SIGTERM (once) without waiting: several processes can be told to stop at once, then ``stop``ped."""
+        if self.alive() and not self._terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``. Returns the exit code."""
         try:
             if self.alive():
-                self.proc.send_signal(signal.SIGTERM)
+                self.terminate()
                 try:
                     self.proc.wait(timeout=timeout_s)
                 except subprocess.TimeoutExpired:

@@ -12,7 +12,7 @@ from stream_app.settings import WorkerSettings
 from stream_app.worker.ports import WindowRow
 from stream_app.worker.processor import BatchProcessor
 from stream_app.worker.runner import LATENCIES_KEPT, BatchRunner, RunnerStats
-from tests.stream_app.worker.test_processor import FakeModel, FakeOnline, FakeState, record, txn
+from tests.fixtures.fakes import FakeModel, FakeOnline, FakeState, record, txn
 
 FAST = WorkerSettings(retry_initial_s=0.001, retry_max_s=0.002, poison_attempts=2)
 
