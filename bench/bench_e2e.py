@@ -52,7 +52,6 @@ from harness import (
     Backlog,
     FastProducer,
     OutputMeter,
-    Subprocess,
     World,
     base_settings,
     cpu_seconds,
@@ -62,12 +61,14 @@ from harness import (
     record_pid,
     redis_memory,
     rss_mb,
+    start_child,
     topics_named,
     with_run,
     write_result,
 )
 
 from stream_app.settings import REPO_ROOT, Settings, settings_env
+from stream_app.worker.process import WorkerProcess
 
 BENCH = Path(__file__).resolve().parent
 TARGETS = {"e2e_events_per_s": 20_000, "e2e_over_naive": 60, "e2e_over_passthrough": 0.6,
@@ -218,8 +219,8 @@ def bench_throughput(world: World, backlog: Backlog, root: Path, args: argparse.
     probe_file = root / "probe.json"
     meter = outputs(e2e)
     log(f"calibration: probe worker draining {calibration_n:,} records")
-    probe = Subprocess([str(BENCH / "probe_worker.py")], {**e2e.env, "BENCH_PROBE_OUT": str(probe_file)},
-                       root / "logs" / "probe_worker.log", root)
+    probe = start_child({**e2e.env, "BENCH_PROBE_OUT": str(probe_file)}, root / "logs" / "probe_worker.log", root,
+                        [str(BENCH / "probe_worker.py")])
     try:
         drain = measure_drain(meter, probe, calibration_n, timeout_s=max(60.0, args.sustain * 3))
     finally:
@@ -255,8 +256,8 @@ def bench_throughput(world: World, backlog: Backlog, root: Path, args: argparse.
         name = "passthrough" if variant == "worker" else f"passthrough_{variant}"
         log(f"{name}: draining {pt_n:,} records")
         run = pt if variant == "worker" else make_run(world, f"bench-{run_id}-pt-{variant}", topics_of=pt_prefix)
-        child = Subprocess([str(BENCH / "passthrough_worker.py")], {**run.env, "BENCH_PASSTHROUGH_SEND": variant},
-                           root / "logs" / f"{name}.log", root)
+        child = start_child({**run.env, "BENCH_PASSTHROUGH_SEND": variant}, root / "logs" / f"{name}.log", root,
+                            [str(BENCH / "passthrough_worker.py")])
         try:
             out[name] = measure_drain(meter_pt, child, pt_n, timeout_s=max(120, args.sustain * 2)).summary()
             out[name]["send"] = ("the worker's publisher (KafkaPublisher.publish_raw)" if variant == "worker"
@@ -269,7 +270,7 @@ def bench_throughput(world: World, backlog: Backlog, root: Path, args: argparse.
             child.stop()
 
     log(f"e2e: python -m stream_app worker draining {main_n:,} records")
-    child = Subprocess(["-m", "stream_app", "worker"], e2e.env, root / "logs" / "worker_e2e.log", root)
+    child = start_child(e2e.env, root / "logs" / "worker_e2e.log", root)
     try:
         out["e2e"] = measure_drain(meter, child, main_n, timeout_s=args.sustain * 3 + 30).summary()
     finally:
@@ -338,7 +339,7 @@ def live(run: Run, world: World, *, rate: float, seconds: float, log_path: Path,
 
 
 def latency_phase(tap: PredictionTap, run: Run, world: World, *, rate: float, seconds: float, warm_s: float,
-                  worker: Subprocess, root: Path, name: str, expected_rate: float) -> dict[str, Any]:
+                  worker: WorkerProcess, root: Path, name: str, expected_rate: float) -> dict[str, Any]:
     log(f"latency: {name} at {rate:g} ev/s for {seconds:g} s")
     cpu0 = cpu_seconds(worker.pid)
     launched, exited, valid = live(run, world, rate=rate, seconds=seconds, log_path=root / "logs" / "generator.log",
@@ -383,7 +384,7 @@ def bench_latency(world: World, root: Path, args: argparse.Namespace, out: dict[
             continue
         run = make_run(world, f"bench-{args.run_id}-lat{i}", worker=knobs)
         tap = PredictionTap(run.settings, f"bench-{args.run_id}-lat{i}-tap")
-        worker = Subprocess(["-m", "stream_app", "worker"], run.env, root / "logs" / f"worker_lat{i}.log", root)
+        worker = start_child(run.env, root / "logs" / f"worker_lat{i}.log", root)
         try:
             warm = latency_phase(tap, run, world, rate=200, seconds=4 if QUICK else 8, warm_s=0, worker=worker,
                                  root=root, name=f"{label}: warm-up", expected_rate=expected_rate)
@@ -404,10 +405,10 @@ def bench_rss(world: World, root: Path, args: argparse.Namespace, out: dict[str,
     run = make_run(world, f"bench-{args.run_id}-rss")
     result_path = root / "worker_rss.json"
     log(f"rss: the worker's runner in-process over {args.rss_users:,} distinct users")
-    child = Subprocess([str(BENCH / "bench_worker_rss.py"), "--users", str(args.rss_users), "--full-users",
-                        str(args.rss_full_users), "--merchants",
-                        str(world.merchants), "--seed", str(world.seed), "--out", str(result_path)],
-                       run.env, root / "logs" / "worker_rss.log", root)
+    child = start_child(run.env, root / "logs" / "worker_rss.log", root,
+                        [str(BENCH / "bench_worker_rss.py"), "--users", str(args.rss_users), "--full-users",
+                         str(args.rss_full_users), "--merchants", str(world.merchants), "--seed", str(world.seed),
+                         "--out", str(result_path)])
     peak = 0.0
     try:
         while child.alive():
@@ -415,7 +416,7 @@ def bench_rss(world: World, root: Path, args: argparse.Namespace, out: dict[str,
             time.sleep(1.0)
     finally:
         child.stop()
-    if child.proc.returncode != 0:
+    if child.returncode != 0:
         raise RuntimeError(f"bench_worker_rss.py failed:\n{child.tail()}")
     result = json.loads(result_path.read_text())
     result["rss_mb_peak_sampled_from_outside"] = round(peak, 1)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from harness import Subprocess, log, prepare_world, topics_named, with_run, write_result
+from harness import log, prepare_world, start_child, topics_named, with_run, write_result
 
 from stream_app.adapters.kafka_admin import ensure_topics
 from stream_app.contract import user_key
@@ -58,15 +58,14 @@ def measure(settings: Settings, root: Path, name: str, restarts: int) -> list[fl
     reader.assign([TopicPartition(settings.topics.predictions.name, p, OFFSET_BEGINNING) for p in range(partitions)])
     figures: list[float] = []
     try:
-        worker = Subprocess(["-m", "stream_app", "worker"], env, root / "logs" / f"{name}.log", REPO_ROOT)
+        worker = start_child(env, root / "logs" / f"{name}.log", REPO_ROOT)
         _produce(settings, f"{name}-warm", 1)
         _wait_for(reader, f"{name}-warm", 180)
         for i in range(restarts):
-            worker.proc.kill()
-            worker.proc.wait(timeout=30)
+            worker.kill()
             _produce(settings, f"{name}-{i}", 2 + i)
             started = time.monotonic()
-            worker = Subprocess(["-m", "stream_app", "worker"], env, root / "logs" / f"{name}.log", REPO_ROOT)
+            worker = start_child(env, root / "logs" / f"{name}.log", REPO_ROOT)
             figures.append(round(_wait_for(reader, f"{name}-{i}", 180) - started, 2))
             log(f"{name}: restart {i + 1} answered after {figures[-1]} s")
         worker.stop()

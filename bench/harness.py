@@ -6,7 +6,7 @@
 - ``Backlog``: realistic transaction records (``LiveSource``, the same population as the history) made
   cheap to repeat: a base of LiveSource records replayed in cycles with fresh event ids and event times
   shifted by the base's span, so millions of records cost seconds instead of a minute of pydantic.
-- ``Subprocess`` / ``rss_mb``: a worker (or passthrough) process with its log, stopped with SIGTERM.
+- ``start_child`` / ``rss_mb``: a worker (or passthrough) process with its log (stream_app.worker.process).
 - ``OutputMeter``: counts records on output topics by polling their high watermarks (no consuming, so
   the measurement costs the 2-core box nothing noticeable).
 
@@ -19,13 +19,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +40,7 @@ from stream_app.settings import (
     Settings,
     WorkerSettings,
 )
+from stream_app.worker.process import WORKER_ARGS, WorkerProcess, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results"
@@ -53,13 +50,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def base_settings() -> Settings:
@@ -254,45 +244,11 @@ def record_pid(pid: int) -> None:
             f.write(f"{pid}\n")
 
 
-class Subprocess:
-    """A Python child (worker, passthrough, ...) with its output in ``log_path``; ``stop`` sends SIGTERM
-    (the worker finishes its batch) and waits, then SIGKILLs if it has to."""
-
-    def __init__(self, args: Sequence[str], env: dict[str, str], log_path: Path, cwd: Path) -> None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_path
-        self._log = log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, *args], cwd=cwd,
-                                     env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        self.pid = self.proc.pid
-        record_pid(self.pid)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout_s: float = 60.0) -> int:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        self._log.close()
-        return self.proc.returncode
-
-
-@contextmanager
-def running(args: Sequence[str], env: dict[str, str], log_path: Path, cwd: Path) -> Iterator[Subprocess]:
-    child = Subprocess(args, env, log_path, cwd)
-    try:
-        yield child
-    finally:
-        child.stop()
+def start_child(env: dict[str, str], log_path: Path, cwd: Path, args: Sequence[str] = WORKER_ARGS) -> WorkerProcess:
+    """``python <args>`` (the worker, a passthrough, ...) as a WorkerProcess, noted in $BENCH_PID_FILE."""
+    child = WorkerProcess(env, log_path, args=args, cwd=cwd)
+    record_pid(child.pid)
+    return child
 
 
 # ----------------------------------------------------------------------------------------------- meters
@@ -382,7 +338,7 @@ class Drain:
         return self.samples[-1][1]
 
 
-def measure_drain(meter: OutputMeter, child: Subprocess, expected: int, *, timeout_s: float,
+def measure_drain(meter: OutputMeter, child: WorkerProcess, expected: int, *, timeout_s: float,
                   interval_s: float = 0.2) -> Drain:
     """Poll the output count until ``expected`` more records are out (or timeout / the child dies)."""
     base = meter.count()
@@ -401,7 +357,7 @@ def measure_drain(meter: OutputMeter, child: Subprocess, expected: int, *, timeo
             drain.finished = True
             break
         if not child.alive():
-            raise RuntimeError(f"{child.log_path.name} exited early:\n{child.tail()}")
+            raise RuntimeError(f"{child.log.name} exited early:\n{child.tail()}")
         if now > timeout_s:
             log(f"drain timed out after {timeout_s:.0f} s at {count:,}/{expected:,}")
             break

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests import services
-from tests.services import ServiceError, free_port
+from stream_app.worker.process import free_port
+from tests.fixtures import services
+from tests.fixtures.services import ServiceError
 
 
 def test_dead_kafka_from_environment_is_an_error_not_a_skip(monkeypatch: pytest.MonkeyPatch) -> None:

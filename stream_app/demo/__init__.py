@@ -6,6 +6,6 @@ the stream worker, streams about a minute of live transactions and labels while 
 writes ``summary.json`` and ``summary.png`` and stops everything it started.
 
 One concept per module: ``config`` (what to run), ``services`` (Redis/Kafka lifecycle), ``steps`` (the
-pipeline's CLIs), ``worker`` (the worker subprocess), ``tap`` (what the demo produces and reads back),
-``records`` and ``summary`` (pure parsing and maths), ``progress`` (the per-second lines), ``chart``
-(the PNG), ``run`` (the orchestration)."""
+pipeline's CLIs), ``tap`` (what the demo produces and reads back), ``records`` and ``summary`` (pure
+parsing and maths), ``progress`` (the per-second lines), ``chart`` (the PNG), ``run`` (the orchestration);
+the worker subprocess is ``stream_app.worker.process``."""

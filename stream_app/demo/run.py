@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
@@ -36,10 +35,10 @@ from stream_app.demo.services import KAFKA, REDIS, Service, ServiceStartError, p
 from stream_app.demo.steps import StepError, last_line, pipeline_steps, run_step
 from stream_app.demo.summary import Observed, Sample, build_summary, format_summary
 from stream_app.demo.tap import CountingProducer, TopicTap, commit_group_offsets, end_offsets
-from stream_app.demo.worker import WorkerProcess
 from stream_app.errors import StreamscoreError
 from stream_app.generator.live import LiveCounts, stream_live
 from stream_app.settings import REPO_ROOT, FeastSettings, Settings, WorkerSettings
+from stream_app.worker.process import WorkerProcess, free_port
 
 FEAST_PROJECT = "streamscore_demo"
 SAMPLE_EVERY_S = 10
@@ -49,12 +48,6 @@ KEEP = "golden"  # the golden-set cache: content-keyed, so safe (and slow) to ke
 
 class DemoError(RuntimeError):
     """The demo cannot go on; the message says why (and where the logs are)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -183,7 +176,7 @@ class Demo:
         commit_group_offsets(settings, self.app_id, end_offsets(settings, [topics.transactions.name,
                                                                            topics.labels.name]))
         env = {**self.env, "STREAMSCORE_WORKER__APP_ID": self.app_id,
-               "STREAMSCORE_WORKER__WEB_PORT": str(_free_port())}
+               "STREAMSCORE_WORKER__WEB_PORT": str(free_port())}
         worker = WorkerProcess(env, self.config.logs_dir / "worker.log")
 
         def stop() -> None:

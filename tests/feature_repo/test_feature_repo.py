@@ -16,7 +16,7 @@ from stream_app.core import profiles
 from stream_app.generator.config import HistoryConfig
 from stream_app.generator.history import generate_history
 from stream_app.settings import Settings
-from tests.feast_workspace import open_workspace
+from tests.fixtures.workspace import open_workspace
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from stream_app.core.window_spec import ALL_WINDOWS
 from stream_app.generator.config import HistoryConfig
 from stream_app.generator.history import generate_history
 from stream_app.settings import Settings
-from tests.feast_workspace import backfill_into, open_workspace
-from tests.reference_features import Reference, same
+from tests.fixtures.reference import Reference, same
+from tests.fixtures.workspace import backfill_into, open_workspace
 
 pytestmark = pytest.mark.integration
 

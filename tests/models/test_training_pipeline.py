@@ -23,7 +23,7 @@ from stream_app.errors import RegistryError
 from stream_app.generator.config import HistoryConfig
 from stream_app.generator.history import generate_history
 from stream_app.settings import Settings
-from tests.feast_workspace import backfill_into, open_workspace
+from tests.fixtures.workspace import backfill_into, open_workspace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

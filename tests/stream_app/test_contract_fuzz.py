@@ -3,14 +3,14 @@ a Transaction that keeps every documented invariant or raises InvalidRecordError
 message, and the dead letter built from it keeps the original bytes. Nothing else may escape: in the
 worker, any other exception fails the whole micro-batch (its valid events included).
 
-The strategies here are also the hostile input of the worker integration test (test_hostile_input.py)."""
+The strategies are in tests/fixtures/strategies.py (also the worker's hostile input, test_hostile_input.py)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import math
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -19,112 +19,8 @@ from hypothesis import strategies as st
 from stream_app.contract import DeadLetter, ErrorCode, Transaction, decode_transaction, encode, user_key
 from stream_app.errors import InvalidRecordError
 from stream_app.iso_codes import COUNTRIES, CURRENCIES
+from tests.fixtures.strategies import any_timestamp, arbitrary_bytes, arbitrary_json, near_valid, valid_fields
 
-FIELDS = ("event_id", "user_id", "merchant_id", "amount", "currency", "country", "channel", "event_time")
-
-# --- strategies -----------------------------------------------------------------------------------------
-
-json_scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(2**80), max_value=2**80)
-                | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40))
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12)
-
-# Text a careless or hostile producer puts where a number, code or timestamp belongs.
-nasty_text = st.sampled_from([
-    "NaN", "nan", "-NaN", "Infinity", "-Infinity", "inf", "1e309", "-0", "0x10", "1_000", "１２３", "٣", "12.5",
-    " 42", "42 ", "", " ", "\x00", "\u202e", "\ufeff", "null", "true", "[]", "{}", "\\u0000", "ＥＵＲ", "eur",
-    "US", "usd", "pos ", "POS", "Web", "🙂", "x" * 200, "1700000000", "1700000000.5", "-1", "2026-13-01T00:00:00Z",
-    "2026-02-30T00:00:00Z", "2026-10-01T24:00:00Z", "2026-10-01T12:00:00+24:00", "2026-10-01T12:00:00z",
-    "2026-10-01 12:00:00+00:00", "2026-10-01T12:00:00.123456789Z", "2026-10-01T12:00Z", "2026-10-01",
-    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
-    "1677-09-21T00:12:43Z", "2262-04-11T23:47:17Z", "+002026-10-01T12:00:00Z",
-]) | st.text(max_size=30)
-
-hostile_numbers = st.sampled_from([
-    0, -0.0, -1, 1, 2**63 - 1, 2**63, -(2**63), 2**64, 10**30, 1e7, 1e7 + 1e-9, 5e-324, 1.7976931348623157e308,
-    math.nan, math.inf, -math.inf, 0.1, 1e-7, True, False,
-])
-
-offsets = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
-any_timestamp = (st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=offsets)
-                 .map(lambda d: d.isoformat()))
-
-hostile_value = json_values | nasty_text | hostile_numbers | any_timestamp
-
-
-def valid_fields(n: int) -> st.SearchStrategy[dict[str, Any]]:
-    """A valid transaction's JSON fields; ``n`` makes event_id and user_id unique per record."""
-    return st.fixed_dictionaries({
-        "event_id": st.just(f"hostile-{n}"),
-        "user_id": st.just(10**12 + n),
-        "merchant_id": st.integers(min_value=0, max_value=2**63 - 1),
-        "amount": st.floats(min_value=0.01, max_value=1e7),
-        "currency": st.sampled_from(sorted(CURRENCIES)),
-        "country": st.sampled_from(sorted(COUNTRIES)),
-        "channel": st.sampled_from(["pos", "web", "app"]),
-        "event_time": st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 1, 1),
-                                   timezones=offsets).map(lambda d: d.isoformat()),
-    })
-
-
-@st.composite
-def near_valid(draw: st.DrawFn, n: int = 0) -> tuple[bytes | None, bytes | None]:
-    """A valid transaction with one to three hostile changes: a field replaced, dropped or duplicated,
-    extra fields, a different key (or none), different bytes (BOM, trailing junk, truncation)."""
-    fields = draw(valid_fields(n))
-    key: bytes | None = user_key(fields["user_id"])
-    duplicate: tuple[str, Any] | None = None
-    for _ in range(draw(st.integers(1, 3))):
-        change = draw(st.sampled_from(["replace", "replace", "replace", "time", "drop", "extra", "duplicate", "key"]))
-        name = draw(st.sampled_from(FIELDS))
-        if change == "time":  # times are where decoding went wrong before: any offset, any year
-            fields["event_time"] = draw(any_timestamp | nasty_text)
-        elif change == "replace":
-            fields[name] = draw(hostile_value)
-            if name == "user_id" and isinstance(fields[name], int) and draw(st.booleans()):
-                key = str(fields[name]).encode()  # keep the key consistent: only the value is hostile
-        elif change == "drop":
-            fields.pop(name, None)
-        elif change == "extra":
-            fields[draw(st.text(max_size=20))] = draw(hostile_value)
-        elif change == "duplicate":
-            duplicate = (name, draw(hostile_value))
-        else:
-            key = draw(st.none() | st.binary(max_size=24) | st.just(b"") | st.just(b"0" + (key or b"1"))
-                       | nasty_text.map(lambda t: t.encode("utf-8", "surrogatepass")))
-    ensure_ascii = draw(st.booleans())
-    value = json.dumps(fields, ensure_ascii=ensure_ascii, allow_nan=True)
-    if duplicate is not None:  # a repeated JSON key: the last occurrence counts for most parsers
-        value = value[:-1] + (", " if fields else "") + json.dumps(duplicate[0]) + ": " + json.dumps(duplicate[1]) + "}"
-    raw = value.encode("utf-8", "surrogatepass")
-    mangle = draw(st.sampled_from(["none"] * 6 + ["bom", "junk", "truncate", "whitespace", "nul"]))
-    if mangle == "bom":
-        raw = b"\xef\xbb\xbf" + raw
-    elif mangle == "junk":
-        raw = raw + draw(st.binary(min_size=1, max_size=8))
-    elif mangle == "truncate":
-        raw = raw[: draw(st.integers(0, max(0, len(raw) - 1)))]
-    elif mangle == "whitespace":
-        raw = b" \n\t" + raw + b"\r\n "
-    elif mangle == "nul":
-        raw = raw + b"\x00"
-    return key, raw
-
-
-def arbitrary_json() -> st.SearchStrategy[tuple[bytes | None, bytes | None]]:
-    return st.tuples(st.none() | st.binary(max_size=16),
-                     json_values.map(lambda v: json.dumps(v, allow_nan=True).encode()))
-
-
-def arbitrary_bytes() -> st.SearchStrategy[tuple[bytes | None, bytes | None]]:
-    return st.tuples(st.none() | st.binary(max_size=16), st.none() | st.binary(max_size=300))
-
-
-def hostile_record(n: int) -> st.SearchStrategy[tuple[bytes | None, bytes | None]]:
-    return arbitrary_bytes() | arbitrary_json() | near_valid(n) | near_valid(n) | near_valid(n)
-
-
-# --- the property ---------------------------------------------------------------------------------------
 
 def outcome(key: bytes | None, value: bytes | None) -> Transaction | InvalidRecordError:
     """Decode one record; fails the test on anything but a Transaction or an InvalidRecordError."""

@@ -5,7 +5,6 @@ unreachable Redis surfaces as ServiceUnavailableError."""
 from __future__ import annotations
 
 import math
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,8 @@ from stream_app.core.profiles import MISSING_PROFILE
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, Function
 from stream_app.errors import ConfigError, ServiceUnavailableError
 from stream_app.settings import RedisSettings, Settings
-from tests.feast_workspace import Workspace, open_workspace
+from stream_app.worker.process import free_port
+from tests.fixtures.workspace import Workspace, open_workspace
 
 pytestmark = pytest.mark.integration
 
@@ -214,17 +214,11 @@ def _nan_safe(profile: dict[str, Any]) -> dict[str, Any]:
     return {k: "NaN" if isinstance(v, float) and math.isnan(v) else v for k, v in profile.items()}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_unreachable_redis_raises_service_unavailable(workspace: Workspace, tmp_path: Path) -> None:
     """A second store config on the same registry, pointing at a port nothing listens on. ``retry=null``
     (redis-py: no retries) keeps the test fast; with the default policy (3 retries, exponential
     backoff) the same error arrives after ~10 s."""
-    dead = Settings(redis=RedisSettings(url=f"redis://127.0.0.1:{_free_port()}/0"))
+    dead = Settings(redis=RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0"))
     repo = tmp_path / "dead_repo"
     repo.mkdir()
     (repo / "feature_store.yaml").write_text(

@@ -36,9 +36,10 @@ from stream_app.core.engine import FeatureEngine, TransactionEvent
 from stream_app.core.window_spec import USER_WINDOWS
 from stream_app.errors import ServiceUnavailableError
 from stream_app.settings import KafkaSettings, RedisSettings, Settings, WorkerSettings
+from stream_app.worker.process import free_port
 from stream_app.worker.runner import run_with_retries
-from tests.feast_workspace import Workspace, open_workspace
-from tests.services import Services, free_port
+from tests.fixtures.services import Services
+from tests.fixtures.workspace import Workspace, open_workspace
 
 pytestmark = pytest.mark.integration
 

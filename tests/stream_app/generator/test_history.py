@@ -26,7 +26,7 @@ from stream_app.generator.history import config_from_json
 from stream_app.generator.labels import FRAUD_DELAY_US, LEGIT_DELAY_US
 from stream_app.generator.wire import keyed
 from stream_app.iso_codes import COUNTRIES, CURRENCIES
-from tests.stream_app.generator.conftest import SMALL
+from tests.fixtures.history import SMALL
 
 FRAUD_PATTERNS = ("card_testing", "account_takeover", "compromised_merchant")
 

@@ -10,7 +10,7 @@ from stream_app.contract import decode_label, decode_transaction, user_key
 from stream_app.errors import InvalidRecordError
 from stream_app.generator.live import stream_live
 from stream_app.settings import Settings
-from tests.kafka_util import consume
+from tests.fixtures.kafka import consume
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,6 @@ merchant lag (test_scale_out covers several partitions in live operation)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,57 +19,49 @@ from stream_app.adapters.kafka_admin import ensure_topics
 from stream_app.contract import Topics, TopicSpec, decode_transaction
 from stream_app.generator.live import stream_live
 from stream_app.settings import Settings, WorkerSettings
-from tests.kafka_util import consume
-from tests.services import free_port
-from tests.stream_app.worker.environment import MERCHANTS, SEED, USERS, prepare, settings_env
-from tests.stream_app.worker.served import predictions_by_event, window_mismatches
+from tests.fixtures.kafka import consume
+from tests.fixtures.served import predictions_by_event, window_mismatches
+from tests.fixtures.workers import StartWorker
+from tests.fixtures.world import MERCHANTS, SEED, USERS, prepare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _start(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], cwd=cwd, env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
 def _count(settings: Settings, topic: str) -> int:
     return len(consume(settings, topic, expected=10**9, timeout_s=2.0))
 
 
-def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(settings: Settings, unique: str,
-                                                                   tmp_path: Path) -> None:
+def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(settings: Settings, unique: str, tmp_path: Path,
+                                                                   worker_process: StartWorker) -> None:
     single = Topics(**{role: TopicSpec(name=spec.name, partitions=1) for role, spec in settings.topics})
     settings = settings.model_copy(update={
         "topics": single,
-        "worker": WorkerSettings(app_id=f"crash-{unique}", batch_size=50, web_port=free_port())})
+        "worker": WorkerSettings(app_id=f"crash-{unique}", batch_size=50)})
     settings = prepare(settings, tmp_path, f"crash_{unique}")
     ensure_topics(settings.kafka, settings.topics.all())
     counts = stream_live(settings, rate=500, duration_s=4.0, seed=SEED, users=USERS, merchants=MERCHANTS,
                          report=None, time_scale=30.0)
     total = counts.valid
-    env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "worker.log"
 
     kills = 0
     for fraction in (0.2, 0.5, 0.8):
-        worker = _start(env, tmp_path, log)
+        worker = worker_process(settings, log)
         deadline = time.monotonic() + 120
         try:
             while _count(settings, settings.topics.predictions.name) < fraction * total:
-                assert worker.poll() is None, log.read_text()[-3000:]
+                assert worker.alive(), log.read_text()[-3000:]
                 assert time.monotonic() < deadline, f"no progress past {fraction:.0%}\n" + log.read_text()[-3000:]
         finally:
-            worker.send_signal(signal.SIGKILL)
-            worker.wait(timeout=30)
+            worker.kill()
             kills += 1
 
-    worker = _start(env, tmp_path, log)
+    worker = worker_process(settings, log)
     try:  # duplicates count too: wait for `total` DISTINCT events, not `total` records
         predictions = consume(settings, settings.topics.predictions.name,
                               lambda records: len({key for key, _, _, _ in records}) >= total, timeout_s=180)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=60)
+        worker.stop()
     assert kills == 3
 
     inputs = [decode_transaction(v, k) for k, v, _, _ in consume(settings, settings.topics.transactions.name, total)]

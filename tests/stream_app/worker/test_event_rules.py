@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,12 +17,11 @@ from confluent_kafka import Producer
 
 from stream_app.adapters.kafka_admin import ensure_topics
 from stream_app.contract import Topics, TopicSpec, Transaction, user_key
-from stream_app.demo.worker import WorkerProcess
 from stream_app.settings import Settings, WorkerSettings
-from tests.kafka_util import Record, consume
-from tests.services import free_port
-from tests.stream_app.worker.environment import prepare, settings_env
-from tests.stream_app.worker.served import predictions_by_event, window_mismatches
+from tests.fixtures.kafka import Record, consume
+from tests.fixtures.served import predictions_by_event, window_mismatches
+from tests.fixtures.workers import StartWorker
+from tests.fixtures.world import prepare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,7 +34,7 @@ def _event(event_id: str, user: int, when: datetime, amount: float = 25.0) -> di
 def _ready(settings: Settings, unique: str, tmp_path: Path) -> Settings:
     single = Topics(**{role: TopicSpec(name=spec.name, partitions=1) for role, spec in settings.topics})
     settings = settings.model_copy(update={
-        "topics": single, "worker": WorkerSettings(app_id=f"rules-{unique}", web_port=free_port())})
+        "topics": single, "worker": WorkerSettings(app_id=f"rules-{unique}")})
     settings = prepare(settings, tmp_path, f"rules_{unique}")
     ensure_topics(settings.kafka, settings.topics.all())
     return settings
@@ -49,11 +47,11 @@ def _produce(settings: Settings, records: Sequence[tuple[bytes, bytes]]) -> None
     assert producer.flush(30) == 0
 
 
-def _run_worker(settings: Settings, tmp_path: Path, predictions: int, dead: int) -> tuple[list[Record], list[Record]]:
+def _run_worker(start: StartWorker, settings: Settings, tmp_path: Path, predictions: int, dead: int,
+                ) -> tuple[list[Record], list[Record]]:
     """Start the worker over what is on ``transactions``; wait for that many predictions and dead letters
     (and a settle time that would catch extras), stop it."""
-    worker = WorkerProcess({**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"},
-                           tmp_path / "worker.log")
+    worker = start(settings, tmp_path / "worker.log")
     try:
         served = consume(settings, settings.topics.predictions.name, predictions, timeout_s=120, settle_s=3.0)
         letters = consume(settings, settings.topics.transactions_dlq.name, dead, timeout_s=30)
@@ -69,14 +67,14 @@ def _body(record: Record) -> dict[str, Any]:
 
 
 def test_a_far_future_event_is_dead_lettered_and_its_users_later_events_are_all_scored(
-        settings: Settings, unique: str, tmp_path: Path) -> None:
+        settings: Settings, unique: str, tmp_path: Path, worker_process: StartWorker) -> None:
     settings = _ready(settings, unique, tmp_path)
     now = datetime.now(UTC).replace(microsecond=0)
     far = _event("far-2200", 7, datetime(2200, 1, 1, tzinfo=UTC), amount=999.0)
     normal = [_event(f"normal-{i}", 7, now - timedelta(seconds=30) + timedelta(seconds=i)) for i in range(5)]
     _produce(settings, [(user_key(7), json.dumps(e).encode()) for e in [far, *normal]])
 
-    served, letters = _run_worker(settings, tmp_path, predictions=len(normal), dead=1)
+    served, letters = _run_worker(worker_process, settings, tmp_path, predictions=len(normal), dead=1)
 
     assert [_body(r)["event_id"] for r in served] == [e["event_id"] for e in normal]
     for i, record in enumerate(served):  # the year-2200 event is counted nowhere
@@ -89,7 +87,7 @@ def test_a_far_future_event_is_dead_lettered_and_its_users_later_events_are_all_
 
 
 def test_a_re_sent_record_and_a_reused_event_id_change_no_window_and_are_dead_lettered_as_duplicates(
-        settings: Settings, unique: str, tmp_path: Path) -> None:
+        settings: Settings, unique: str, tmp_path: Path, worker_process: StartWorker) -> None:
     settings = _ready(settings, unique, tmp_path)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     events = [_event(f"d-{i}", 9, start + timedelta(seconds=10 * i), amount=10.0 + i) for i in range(12)]
@@ -99,7 +97,7 @@ def test_a_re_sent_record_and_a_reused_event_id_change_no_window_and_are_dead_le
     records = [*wire[:4], resent, *wire[4:8], reused, *wire[8:]]
     _produce(settings, [(user_key(9), value) for value in records])
 
-    served_records, letters = _run_worker(settings, tmp_path, predictions=len(events), dead=2)
+    served_records, letters = _run_worker(worker_process, settings, tmp_path, predictions=len(events), dead=2)
 
     served = predictions_by_event(served_records)
     assert len(served_records) == len(events) and set(served) == {e["event_id"] for e in events}

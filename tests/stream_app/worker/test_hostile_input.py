@@ -1,6 +1,6 @@
 """Hostile input on the real broker, Redis and Feast: hypothesis-generated records on ``transactions`` -
 arbitrary bytes (and tombstones), arbitrary JSON, and near-valid transactions with hostile field values,
-keys and encodings (strategies in tests/stream_app/test_contract_fuzz.py) - interleaved with valid events,
+keys and encodings (strategies in tests/fixtures/strategies.py) - interleaved with valid events,
 consumed by the worker running as a process.
 
 Expected outcome of each record, from the contract and the documented lateness rule: a record
@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -37,10 +36,10 @@ from stream_app.adapters.kafka_admin import ensure_topics
 from stream_app.contract import Topics, TopicSpec, Transaction, decode_transaction, user_key
 from stream_app.errors import InvalidRecordError
 from stream_app.settings import Settings, WorkerSettings
-from tests.services import free_port
-from tests.stream_app.test_contract_fuzz import hostile_record, valid_fields
-from tests.stream_app.worker.environment import prepare, settings_env
-from tests.stream_app.worker.test_redis_outage import TopicReader, running_worker
+from tests.fixtures.kafka import TopicReader
+from tests.fixtures.strategies import hostile_record, valid_fields
+from tests.fixtures.workers import StartWorker
+from tests.fixtures.world import prepare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -155,13 +154,12 @@ def hostile_wave(start: datetime) -> list[Record]:
 
 
 def test_hostile_records_are_dead_lettered_with_reasons_and_valid_ones_around_them_scored(
-        settings: Settings, unique: str, tmp_path: Path) -> None:
+        settings: Settings, unique: str, tmp_path: Path, worker_process: StartWorker) -> None:
     single = Topics(**{role: TopicSpec(name=spec.name, partitions=1) for role, spec in settings.topics})
     settings = settings.model_copy(update={
-        "topics": single, "worker": WorkerSettings(app_id=f"hostile-{unique}", batch_size=100, web_port=free_port())})
+        "topics": single, "worker": WorkerSettings(app_id=f"hostile-{unique}", batch_size=100)})
     settings = prepare(settings, tmp_path, f"hostile_{unique}")
     ensure_topics(settings.kafka, settings.topics.all())
-    env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "worker.log"
     topic = settings.topics.transactions.name
     oracle = Oracle(settings.worker.allowed_lateness_s, settings.worker.max_future_skew_s)
@@ -169,16 +167,16 @@ def test_hostile_records_are_dead_lettered_with_reasons_and_valid_ones_around_th
     predictions = TopicReader(settings, settings.topics.predictions.name)
     dead = TopicReader(settings, settings.topics.transactions_dlq.name)
     try:
-        with running_worker(env, tmp_path, log) as worker:
+        with worker_process(settings, log) as worker:
             deadline = time.monotonic() + 90
             while "[^Worker]: Ready" not in log.read_text():
-                assert time.monotonic() < deadline and worker.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline and worker.alive(), log.read_text()[-3000:]
                 time.sleep(0.2)
             for (offset, timestamp_ms), (key, value) in zip(produce(settings, records), records, strict=True):
                 oracle.expect(offset, key, value, timestamp_ms)
             deadline = time.monotonic() + 60
             while len(predictions.records) < oracle.predicted.total() or len(dead.records) < len(oracle.dead):
-                assert worker.poll() is None, "the worker died\n" + log.read_text()[-3000:]
+                assert worker.alive(), "the worker died\n" + log.read_text()[-3000:]
                 if time.monotonic() > deadline:
                     break  # the checks below say what is missing
                 time.sleep(0.3)
@@ -187,7 +185,7 @@ def test_hostile_records_are_dead_lettered_with_reasons_and_valid_ones_around_th
             time.sleep(1.5)  # anything emitted twice would arrive now
             predictions.catch_up()
             dead.catch_up()
-            assert worker.poll() is None, "the worker died\n" + log.read_text()[-3000:]
+            assert worker.alive(), "the worker died\n" + log.read_text()[-3000:]
     finally:
         predictions.close()
         dead.close()

@@ -18,7 +18,7 @@ from stream_app.settings import WorkerSettings
 from stream_app.worker.label_runner import LabelRunner
 from stream_app.worker.labels import LabelProcessor
 from stream_app.worker.ports import RawRecord
-from tests.stream_app.worker.test_processor import FakeState
+from tests.fixtures.fakes import FakeState
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

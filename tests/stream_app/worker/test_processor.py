@@ -1,80 +1,13 @@
 from __future__ import annotations
 
 import base64
-import copy
 import json
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import numpy as np
-import xgboost
+from datetime import timedelta
 
 from stream_app.contract import ErrorCode
-from stream_app.core.engine import WindowState
-from stream_app.core.profiles import MISSING_MERCHANT_PROFILE
-from stream_app.core.records import WindowRow
-from stream_app.core.scoring import Scorer
 from stream_app.worker.ports import RawRecord
 from stream_app.worker.processor import BatchProcessor
-
-FEATURES = ("user_txn_count_10m", "merchant_txn_count_1h", "txn_amount", "is_foreign_country",
-            "user_avg_amount_30d")
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-class FakeState:
-    """Committed state is a deep copy, like a store that persisted bytes."""
-
-    def __init__(self) -> None:
-        self.committed = WindowState()
-
-    def load(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> WindowState:
-        return copy.deepcopy(self.committed)
-
-    def commit(self, state: WindowState) -> None:
-        self.committed = copy.deepcopy(state)
-
-    def invalidate(self) -> None:
-        pass
-
-
-class FakeOnline:
-    def read_profiles(self, user_ids: Sequence[int], merchant_ids: Sequence[int],
-                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        users = [{"home_country": "FR", "user_avg_amount_30d": 40.0} for _ in user_ids]
-        return users, [dict(MISSING_MERCHANT_PROFILE) for _ in merchant_ids]
-
-    def write_windows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow]) -> None:
-        pass
-
-
-class FakeModel:
-    def __init__(self) -> None:
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(300, len(FEATURES)))
-        booster = xgboost.train({"objective": "binary:logistic", "nthread": 1},
-                                xgboost.DMatrix(x, label=(x[:, 2] > 0).astype(int), feature_names=list(FEATURES)),
-                                num_boost_round=5)
-        self.scorer = Scorer(booster, FEATURES, threshold=0.5, version="v0042")
-
-    def current(self) -> Scorer:
-        return self.scorer
-
-
-def txn(i: int, *, user: int = 1, minutes: float = 0, country: str = "FR", amount: float = 20.0) -> dict[str, Any]:
-    return {"event_id": f"e{i}", "user_id": user, "merchant_id": 7, "amount": amount, "currency": "EUR",
-            "country": country, "channel": "web",
-            "event_time": (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")}
-
-
-def record(offset: int, body: dict[str, Any] | bytes, key: bytes | None = None, partition: int = 0,
-           entered: datetime = T0) -> RawRecord:
-    """A consumed record; ``entered`` is its Kafka timestamp."""
-    value = body if isinstance(body, bytes) else json.dumps(body).encode()
-    if key is None and isinstance(body, dict):
-        key = str(body["user_id"]).encode()
-    return RawRecord("transactions", partition, offset, key, value, timestamp_ms=int(entered.timestamp() * 1000))
+from tests.fixtures.fakes import FEATURES, T0, FakeModel, FakeOnline, FakeState, record, txn
 
 
 def processor(state: FakeState | None = None) -> BatchProcessor:

@@ -14,9 +14,9 @@ from stream_app.adapters.kafka_admin import ensure_topics
 from stream_app.contract import DeadLetter, ErrorCode, Prediction
 from stream_app.errors import InvalidRecordError, ServiceUnavailableError
 from stream_app.settings import KafkaSettings, Settings
+from stream_app.worker.process import free_port
 from stream_app.worker.publisher import KafkaPublisher
-from tests.kafka_util import consume
-from tests.services import free_port
+from tests.fixtures.kafka import consume
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 1, tzinfo=UTC)

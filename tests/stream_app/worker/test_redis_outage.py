@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +30,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from models.dataset import apply_definitions
@@ -45,9 +42,11 @@ from stream_app.core.window_spec import USER_WINDOWS
 from stream_app.errors import ServiceUnavailableError
 from stream_app.generator.live import LiveCounts, stream_live
 from stream_app.settings import RedisSettings, Settings, WorkerSettings
-from tests.feast_workspace import open_workspace
-from tests.services import free_port
-from tests.stream_app.worker.environment import MERCHANTS, SEED, USERS, prepare, settings_env
+from stream_app.worker.process import free_port
+from tests.fixtures.kafka import TopicReader
+from tests.fixtures.workers import StartWorker
+from tests.fixtures.workspace import open_workspace
+from tests.fixtures.world import MERCHANTS, SEED, USERS, prepare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -105,37 +104,6 @@ class RedisServer:
         self.process = None
 
 
-@dataclass
-class TopicReader:
-    """Everything on a one-partition topic from the start, read incrementally up to its end offset."""
-
-    settings: Settings
-    topic: str
-    records: list[tuple[bytes | None, bytes | None, int]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._partition = TopicPartition(self.topic, 0)
-        self._consumer = Consumer({**self.settings.kafka.confluent(), "group.id": f"test-reader-{uuid.uuid4().hex}",
-                                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-        self._consumer.assign([TopicPartition(self.topic, 0, 0)])
-        self._next = 0
-
-    def catch_up(self, timeout_s: float = 20.0) -> None:
-        """Read up to the end offset as it is now: whatever was delivered before this call is read."""
-        _, end = self._consumer.get_watermark_offsets(self._partition, timeout=10, cached=False)
-        deadline = time.monotonic() + timeout_s
-        while self._next < end:
-            assert time.monotonic() < deadline, f"{self.topic}: stuck at {self._next} of {end}"
-            msg = self._consumer.poll(0.2)
-            if msg is None or msg.error() is not None:
-                continue
-            self.records.append((msg.key(), msg.value(), int(msg.offset() or 0)))
-            self._next = int(msg.offset() or 0) + 1
-
-    def close(self) -> None:
-        self._consumer.close()
-
-
 _COORDINATOR_BUSY = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
                      KafkaError.NOT_COORDINATOR}
 
@@ -188,22 +156,6 @@ class CommitAudit:
         assert committed <= first_open, f"offset {committed} committed, but offset {first_open} has no output yet"
 
 
-@contextlib.contextmanager
-def running_worker(env: dict[str, str], cwd: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    worker = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], cwd=cwd, env=env,
-                              stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    try:
-        yield worker
-    finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(timeout=10)
-
-
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis")
@@ -215,14 +167,13 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def test_redis_away_mid_stream_is_waited_for_and_nothing_is_lost_or_counted_twice(
-        settings: Settings, unique: str, tmp_path: Path, own_redis: RedisServer) -> None:
+        settings: Settings, unique: str, tmp_path: Path, own_redis: RedisServer, worker_process: StartWorker) -> None:
     single = Topics(**{role: TopicSpec(name=spec.name, partitions=1) for role, spec in settings.topics})
     settings = settings.model_copy(update={
         "redis": RedisSettings(url=own_redis.url), "topics": single,
-        "worker": WorkerSettings(app_id=f"outage-{unique}", batch_size=100, web_port=free_port())})
+        "worker": WorkerSettings(app_id=f"outage-{unique}", batch_size=100)})
     settings = prepare(settings, tmp_path, f"outage_{unique}")
     ensure_topics(settings.kafka, settings.topics.all())
-    env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "worker.log"
     group, topic = settings.worker.app_id, settings.topics.transactions.name
     admin = AdminClient(settings.kafka.confluent())
@@ -240,21 +191,21 @@ def test_redis_away_mid_stream_is_waited_for_and_nothing_is_lost_or_counted_twic
     def audit_for(seconds: float) -> None:
         until = time.monotonic() + seconds
         while time.monotonic() < until:
-            assert worker.poll() is None, log.read_text()[-3000:]
+            assert worker.alive(), log.read_text()[-3000:]
             audit.sample(admin, group)
             time.sleep(0.3)
 
     try:
-        with running_worker(env, tmp_path, log) as worker:
+        with worker_process(settings, log) as worker:
             deadline = time.monotonic() + 90
             while "[^Worker]: Ready" not in log.read_text():
                 assert time.monotonic() < deadline, "worker not ready\n" + log.read_text()[-3000:]
-                assert worker.poll() is None, log.read_text()[-3000:]
+                assert worker.alive(), log.read_text()[-3000:]
                 time.sleep(0.2)
             producer.start()
             while len(predictions.records) < 200:  # the worker is in its group and scoring
                 assert time.monotonic() < deadline, "no predictions\n" + log.read_text()[-3000:]
-                assert worker.poll() is None, log.read_text()[-3000:]
+                assert worker.alive(), log.read_text()[-3000:]
                 time.sleep(0.5)
                 predictions.catch_up()
             audit_for(1.0)
@@ -277,7 +228,7 @@ def test_redis_away_mid_stream_is_waited_for_and_nothing_is_lost_or_counted_twic
                 if audit.samples[-1][1] == total and audit.samples[-1][2] == total:
                     break
                 assert time.monotonic() < deadline, f"no catch-up: {audit.samples[-1]}\n" + log.read_text()[-3000:]
-            assert worker.poll() is None, "the worker process died\n" + log.read_text()[-3000:]
+            assert worker.alive(), "the worker process died\n" + log.read_text()[-3000:]
     finally:
         stop_producing.set()
         if producer.is_alive():

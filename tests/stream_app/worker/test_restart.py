@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,10 +16,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from stream_app.adapters.kafka_admin import ensure_topics
 from stream_app.contract import Topics, TopicSpec, user_key
-from stream_app.demo.worker import WorkerProcess
 from stream_app.settings import Settings, WorkerSettings
-from tests.services import free_port
-from tests.stream_app.worker.environment import prepare, settings_env
+from stream_app.worker.process import free_port
+from tests.fixtures.workers import StartWorker
+from tests.fixtures.world import prepare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 log = logging.getLogger(__name__)
@@ -50,27 +49,25 @@ def _wait_for(reader: Consumer, event_id: str, timeout_s: float) -> float | None
     return None
 
 
-def test_a_sigkilled_worker_restarted_answers_within_seconds(settings: Settings, unique: str, tmp_path: Path) -> None:
+def test_a_sigkilled_worker_restarted_answers_within_seconds(settings: Settings, unique: str, tmp_path: Path,
+                                                             worker_process: StartWorker) -> None:
     single = Topics(**{role: TopicSpec(name=spec.name, partitions=1) for role, spec in settings.topics})
-    settings = settings.model_copy(update={
-        "topics": single, "worker": WorkerSettings(app_id=f"restart-{unique}", web_port=free_port())})
+    settings = settings.model_copy(update={"topics": single, "worker": WorkerSettings(app_id=f"restart-{unique}")})
     settings = prepare(settings, tmp_path, f"restart_{unique}")
     ensure_topics(settings.kafka, settings.topics.all())
-    env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
+    web_port = free_port()  # the same on restart: the static membership id includes it
     reader = Consumer({**settings.kafka.confluent(), "group.id": f"reader-{unique}", "enable.auto.commit": False})
     reader.assign([TopicPartition(settings.topics.predictions.name, 0, OFFSET_BEGINNING)])
     try:
-        worker = WorkerProcess(env, tmp_path / "worker.log")
+        worker = worker_process(settings, tmp_path / "worker.log", web_port=web_port)
         try:
             _produce(settings, "before-crash")
             assert _wait_for(reader, "before-crash", 120) is not None, worker.tail()
         finally:
-            worker.proc.kill()  # SIGKILL: no LeaveGroup, no commit
-            worker.proc.wait(timeout=30)
-            worker.stop()
+            worker.kill()  # SIGKILL: no LeaveGroup, no commit
         _produce(settings, "while-down")
         started = time.monotonic()
-        worker = WorkerProcess(env, tmp_path / "worker.log")
+        worker = worker_process(settings, tmp_path / "worker.log", web_port=web_port)
         try:
             answered = _wait_for(reader, "while-down", 120)
             assert answered is not None, worker.tail(60)

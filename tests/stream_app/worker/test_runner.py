@@ -14,7 +14,7 @@ from stream_app.errors import LabelsAheadError, RetryBatchError, ServiceUnavaila
 from stream_app.settings import WorkerSettings
 from stream_app.worker.processor import BatchProcessor
 from stream_app.worker.runner import LATENCIES_KEPT, BatchRunner, RunnerStats, run_with_retries
-from tests.stream_app.worker.test_processor import FakeModel, FakeOnline, FakeState, record, txn
+from tests.fixtures.fakes import FakeModel, FakeOnline, FakeState, record, txn
 
 FAST = WorkerSettings(retry_initial_s=0.001, retry_max_s=0.002, poison_attempts=2)
 

@@ -14,11 +14,7 @@ the 40 s run covers two minutes of windows, merchant windows (served a minute la
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,11 +35,13 @@ from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS
 from stream_app.errors import InvalidRecordError
 from stream_app.generator.live import PRODUCER_TUNING, stream_live
 from stream_app.settings import KafkaSettings, RedisSettings, Settings, WorkerSettings
-from tests.kafka_util import Record, consume
-from tests.reference_features import same
-from tests.services import Services, free_port
-from tests.stream_app.worker.environment import MERCHANTS, SEED, USERS, prepare, settings_env
-from tests.stream_app.worker.served import difference, frames, predictions_by_event, window_mismatches
+from stream_app.worker.process import WorkerProcess
+from tests.fixtures.kafka import Record, consume
+from tests.fixtures.reference import same
+from tests.fixtures.served import difference, frames, predictions_by_event, window_mismatches
+from tests.fixtures.services import Services
+from tests.fixtures.workers import StartWorker
+from tests.fixtures.world import MERCHANTS, SEED, USERS, prepare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -84,14 +82,7 @@ def _topics(prefix: str) -> Topics:
     return Topics(**{role: TopicSpec(name=f"{spec.name}-{prefix}", partitions=PARTITIONS) for role, spec in Topics()})
 
 
-def _start(settings: Settings, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1",
-           "STREAMSCORE_WORKER__WEB_PORT": str(free_port())}
-    return subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], cwd=cwd, env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
-
-
-def _wait_for_group(settings: Settings, members: int, workers: list[subprocess.Popen[bytes]], log: Path,
+def _wait_for_group(settings: Settings, members: int, workers: list[WorkerProcess], log: Path,
                     timeout_s: float = 120.0) -> None:
     """Until the worker group is stable with ``members`` members, each owning transactions partitions."""
     admin = AdminClient(settings.kafka.confluent())
@@ -99,7 +90,7 @@ def _wait_for_group(settings: Settings, members: int, workers: list[subprocess.P
     seen = "nothing"
     while time.monotonic() < deadline:
         for worker in workers:
-            assert worker.poll() is None, log.read_text()[-3000:]
+            assert worker.alive(), log.read_text()[-3000:]
         try:
             group = admin.describe_consumer_groups([settings.worker.app_id], request_timeout=5)[
                 settings.worker.app_id].result()
@@ -119,7 +110,8 @@ def _wait_for_group(settings: Settings, members: int, workers: list[subprocess.P
 
 
 @pytest.fixture(scope="module")
-def run(live_services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def run(live_services: Services, tmp_path_factory: pytest.TempPathFactory,
+        worker_process: StartWorker) -> Iterator[Run]:
     root = tmp_path_factory.mktemp("scale")
     unique = uuid.uuid4().hex[:10]
     base = Settings(kafka=KafkaSettings(bootstrap_servers=live_services.kafka_bootstrap),
@@ -137,7 +129,7 @@ def run(live_services: Services, tmp_path_factory: pytest.TempPathFactory) -> It
         ensure_topics(s.kafka, s.topics.all())
 
     log = root / "workers.log"
-    workers = [_start(a, root, log), _start(b, root, log), _start(b, root, log)]
+    workers = [worker_process(a, log), worker_process(b, log), worker_process(b, log)]
     try:
         _wait_for_group(a, 1, workers[:1], log)
         _wait_for_group(b, 2, workers[1:], log)
@@ -161,12 +153,9 @@ def run(live_services: Services, tmp_path_factory: pytest.TempPathFactory) -> It
         served_b = predictions_by_event(consume(b, b.topics.predictions.name, all_scored, timeout_s=180))
     finally:
         for worker in workers:
-            worker.send_signal(signal.SIGTERM)
+            worker.terminate()
         for worker in workers:
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            worker.stop()
     transactions.sort(key=lambda t: t.event_time)  # the producer's order; one user's events stay in order
     yield Run(a, b, transactions, labels, served_a, served_b)
 

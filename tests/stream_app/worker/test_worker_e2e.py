@@ -19,8 +19,8 @@ from stream_app.errors import InvalidRecordError
 from stream_app.generator.live import stream_live
 from stream_app.settings import Settings
 from stream_app.worker.wiring import build_worker
-from tests.kafka_util import consume
-from tests.stream_app.worker.environment import MERCHANTS, SEED, USERS, prepare
+from tests.fixtures.kafka import consume
+from tests.fixtures.world import MERCHANTS, SEED, USERS, prepare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
