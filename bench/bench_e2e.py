@@ -47,6 +47,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+from confluent_kafka import Consumer
+from feast import FeatureStore
 from harness import (
     QUICK,
     Backlog,
@@ -67,6 +71,11 @@ from harness import (
     write_result,
 )
 
+from models.features import production_service
+from stream_app.adapters.kafka_admin import ensure_topics
+from stream_app.adapters.model_registry import ModelRegistry
+from stream_app.contract import decode_transaction
+from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
 from stream_app.settings import REPO_ROOT, Settings, settings_env
 from stream_app.worker.process import WorkerProcess
 
@@ -92,15 +101,6 @@ def percentiles(values: list[float]) -> dict[str, float] | None:
 
 def bench_naive(world: World, events: int) -> dict[str, Any]:
     """One event at a time through Feast's public API, as a first implementation would."""
-    import numpy as np
-    import pandas as pd
-    from feast import FeatureStore
-
-    from models.features import production_service
-    from stream_app.adapters.model_registry import ModelRegistry
-    from stream_app.contract import decode_transaction
-    from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
-
     store = FeatureStore(repo_path=str(world.settings.feast.repo_path))
     service = store.get_feature_service(production_service().name)
     int_names = {view: {f.name for f in store.get_feature_view(view).features if str(f.dtype) == "Int64"}
@@ -172,8 +172,6 @@ class Run:
 
 
 def make_run(world: World, name: str, worker: dict[str, Any] | None = None, topics_of: str | None = None) -> Run:
-    from stream_app.adapters.kafka_admin import ensure_topics
-
     topics = topics_named(topics_of or name)
     settings = with_run(world.settings, app_id=name, topics=topics, worker=worker)
     ensure_topics(settings.kafka, settings.topics.all())
@@ -290,8 +288,6 @@ class PredictionTap:
     timestamp (scored_at - latency_ms) and latency_ms."""
 
     def __init__(self, settings: Settings, group: str) -> None:
-        from confluent_kafka import Consumer
-
         self._consumer = Consumer({**settings.kafka.confluent(), "group.id": group, "auto.offset.reset": "earliest",
                                    "enable.auto.commit": False, "fetch.wait.max.ms": 50, "fetch.min.bytes": 1})
         self._consumer.subscribe([settings.topics.predictions.name])
@@ -322,7 +318,7 @@ def live(run: Run, world: World, *, rate: float, seconds: float, log_path: Path,
     """The live generator as a subprocess; returns (launched, exited, valid records produced)."""
     launched = time.time()
     with log_path.open("ab") as sink, subprocess.Popen(
-            [sys.executable, "-m", "stream_app.generator", "live", "--rate", str(rate), "--duration", str(seconds),
+            [sys.executable, "-m", "stream_app", "generate", "live", "--rate", str(rate), "--duration", str(seconds),
              "--users", str(world.users), "--merchants", str(world.merchants), "--seed", str(world.seed)],
             env={**os.environ, **run.env}, cwd=root, stdout=subprocess.PIPE, stderr=sink, text=True) as child:
         record_pid(child.pid)

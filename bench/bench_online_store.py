@@ -29,6 +29,9 @@ from typing import Any
 
 import pandas as pd
 import redis
+from feast import FeatureStore
+from feast import __version__ as feast_version
+from feast.data_source import PushMode
 
 from models.dataset import apply_definitions
 from stream_app.adapters.feast_store import feast_env, prepare_workspace
@@ -91,8 +94,6 @@ def write_repo(workspace: Path, dest: Path, skip_dedup: bool) -> Path:
 
 def bench_writes(store: Any, fast_store: Any, sizes: Sequence[int], rows_per_size: int,
                  ) -> list[dict[str, Any]]:
-    from feast.data_source import PushMode
-
     online, online_fast = OnlineFeatures(store), OnlineFeatures(fast_store)
     clock = Clock()
     results: list[dict[str, Any]] = []
@@ -167,8 +168,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_online_store_") as tmp:
         path = prepare_workspace(REPO_ROOT / "feature_repo", Path(tmp) / "feature_repo", project)
         os.environ.update(feast_env(Settings(redis=redis_settings)))
-        from feast import FeatureStore
-        from feast import __version__ as feast_version
 
         store = FeatureStore(repo_path=str(path))
         apply_definitions(store)

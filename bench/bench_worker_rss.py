@@ -42,7 +42,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
+from feast.infra.online_stores.helpers import _redis_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
 from harness import RESULTS, redis_memory, rss_mb  # bench/ is on sys.path when run as a script
+
+from stream_app.adapters.state_store import Kind
+from stream_app.contract import decode_transaction, encode
+from stream_app.core.engine import FeatureEngine, TransactionEvent
+from stream_app.generator.population import MERCHANT_ID_BASE
+from stream_app.settings import get_settings
+from stream_app.worker.ports import RawRecord
+from stream_app.worker.wiring import build_worker
 
 BATCH = 1000
 PAIRS = [("EUR", "DE"), ("EUR", "FR"), ("USD", "US"), ("GBP", "GB"), ("PLN", "PL"), ("EUR", "ES"), ("SEK", "SE")]
@@ -57,8 +69,6 @@ class DroppingPublisher:
         self.bytes = 0
 
     async def publish(self, predictions: Sequence[Any], dead_letters: Sequence[Any]) -> None:
-        from stream_app.contract import encode
-
         for record in [*predictions, *dead_letters]:
             self.bytes += len(encode(record))
         self.sent += len(predictions) + len(dead_letters)
@@ -66,8 +76,6 @@ class DroppingPublisher:
 
 def records(users: np.ndarray, merchants: np.ndarray, first: int, *, rng: np.random.Generator,  # type: ignore[type-arg]
             t0_us: int, rate: float, topic: str) -> list[Any]:
-    from stream_app.worker.ports import RawRecord
-
     n = len(users)
     amounts = np.round(rng.lognormal(3.5, 1.0, n), 2).clip(0.01, 1e6).tolist()
     pairs = rng.integers(0, len(PAIRS), n).tolist()
@@ -88,12 +96,6 @@ def records(users: np.ndarray, merchants: np.ndarray, first: int, *, rng: np.ran
 
 def key_sizes(client: Any, runner: Any, users: Sequence[int], seqs: Sequence[int]) -> dict[str, float]:
     """Mean MEMORY USAGE (bytes, exact) of one user's keys of each kind, over sampled phase-1 users."""
-    from feast.infra.online_stores.helpers import _redis_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    from stream_app.adapters.state_store import Kind
-
     project = runner.online._config.project
 
     def usage(keys: list[bytes | str]) -> float:
@@ -119,14 +121,6 @@ def main() -> int:
     parser.add_argument("--profile-batches", type=int, default=50)
     parser.add_argument("--out", type=Path, default=RESULTS / "worker_rss.json")
     args = parser.parse_args()
-
-    import redis
-
-    from stream_app.contract import decode_transaction
-    from stream_app.core.engine import FeatureEngine, TransactionEvent
-    from stream_app.generator.population import MERCHANT_ID_BASE
-    from stream_app.settings import get_settings
-    from stream_app.worker.wiring import build_worker
 
     settings = get_settings()
     pid = os.getpid()

@@ -28,10 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from models import pipeline
 from stream_app.contract import Topics, TopicSpec
-from stream_app.generator.config import HistoryConfig
+from stream_app.generator.config import HistoryConfig, stream, to_us
+from stream_app.generator.live import LiveSource
+from stream_app.generator.population import build_population
 from stream_app.settings import (
     REPO_ROOT,
     FeastSettings,
@@ -132,10 +136,6 @@ class Backlog:
     _next: int = 0
 
     def __post_init__(self) -> None:
-        from stream_app.generator.config import stream, to_us
-        from stream_app.generator.live import LiveSource
-        from stream_app.generator.population import build_population
-
         pop = build_population(stream(self.seed, "population"), self.users, self.merchants)
         start_us = to_us(self.start)
         source = LiveSource(pop, seed=self.seed, start_us=start_us, warm_rate=self.nominal_rate)
@@ -182,8 +182,6 @@ class FastProducer:
     ``flush`` raises on any delivery failure."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
-        from confluent_kafka import Producer
-
         self._producer = Producer({**kafka.confluent(), **PRODUCER_CONF})
         self.errors: list[str] = []
         self.sent = 0
@@ -258,8 +256,6 @@ class OutputMeter:
     """Records on topics, from their partitions' high watermarks (one metadata request per partition)."""
 
     def __init__(self, kafka: KafkaSettings, topics: Sequence[TopicSpec]) -> None:
-        from confluent_kafka import Consumer, TopicPartition
-
         self._consumer = Consumer({**kafka.confluent(), "group.id": f"bench-meter-{os.getpid()}",
                                    "enable.auto.commit": False})
         self._partitions = [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
@@ -367,8 +363,6 @@ def measure_drain(meter: OutputMeter, child: WorkerProcess, expected: int, *, ti
 
 
 def redis_memory(url: str) -> dict[str, Any]:
-    import redis
-
     client = redis.Redis.from_url(url)
     info = client.info("memory")
     return {"used_memory_mb": round(info["used_memory"] / 2**20, 1), "used_memory_rss_mb":

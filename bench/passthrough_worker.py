@@ -24,6 +24,7 @@ import faust
 from stream_app.settings import Settings, get_settings
 from stream_app.worker.app import Runners, create_app
 from stream_app.worker.ports import RawRecord
+from stream_app.worker.publisher import KafkaPublisher
 
 
 class _NoState:
@@ -42,8 +43,6 @@ class PassthroughRunner:
         if send == "faust":
             self.topic = app.topic(self.out, value_serializer="raw", key_serializer="raw")
         else:
-            from stream_app.worker.publisher import KafkaPublisher
-
             self.publisher = KafkaPublisher(settings)
 
     async def handle(self, records: Sequence[RawRecord]) -> None:

@@ -13,6 +13,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -51,7 +52,6 @@ def check_record(key: bytes | None, value: bytes | None) -> None:
     assert key is None or key == user_key(txn.user_id)
     # what the worker and the offline log do with an accepted time must work
     txn.event_time.timestamp()
-    import pandas as pd
 
     pd.Timestamp(txn.event_time).as_unit("ns")
     # an accepted record re-encodes to one that is accepted and equal

@@ -20,6 +20,7 @@ from stream_app.demo.chart import write_chart
 from stream_app.demo.config import DemoConfig, config_from
 from stream_app.demo.progress import backlog, choose_samples, format_prediction, format_tick
 from stream_app.demo.records import SeenPrediction, dead_letter_code, parse_label, parse_prediction
+from stream_app.demo.run import WORKSPACE_MARKER, Demo, DemoError
 from stream_app.demo.steps import last_line, pipeline_steps
 from stream_app.demo.summary import (
     Observed,
@@ -28,6 +29,7 @@ from stream_app.demo.summary import (
     format_summary,
     join_labels,
     latency_stats,
+    notes,
     online_quality,
     percentile,
     rates,
@@ -237,8 +239,6 @@ def test_service_ownership(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 
 def test_workspace_is_emptied_each_run_except_the_golden_cache(tmp_path: Path) -> None:
-    from stream_app.demo.run import WORKSPACE_MARKER, Demo, DemoError
-
     out = tmp_path / "demo"
     (out / "golden").mkdir(parents=True)
     (out / "golden" / "cache.parquet").write_text("kept")
@@ -257,8 +257,6 @@ def test_workspace_is_emptied_each_run_except_the_golden_cache(tmp_path: Path) -
 
 
 def test_notes_warn_when_latency_is_queueing_or_events_are_missing() -> None:
-    from stream_app.demo.summary import notes
-
     assert notes(300.0, 1_000, 0) == []  # ~3 s of input waiting: normal batching and jitter
     behind = notes(300.0, 8_005, 12)
     assert len(behind) == 2

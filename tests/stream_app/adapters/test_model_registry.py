@@ -17,6 +17,7 @@ import xgboost
 from stream_app.adapters.model_registry import LoadedModel, ModelMetadata, ModelRegistry, TrainingData
 from stream_app.core.metrics import histogram_reference
 from stream_app.errors import DataValidationError, RegistryError
+from stream_app.settings import Settings
 
 FEATURES = ["f_count", "f_rate", "f_amount"]
 
@@ -261,6 +262,4 @@ def test_golden_metrics_recorded_without_touching_the_model(registry: ModelRegis
 
 
 def test_from_settings_uses_models_dir(tmp_path: Path) -> None:
-    from stream_app.settings import Settings
-
     assert ModelRegistry.from_settings(Settings(models_dir=tmp_path / "m")).root == tmp_path / "m"

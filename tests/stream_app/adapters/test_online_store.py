@@ -129,8 +129,8 @@ def test_nan_is_stored_exactly_as_feasts_own_write_path_stores_it(workspace: Wor
     workspace.store.write_to_online_store("user_windows", frame)
     online.write_windows([(101, t, row)], [])
 
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: PLC0415  (imports feast, ~5 s: kept off test collection)
+    from feast.protos.feast.types.Value_pb2 import Value  # noqa: PLC0415  (imports feast, ~5 s: kept off test collection)
 
     view = workspace.store.get_feature_view("user_windows")
     keys = [EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=i)]) for i in (100, 101)]
@@ -226,7 +226,7 @@ def test_unreachable_redis_raises_service_unavailable(workspace: Workspace, tmp_
         f"registry: {workspace.path / 'data' / 'registry.db'}\n"
         f"online_store:\n  type: redis\n  connection_string: \"{dead.redis.feast_connection_string()},retry=null\"\n"
         "offline_store:\n  type: duckdb\nentity_key_serialization_version: 3\n")
-    from feast import FeatureStore
+    from feast import FeatureStore  # noqa: PLC0415  (imports feast, ~5 s: kept off test collection)
 
     online = OnlineFeatures(FeatureStore(repo_path=str(repo)))
     with pytest.raises(ServiceUnavailableError, match="write user_windows"):
