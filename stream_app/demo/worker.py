@@ -13,6 +13,8 @@ from stream_app.settings import REPO_ROOT
 
 
 class WorkerProcess:
+    """A started ``python -m stream_app worker`` child with its output appended to ``log``."""
+
     def __init__(self, env: Mapping[str, str], log: Path) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log
