@@ -137,7 +137,7 @@ class ModelRegistry:
     Version numbers are allocated with an exclusive ``mkdir``, so concurrent registrations never share
     one, and a number is never reused, even after a failed registration. Aliases are replaced with
     ``os.replace``, so a reader sees the old or the new record, never half of one; a running worker
-    notices a promotion by polling ``alias_stamp``."""
+    notices a promotion by polling ``alias_stamp``. Why files: docs/decisions/0007-file-model-registry.md."""
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
