@@ -1,4 +1,4 @@
-"""Backfill throughput: the feature engine over a generated history, as `python -m stream_app.backfill`
+"""Backfill throughput: the feature engine over a generated history, as `streamscore backfill`
 runs it (no file output, so it measures the engine and the arrival-order merge).
 
     .venv/bin/python bench/bench_backfill.py [--days 30 --users 20000 --merchants 2000]

@@ -1,26 +1,11 @@
-"""End-to-end benchmark of the stream worker (not a test), all in one run on one box with its broker and Redis:
+"""End-to-end benchmark of the stream worker (not a test), in one run on one box with its broker and Redis:
 
-(d) naive    per event: decode, window engine, Feast ``write_to_online_store`` (user and merchant windows,
-             one-row DataFrames), ``get_online_features(fraud_model_v1)`` (with the on-demand request
-             features), XGBoost on one row - in this process.
-(b) e2e      ``python -m stream_app worker`` draining a pre-produced backlog of realistic transactions
-             (LiveSource, same population as the history) sized for >= --sustain seconds at the rate a
-             short calibration run measured; rate from the first to the last prediction on the broker
-             (high watermarks of predictions + dead letters, polled every 0.2 s). The calibration run is
-             the same worker with timing counters (bench/probe_worker.py): the time breakdown.
-(a) passthrough  the worker's own Faust app (create_app: same consumer settings and take_events agent) and
-             its own publisher, with a runner that forwards each record unchanged to an output topic and
-             waits for the acks (bench/passthrough_worker.py), draining a backlog of the same records.
-(c) latency  the worker (default settings, then batch_within_s=0.005) under the live generator
-             (``python -m stream_app.generator live``: paced, event time = wall clock) at 1k, 2k, 5k ev/s.
-             Latency = the input record's timestamp (CreateTime: set by the producer when the generator
-             calls produce(); the worker's prediction carries scored_at - that timestamp as latency_ms) to
-             the prediction's arrival at a consumer in this process; produce->scored_at reported too.
-(e) RSS      bench/bench_worker_rss.py: the worker's runner in-process over --rss-users distinct users.
-
-Needs Kafka and Redis from the environment (bench/run.sh starts private ones). BENCH_QUICK=1 shrinks
-everything for a harness check. Writes bench/results/e2e.json (summary, ratios, targets) and
-e2e_latency.json, worker_rss.json, worker_profile.txt.
+(d) naive (``bench_naive``), one event at a time through Feast's public API; (b) e2e, the worker draining
+a backlog, and (a) passthrough, the Kafka limit without work (``bench_throughput``); (c) latency under
+the live generator (``bench_latency``); (e) RSS (``bench_rss``). Needs Kafka and Redis from the
+environment (bench/run.sh starts private ones); BENCH_QUICK=1 shrinks everything for a harness check.
+Writes bench/results/e2e.json (summary, ratios, targets), e2e_latency.json and worker_rss.json (each
+with the command that produced it) and worker_profile.txt.
 
     .venv/bin/python bench/bench_e2e.py [--users 100000 --merchants 5000 --sustain 60 ...]
 """
@@ -108,8 +93,8 @@ def bench_naive(world: World, events: int) -> dict[str, Any]:
     loaded = ModelRegistry(world.settings.models_dir).load_alias("production")
     scorer = loaded.scorer()
     # One row gains nothing from threads, and with the registry default (all cores) a one-row predict
-    # waits for OpenMP threads that a loaded 2-core box does not schedule: tens of ms. One thread keeps the
-    # naive baseline as fast as it can honestly be (so the ratio against it is not flattered).
+    # waits for OpenMP threads that a loaded box does not schedule. One thread keeps the naive
+    # baseline as fast as it can honestly be (so the ratio against it is not flattered).
     scorer.booster.set_param({"nthread": 1})
     warmup = 20
     source = Backlog(world.users, world.merchants, world.seed + 1, 200.0,
@@ -167,6 +152,8 @@ def bench_naive(world: World, events: int) -> dict[str, Any]:
 
 @dataclass
 class Run:
+    """One worker run's settings (own app id and topics) and the environment that carries them."""
+
     settings: Settings
     env: dict[str, str]
 
@@ -203,6 +190,14 @@ def breakdown(probe: dict[str, Any], drain: dict[str, Any]) -> dict[str, Any]:
 
 def bench_throughput(world: World, backlog: Backlog, root: Path, args: argparse.Namespace,
                      out: dict[str, Any]) -> None:
+    """(b) e2e and (a) passthrough: drain pre-produced backlogs of realistic transactions (LiveSource, same
+    population as the history).
+
+    A short calibration run of the worker with timing counters (bench/probe_worker.py) gives the time
+    breakdown and the rate that sizes the e2e backlog for >= --sustain seconds. The e2e rate runs from
+    the first to the last prediction on the broker (high watermarks of predictions + dead letters,
+    polled every 0.2 s). The passthrough is the worker's own Faust app and publisher with a runner that
+    forwards each record unchanged and waits for the acks (bench/passthrough_worker.py)."""
     run_id = args.run_id
     e2e = make_run(world, f"bench-{run_id}-e2e")
     pt_prefix = f"bench-{run_id}-pt"
@@ -369,6 +364,11 @@ def latency_phase(tap: PredictionTap, run: Run, world: World, *, rate: float, se
 
 
 def bench_latency(world: World, root: Path, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """(c) latency: the worker (default settings, then batch_within_s=0.005) under the paced live
+    generator (event time = wall clock) at each of ``--rates`` / ``--tuned-rates``. Latency runs from
+    the input record's timestamp (CreateTime, set by the producer; the prediction's latency_ms is
+    scored_at minus it) to the prediction's arrival at a consumer in this process; produce -> scored_at
+    is reported too."""
     configs: list[tuple[str, dict[str, Any], list[float]]] = [
         ("default settings (batch_size 1000, batch_within_s 0.05, producer_linger_ms 5)", {}, args.rates),
         ("batch_within_s 0.005", {"batch_within_s": 0.005}, args.tuned_rates),
@@ -398,6 +398,7 @@ def bench_latency(world: World, root: Path, args: argparse.Namespace, out: dict[
 
 
 def bench_rss(world: World, root: Path, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """(e) RSS: bench/bench_worker_rss.py, the worker's runner in-process over --rss-users distinct users."""
     run = make_run(world, f"bench-{args.run_id}-rss")
     result_path = root / "worker_rss.json"
     log(f"rss: the worker's runner in-process over {args.rss_users:,} distinct users")

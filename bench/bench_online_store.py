@@ -5,9 +5,9 @@ and works in a private Feast workspace (own project, registry and temp dir) whos
 
     .venv/bin/python bench/bench_online_store.py [--sizes 1 100 1000] [--rows-per-size 20000]
 
-Writes go to user_windows (9 features); every call carries newer timestamps than the stored rows, so each
-row is really applied. The DataFrame paths are timed with the frame already built (as in
-/work/shared/REFERENCE.md); building it from the worker's row tuples is timed on its own line.
+Writes go to user_windows; every call carries newer timestamps than the stored rows, so each row is
+really applied. The DataFrame paths are timed with the frame already built; building it from the
+worker's row tuples is timed on its own line.
 """
 
 from __future__ import annotations

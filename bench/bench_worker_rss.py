@@ -1,24 +1,9 @@
-"""Worker memory with 1M users in state (not a test). The worker's own runner, built by
-``stream_app.worker.wiring.build_worker`` exactly as ``python -m stream_app worker`` builds it (Feast online
-store, Redis window state with its in-process LRU pool, offline log, prediction index, XGBoost model), is
-driven in-process with batches of 1000 transaction records, one per user, none of them in the history:
-
-1. the first ``--full-users`` users go through ``BatchRunner.handle`` - everything the worker does but
-   Kafka (the publisher encodes every prediction as the real one does and drops it);
-2. the rest, up to ``--users``, go through the window state path only, in the same process and the same
-   store: ``load`` -> ``FeatureEngine.on_transaction`` per event -> ``commit``, which is what
-   ``BatchProcessor.process`` and the runner do with the state. Profile reads, scoring, the online-store
-   write, the offline log and the prediction index are skipped: the whole path runs at ~2.5k events/s
-   in-process on this box (400 s for 1M users), and none of them keeps per-user data in the process.
-
-So the process ends with 1M users' state handled by its store and pool (the LRU keeps 100k entries), and
-Redis holds window state for all 1M users but Feast rows and prediction-index entries only for phase 1;
-the Redis bytes of a full-path user are measured in phase 1 (``used_memory`` delta and MEMORY USAGE of
-sampled keys) and extrapolated to 1M, labelled as such.
-
-Reported every 10% of the users: this process's RSS (VmRSS, and the peak VmHWM), the pool's size, Redis
-``used_memory`` and key count, and the rate. A cProfile of 50 batches of phase 1 goes to
-``bench/results/worker_profile.txt``: where the time goes inside the runner without Kafka.
+"""Worker memory with many users in state (not a test). The worker's own runner, built by
+``stream_app.worker.wiring.build_worker`` as ``streamscore worker`` builds it, is driven in-process with
+batches of new users' transactions: first through the whole runner but Kafka (``--full-users``), then
+through the window-state path only (up to ``--users``). Reports this process's RSS, the state pool's
+size and Redis memory as users accumulate, and writes a cProfile of the full path to
+``bench/results/worker_profile.txt`` (where the time goes inside the runner without Kafka).
 
 Needs the environment of a prepared world (bench/bench_e2e.py passes it):
     .venv/bin/python bench/bench_worker_rss.py [--users 1000000 --full-users 150000]
@@ -113,6 +98,20 @@ def key_sizes(client: Any, runner: Any, users: Sequence[int], seqs: Sequence[int
 
 
 def main() -> int:
+    """Drive the runner over ``--users`` new users in batches of ``BATCH`` records, one per user.
+
+    1. The first ``--full-users`` go through ``BatchRunner.handle``: everything the worker does but Kafka
+       (the publisher encodes every prediction as the real one does and drops it).
+    2. The rest go through the window state path only, in the same process and store: ``load`` ->
+       ``FeatureEngine.on_transaction`` per event -> ``commit``, what ``BatchProcessor.process`` and the
+       runner do with the state. Profile reads, scoring, the online-store write, the offline log and the
+       prediction index are skipped: none of them keeps per-user data in the process.
+
+    So the process ends with every user's state handled by its store and pool, while Redis holds Feast
+    rows and prediction-index entries only for phase 1; the Redis bytes of a full-path user (``used_memory``
+    delta and MEMORY USAGE of sampled keys) are extrapolated to ``--users``, labelled as such. Reported
+    every tenth of the users: RSS (VmRSS, peak VmHWM), pool size, Redis ``used_memory`` and key count, and
+    the rate. A cProfile of ``--profile-batches`` batches of phase 1 goes to worker_profile.txt."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--full-users", type=int, default=150_000, help="users through the whole runner")

@@ -3,13 +3,10 @@ consumer settings, same ``take_events`` agent, same batch size and wait) and the
 (``stream_app.worker.publisher.KafkaPublisher``, as ``wiring`` builds it), with a runner that does no work:
 every record of a batch is sent unchanged (same key, same value) to the predictions topic and the batch
 waits for the broker's acknowledgements, exactly as the worker's runner waits for its outputs.
-
-``BENCH_PASSTHROUGH_SEND=faust`` sends with the Faust app's ``topic.send`` per record instead (the
-worker's publisher before it moved to confluent-kafka), for comparison.
+``BENCH_PASSTHROUGH_SEND=faust`` sends with the Faust app's ``topic.send`` per record instead, for
+comparison. Run by bench/bench_e2e.py; stop it with SIGTERM.
 
     STREAMSCORE_* settings in the environment; .venv/bin/python bench/passthrough_worker.py
-
-Run by bench/bench_e2e.py; stop it with SIGTERM.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The real worker with timing counters around its stages, for the "where does the time go" breakdown.
 
-It is ``python -m stream_app worker`` built the same way (``stream_app.worker.wiring.build_runner`` inside
+It is ``streamscore worker`` built the same way (``stream_app.worker.wiring.build_runners`` inside
 ``create_app``), with wrappers added from the outside (no package code changed): per batch, the runner's
 steps (process / publish / offline log / online write / state commit) and, inside ``process``, state
 load, profile reads and scoring; per event, decode, the window engine, request features, feature-dict
-building and prediction encoding. A wrapper costs ~0.3 µs per call (two perf_counter reads), so the
-counters add roughly 2 µs per event. The counters are written to ``$BENCH_PROBE_OUT`` after every batch.
+building and prediction encoding. Each wrapper adds two perf_counter reads per call. The counters are
+written to ``$BENCH_PROBE_OUT`` after every batch.
 
     STREAMSCORE_* settings in the environment; BENCH_PROBE_OUT=probe.json .venv/bin/python bench/probe_worker.py
 """
@@ -35,6 +35,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Timers:
+    """Seconds and calls per named stage, and the batches and records seen, for the probe's JSON output."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
@@ -96,14 +98,14 @@ def instrument(runner: Any, timers: Timers, dump: Callable[[], None]) -> None:
             timers.last_batch_end = ended
             timers.records += len(records)
             timers.batches += 1
-            dump()  # a few hundred µs per batch; the last batch's counters survive SIGTERM
+            dump()  # after every batch, so the last batch's counters survive SIGTERM
 
     runner.handle = timed_handle
     proc = runner.processor
     proc.process = timers.sync("process", proc.process)
     proc._score = timers.sync("process.score_batch", proc._score)
     index = getattr(runner, "index", None)
-    if index is not None:  # the prediction index for label joins (newer wiring)
+    if index is not None:  # the prediction index for label joins, when the runner has one
         index.remember = timers.sync("prediction_index_remember", index.remember)
     state: Any = runner.state
     state.load = timers.sync("process.state_load", state.load)

@@ -3,7 +3,7 @@ apply → materialise profiles → train → register and promote to ``productio
 leaves behind, for benchmarks, integration tests and the golden set (which stops after apply).
 
 The model trained here has a fixed number of rounds and no early stopping, threshold 0.5: a model of a
-known size for environments, not a candidate for real promotion (``python -m models.train`` is)."""
+known size for environments, not a candidate for real promotion (``streamscore train`` makes those)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,9 @@ class QuickModel:
 
 @dataclass(frozen=True)
 class World:
+    """What ``prepare_world`` built: settings pointing at the workspace, its FeatureStore, the history,
+    the production version (if a model was trained) and the seconds each step took."""
+
     settings: Settings  # the caller's settings with the workspace as Feast repository
     store: FeatureStore
     history: History

@@ -1,22 +1,6 @@
-"""The promotion gate: a version reaches ``production`` (or ``shadow``) only if it consumes exactly the
-features the FeatureService serves and is not worse than the current production model on the golden
-set (``streamscore promote``).
-
-Decisions:
-
-* The baseline is always the current ``production`` model, for both aliases: a shadow candidate that is
-  already worse than production offline is not worth the online comparison.
-* Both models are scored NOW on the same golden set (not compared with numbers stored earlier), so a
-  changed golden set cannot make the comparison unfair.
-* ``tolerance`` is an absolute allowance in metric units: refused when
-  ``candidate < production - tolerance`` for ROC-AUC or for PR-AUC. Equal models pass (re-promoting or
-  rolling forward retrained-identical models is fine); a rollback to a worse model needs ``--force``.
-* With no production model the candidate must clear a floor: ROC-AUC >= ``min_roc_auc`` and PR-AUC
-  above the golden base rate (better than a random ranking).
-* If the production model cannot be scored on the golden set (it uses features the golden set no longer
-  has), the gate fails closed: the comparison is impossible, so only ``--force`` promotes.
-* ``--force`` overrides everything (gate and feature-list mismatch), logs at CRITICAL, and is recorded
-  in the alias record and the history.
+"""The promotion gate (``streamscore promote``): a version reaches ``production`` (or ``shadow``) only if it
+consumes exactly the features the FeatureService serves and is not worse than the current production
+model on the golden set; ``--force`` overrides. The rules and why: docs/decisions/0006-promotion-gate.md.
 """
 
 from __future__ import annotations
@@ -42,7 +26,7 @@ DEFAULT_MIN_ROC_AUC = 0.75
 
 @dataclass(frozen=True)
 class PromotionResult:
-    """What happened, as recorded in the alias record (``details``) and the version's golden_metrics."""
+    """The gate's outcome, as recorded in the alias record (``details``) and the version's golden_metrics."""
 
     version: str
     alias: str
@@ -54,6 +38,7 @@ class PromotionResult:
     failures: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
+        """The result as plain JSON-ready data."""
         return asdict(self)
 
 
@@ -84,7 +69,11 @@ def promote(
     min_roc_auc: float = DEFAULT_MIN_ROC_AUC,
 ) -> PromotionResult:
     """Gate and move ``alias`` to ``version``. Raises RegistryError stating the numbers when refused
-    (nothing changes then), DataValidationError when the golden set itself is unusable."""
+    (nothing changes then), DataValidationError when the golden set itself is unusable.
+
+    Both models are scored now on the same golden set, never compared with numbers stored earlier, so a
+    changed golden set cannot make the comparison unfair. ``force`` overrides the gate and a feature-list
+    mismatch; it logs at CRITICAL and is recorded in the alias record and the history."""
     if alias not in ALIASES:
         raise RegistryError(f"unknown alias {alias!r}; aliases are {', '.join(ALIASES)}")
     if tolerance < 0:
@@ -148,7 +137,12 @@ def _compare(
     failures: list[str],
 ) -> dict[str, Any]:
     """Judge the candidate's golden metrics against production (or the floor when there is none),
-    appending a sentence with the numbers to ``failures`` per violated rule; returns the baseline."""
+    appending a sentence with the numbers to ``failures`` per violated rule; returns the baseline.
+
+    The baseline is production for both aliases. Against it, a metric fails when ``candidate <
+    production - tolerance`` (absolute, in metric units), so equal models pass. With no production
+    model: ROC-AUC >= ``min_roc_auc`` and PR-AUC above the golden base rate. A production model that
+    cannot be scored on the golden set fails the gate (the comparison is impossible)."""
     production_version = registry.get_alias("production")
     if production_version is None:
         base_rate = float(np.mean(np.asarray(golden.y) == 1))

@@ -48,6 +48,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """How ``train_frame`` splits, boosts and validates."""
+
     holdout_days: float = 5.0  # the most recent days are the test set, never seen in training
     valid_fraction: float = 0.15  # the latest part of the rest: early stopping and the threshold
     num_boost_round: int = 600
@@ -67,6 +69,8 @@ class Fitted:
 
 @dataclass(frozen=True)
 class TrainResult:
+    """A registered training run: its version, holdout metrics, report directory and validation report."""
+
     version: str
     metrics: dict[str, Any]
     report_dir: Path
@@ -116,6 +120,7 @@ def fit_and_score(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, 
 
 
 def git_commit() -> str | None:
+    """The repository's HEAD commit, None outside a git checkout."""
     try:
         done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, timeout=5)
     except OSError:

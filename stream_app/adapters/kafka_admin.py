@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def admin_client(kafka: KafkaSettings) -> AdminClient:
+    """A confluent-kafka AdminClient configured from settings."""
     return AdminClient(kafka.confluent())
 
 

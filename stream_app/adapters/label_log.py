@@ -21,6 +21,7 @@ COLUMNS = ("event_id", "user_id", "merchant_id", "is_fraud", "label_time", "scor
 
 
 def label_frame(rows: Sequence[LabelRow]) -> pd.DataFrame:
+    """The log's frame for ``rows``: ``COLUMNS`` with fixed dtypes, label_time as UTC microseconds."""
     return pd.DataFrame({
         "event_id": pd.Series([r.event_id for r in rows], dtype="string"),
         "user_id": np.array([r.user_id for r in rows], dtype=np.int64),
@@ -33,7 +34,7 @@ def label_frame(rows: Sequence[LabelRow]) -> pd.DataFrame:
 
 
 class LabelLogWriter:
-    """Writes one part per batch under ``directory`` (``data/labels`` by default)."""
+    """Writes one part per batch under ``directory`` (the worker passes ``<data_dir>/labels``)."""
 
     def __init__(self, directory: Path, writer_id: str) -> None:
         self.directory = directory

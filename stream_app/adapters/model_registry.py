@@ -2,19 +2,12 @@
 
 Layout under the root (Settings.models_dir)::
 
-    versions/v0001/model.ubj       the booster in XGBoost's own UBJSON format (never pickle: loading a
-                                   pickle runs code, and pickles break across library versions)
-    versions/v0001/metadata.json   ModelMetadata; written last, atomically, so its presence means the
-                                   version is complete ("published")
+    versions/v0001/model.ubj       the booster in XGBoost's UBJSON format
+    versions/v0001/metadata.json   ModelMetadata, written last: its presence means the version is complete
     aliases/production.json        AliasRecord naming the version the worker serves
     aliases/shadow.json            the version scored alongside, whose decisions are not used
     aliases/history.jsonl          every alias move, appended, for audit and rollback
     .lock                          flock taken by writers (registration, alias moves); readers never lock
-
-Version numbers are allocated with an exclusive ``mkdir``, so concurrent registrations never share one,
-and a number is never reused, even after a failed registration. Aliases are replaced with
-``os.replace``, so a reader sees the old or the new record, never half of one; a running worker notices
-a promotion by polling ``alias_stamp``.
 """
 
 from __future__ import annotations
@@ -41,6 +34,7 @@ from stream_app.settings import Settings, get_settings
 Alias = Literal["production", "shadow"]
 ALIASES: tuple[Alias, ...] = get_args(Alias)
 
+# XGBoost's own UBJSON format, never pickle: loading a pickle runs code, and pickles break across versions.
 MODEL_FILE = "model.ubj"
 METADATA_FILE = "metadata.json"
 FAILED_FILE = "FAILED"
@@ -122,6 +116,7 @@ class LoadedModel:
 
     @property
     def version(self) -> str:
+        """The version name (``v0001``), "" for a model not loaded from a registry."""
         return self.metadata.version or ""
 
     def scorer(self) -> Scorer:
@@ -137,7 +132,12 @@ def _check_alias(alias: str) -> Alias:
 
 class ModelRegistry:
     """The registry rooted at ``root``. Cheap to construct; holds no open files or cached state, so
-    every call sees what other processes have written."""
+    every call sees what other processes have written.
+
+    Version numbers are allocated with an exclusive ``mkdir``, so concurrent registrations never share
+    one, and a number is never reused, even after a failed registration. Aliases are replaced with
+    ``os.replace``, so a reader sees the old or the new record, never half of one; a running worker
+    notices a promotion by polling ``alias_stamp``. Why files: docs/decisions/0007-file-model-registry.md."""
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
@@ -146,6 +146,7 @@ class ModelRegistry:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> ModelRegistry:
+        """The registry at ``settings.models_dir`` (the process's settings by default)."""
         return cls((settings or get_settings()).models_dir)
 
     # ---------------------------------------------------------------- locking

@@ -1,28 +1,11 @@
 """The offline feature log: append-only parquet parts of the window rows the worker served.
 
-Feast's stream feature views read it as their batch source (``data/offline/{user,merchant}_windows/
-*.parquet`` inside the Feast repository, paths from feature_repo.data_sources), so training sees the
-rows serving served. The backfill writes ``part-backfill.parquet`` into the same directories through
-``window_frame``, the one builder of the log's schema: entity id (int64), ``event_timestamp`` and
-``created_timestamp`` (both the event time, datetime64[us, UTC]: Feast's DuckDB offline store reads
-microseconds only), then one column per WindowSpec in spec order (COUNT and DISTINCT int64, the rest
-float64).
-
-Writes are atomic: a part is written under a temporary name in its directory (never matching the
-``*.parquet`` glob), fsynced, renamed over its final name with ``os.replace`` and the directory fsynced,
-so readers see a whole part or none and a part survives a crash once ``flush`` returns.
-
-Duplicates: a part is named after the batch identity - its source positions, e.g.
-``part-stream-p0-100-199_p3-40-80.parquet`` - so a batch replayed with the same boundaries (a crash
-before the state commit) overwrites its part instead of adding one. A replay cut at other boundaries
-writes the same rows into another part; the rows are identical (same state, same events: entity,
-event_timestamp and created_timestamp included) and Feast keeps one row per entity, timestamp and
-created timestamp, so such duplicates are tolerated, and ``compact`` removes them.
-
-Buffering: many tiny parts slow every offline read, so rows can be buffered over several batches and
-written by one ``flush`` (one part per directory). Buffered rows are not durable; flush before the
-window state of their batches is committed, or a crash loses them for good (the replay sees the
-committed state and serves nothing). ``append_rows`` (buffer + flush) is the durable-on-return call.
+Feast's stream feature views read it as their batch source (``{user,merchant}_windows/*.parquet`` under
+the offline data directory, paths from ``core.offline_layout``), so training sees the rows serving
+served. The worker writes ``part-stream-*`` parts through ``OfflineLogWriter``, the backfill writes
+``part-backfill.parquet`` through ``window_frame``; ``compact`` merges the stream parts. Parts are
+written atomically and named after their batches, so a replay overwrites rather than duplicates. Why:
+docs/decisions/0005-offline-log-parts.md.
 """
 
 from __future__ import annotations
@@ -60,7 +43,11 @@ def log_columns(specs: Sequence[WindowSpec]) -> list[str]:
 def window_frame(key: str, ids: Any, stamps: Any, rows: Sequence[Mapping[str, float]],
                  specs: Sequence[WindowSpec]) -> pd.DataFrame:
     """Rows of one log: ``ids`` (ints), ``stamps`` (anything ``pd.to_datetime`` reads as instants, naive =
-    UTC) and one feature mapping per row; the event time is also the created time."""
+    UTC) and one feature mapping per row; the event time is also the created time.
+
+    The one builder of the log's schema: entity id (int64), ``event_timestamp`` and ``created_timestamp``
+    (datetime64[us, UTC]: Feast's DuckDB offline store reads microseconds only), then one column per
+    WindowSpec in spec order (COUNT and DISTINCT int64, the rest float64)."""
     times = pd.DatetimeIndex(pd.to_datetime(stamps, utc=True)).as_unit("us")
     data: dict[str, object] = {key: np.asarray(ids, dtype=np.int64), TIMESTAMP: times, CREATED: times}
     for spec in specs:
@@ -97,7 +84,11 @@ def batch_id_for(first: Position, last: Position) -> str:
 
 
 def part_name(source: str, identities: Sequence[str]) -> str:
-    """Deterministic part name for the batches ``identities`` (in buffer order) of ``source``."""
+    """Deterministic part name for the batches ``identities`` (in buffer order) of ``source``, e.g.
+    ``part-stream-p0-100-199+p3-40-80.parquet``: a batch replayed with the same boundaries (a crash
+    before the state commit) overwrites its part. A replay cut at other boundaries writes identical rows
+    into another part; Feast keeps one row per entity, event and created timestamp, and ``compact``
+    removes such duplicates."""
     identity = "+".join(identities)
     if len(identity) > _MAX_IDENTITY or not _SAFE_NAME.fullmatch(identity):
         identity = "h" + hashlib.sha256(identity.encode()).hexdigest()[:32]
@@ -105,7 +96,8 @@ def part_name(source: str, identities: Sequence[str]) -> str:
 
 
 def write_part(frame: pd.DataFrame, target: Path, writer_id: str = "w") -> Path:
-    """Write ``frame`` to ``target`` atomically and durably (temp name, fsync, os.replace, dir fsync)."""
+    """Write ``frame`` to ``target`` atomically and durably (temp name, fsync, os.replace, dir fsync).
+    The temporary name never matches the ``*.parquet`` glob, so readers see a whole part or none."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{writer_id}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -127,6 +119,11 @@ class OfflineLogWriter:
 
     ``writer_id`` names this process in temporary file names only; part names come from ``source`` and
     the batch identities, so they are the same whichever worker (or restart) replays a batch.
+
+    Rows can be buffered over several batches and written by one ``flush`` (one part per directory),
+    since many tiny parts slow every offline read. Buffered rows are not durable: flush before the
+    window state of their batches is committed, or a crash loses them for good (the replay sees the
+    committed state and serves nothing). ``append_rows`` (buffer + flush) is durable on return.
     """
 
     def __init__(self, repo_path: Path, writer_id: str, *, source: str = "stream",

@@ -1,31 +1,10 @@
 """The stream worker's batched access to Feast's online store: one provider call per view per micro-batch.
 
-Per-event Feast calls cost milliseconds (registry lookups, pandas -> arrow -> proto); building the protos
-here and handing them to the provider's ``online_write_batch`` / ``online_read`` is Feast's own fastest
-supported path, and what it writes is byte-for-byte what ``write_to_online_store`` would write, so
-``FeatureStore.get_online_features`` serves it unchanged.
-
-Semantics the worker relies on:
-
-- **NaN is stored as an absent value** (an empty ``Value`` proto), exactly as Feast's DataFrame paths
-  (``write_to_online_store``, ``push``) store it and as the offline log holds it (parquet null).
-  ``get_online_features`` then returns ``None`` for it, and ``read_profiles`` the MISSING_PROFILE default.
-- **One row per entity and batch**: of several rows for one entity, the latest by event timestamp wins,
-  ties going to the later position in the batch (the provider alone would keep the *first* of equal times).
-- **Feast's per-entity timestamp rule across batches** (``skip_dedup: false``, the default): the provider
-  reads the stored ``_ts:<view>`` first and skips a row whose timestamp is not newer. So replaying a batch
-  is a no-op, a late (older) row never overwrites a newer one, and, as a consequence, a row with the *same*
-  timestamp as the stored one but different values (two events at one instant split across batches) is
-  not applied either. With ``skip_dedup: true`` in ``feature_store.yaml`` every row is written, last call
-  wins: a replay of older rows then overwrites newer values.
-- Retrying a whole batch after ServiceUnavailableError is therefore safe: rows already written carry
-  timestamps that are not newer than themselves, so they are skipped, and the rest are applied.
-  Redis failures that mean "not now" become ServiceUnavailableError (adapters.redis_errors, the
-  policy every adapter shares). How fast
-  they surface is the connection string's business: ``RedisSettings.feast_connection_string`` sets
-  socket timeouts and turns redis-py's retries off (its default backoff takes ~10 s per failed call).
-- Feast does not enforce a view's TTL on online reads (``get_online_features`` returns stale rows);
-  ``read_profiles`` behaves the same.
+``OnlineFeatures`` writes window rows to ``user_windows`` / ``merchant_windows`` and reads the
+``user_profile`` / ``merchant_profile`` rows by building the protos itself and calling the provider's
+``online_write_batch`` / ``online_read``. What it writes is byte-for-byte what ``write_to_online_store``
+would write, so ``FeatureStore.get_online_features`` serves it unchanged. Why not Feast's DataFrame
+paths: docs/decisions/0004-online-store-through-provider.md.
 """
 
 from __future__ import annotations
@@ -79,7 +58,12 @@ class OnlineFeatures:
     """Batched writes of window rows and reads of profiles through the store's provider.
 
     Feature views are looked up once here, so batches make no registry calls; a later ``feast apply``
-    that changes their schemas needs a new instance (the worker builds one at start-up)."""
+    that changes their schemas needs a new instance (the worker builds one at start-up).
+
+    Redis failures that mean "not now" become ServiceUnavailableError (adapters.redis_errors). How fast
+    they surface is the connection string's business: ``RedisSettings.feast_connection_string`` sets
+    socket timeouts and turns redis-py's own retries off.
+    """
 
     def __init__(self, store: FeatureStore) -> None:
         # feast is imported by whoever built ``store``; importing this module must not import it (~5 s)
@@ -131,7 +115,7 @@ class OnlineFeatures:
                             self._key_template(view))
 
     def _key_template(self, view: FeatureView) -> Any:
-        """An EntityKey with the view's join key and id 0: copying it is twice as fast as building one."""
+        """An EntityKey with the view's join key and id 0: copying it is cheaper than building one."""
         return self._entity_key(join_keys=[self._join_key(view)], entity_values=[self._value(int64_val=0)])
 
     def _key(self, template: Any, entity_id: int) -> Any:
@@ -145,7 +129,20 @@ class OnlineFeatures:
     def write_windows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow]) -> None:
         """Write a micro-batch's window rows to ``user_windows`` and ``merchant_windows``: one provider
         call per view (none for an empty side). Rows must carry every feature of their view; extra keys
-        are ignored. Naive timestamps are taken as UTC, as Feast does."""
+        are ignored. Naive timestamps are taken as UTC, as Feast does.
+
+        - NaN is stored as an absent value (an empty ``Value`` proto), as Feast's DataFrame paths store it
+          and as the offline log holds it (parquet null); ``get_online_features`` returns None for it.
+        - One row per entity and batch: the latest by event timestamp wins, ties going to the later
+          position in the batch (the provider alone would keep the first of equal times).
+        - Across batches Feast's per-entity timestamp rule applies (``skip_dedup: false``, the default):
+          the provider skips a row whose timestamp is not newer than the stored ``_ts:<view>``. So a
+          replay is a no-op, a late row never overwrites a newer one, and a row with the same timestamp
+          as the stored one but other values is not applied either. With ``skip_dedup: true`` in
+          ``feature_store.yaml`` every row is written and a replay of older rows overwrites newer values.
+        - Hence retrying a whole batch after ServiceUnavailableError is safe: rows already written are
+          skipped, the rest applied.
+        """
         # Encode both sides first: a malformed row refuses the batch before anything is written.
         batches = [(spec, self._encode_windows(spec, rows))
                    for spec, rows in ((self._user_windows, user_rows), (self._merchant_windows, merchant_rows))
@@ -192,7 +189,8 @@ class OnlineFeatures:
     def read_profiles(self, user_ids: Sequence[int], merchant_ids: Sequence[int],
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Profiles for each requested id, in request order (duplicates allowed, each read once), with
-        MISSING_PROFILE defaults for unknown entities and absent values. One provider call per view."""
+        MISSING_PROFILE defaults for unknown entities and absent values. One provider call per view.
+        Like ``get_online_features``, it does not enforce the view's TTL: stale rows are served."""
         return self._read(self._user_profile, user_ids), self._read(self._merchant_profile, merchant_ids)
 
     def _read(self, spec: _ProfileView, ids: Sequence[int]) -> list[dict[str, Any]]:

@@ -1,14 +1,6 @@
 """Recent predictions by event_id, in Redis with a TTL: how a delayed label finds its transaction's
-merchant (for the merchant label windows) and its score (for online model quality).
-
-Bounded by time, not count: each entry expires ``ttl_s`` after it was written (default 14 days, the
-chargeback horizon the generator and most card schemes use). A label older than that is counted as
-unjoinable, not an error. One pipelined round trip per batch in each direction.
-
-It also keeps the transactions' watermark per partition (the newest event_time indexed; a sorted set
-updated with ZADD GT, so it only moves forward): a label whose prediction is missing while the
-watermark is still behind its label_time is early - its transaction has not been scored yet - rather
-than unjoinable."""
+merchant (for the merchant label windows) and its score (for online model quality), plus the
+transactions' watermark per partition, which tells an early label from an unjoinable one."""
 
 from __future__ import annotations
 
@@ -25,6 +17,13 @@ DEFAULT_TTL_S = 14 * 24 * 3600
 
 
 class PredictionIndex:
+    """Predictions indexed by event_id and per-partition watermarks, under ``{namespace}:`` in Redis.
+
+    Bounded by time, not count: each entry expires ``ttl_s`` after it was written (default 14 days, longer
+    than the generator's longest label delay, ``generator.labels.FRAUD_DELAY_US``); a label older than
+    that is counted as unjoinable, not an error. One pipelined round trip per batch in each direction.
+    """
+
     def __init__(self, client: redis.Redis[bytes], namespace: str, ttl_s: int = DEFAULT_TTL_S) -> None:
         self.client = client
         self.prefix = f"{namespace}:pred:"
@@ -45,7 +44,11 @@ class PredictionIndex:
             pipe.execute()
 
     def watermarks(self, partitions: Sequence[int]) -> list[float | None]:
-        """The transactions partitions' watermarks (epoch seconds), None where none was recorded yet."""
+        """The transactions partitions' watermarks (epoch seconds), None where none was recorded yet.
+
+        A watermark is the newest event_time indexed for the partition (a sorted set updated with
+        ZADD GT, so it only moves forward). A label whose prediction is missing while the watermark is
+        still behind its label_time is early (its transaction has not been scored yet), not unjoinable."""
         if not partitions:
             return []
         with unavailable_when_down("read watermarks"):
@@ -53,6 +56,7 @@ class PredictionIndex:
         return [None if v is None else float(v) for v in scores]
 
     def lookup(self, event_ids: Sequence[str]) -> list[Indexed | None]:
+        """The indexed prediction of each event id, in order; None where none is indexed (or it expired)."""
         if not event_ids:
             return []
         with unavailable_when_down("look up predictions"):

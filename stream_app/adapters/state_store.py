@@ -1,63 +1,11 @@
-"""Durable window state for the stream worker, in Redis: one unit of work per batch.
+"""Durable window state of every user and merchant, in Redis, loaded and committed one batch at a time.
 
-Why Redis (decided): Faust's changelog-backed tables are not used - their recovery can hang
-(faust-streaming #432) and windowed tables have lost state on rebalance (#193). With the state in Redis,
-any worker can take over any partition after a rebalance without a recovery phase; the state lives
-beside the Feast online store (one service to run, back up and monitor); and its cost is measurable
-(``bench/bench_state_store.py``: bytes per key via MEMORY USAGE, load+commit time per key).
-
-Layout: one Redis string per (kind, entity), ``{namespace}:win:{kind}:{id}`` with kind in
-``user | merchant_txn | merchant_label``; the value is an 8-byte commit token followed by
-``KeyWindows.to_bytes()``. One key per entity (not one hash per kind) so every key carries its own TTL
-(Redis 7.0 has no per-field expiry), which keeps memory bounded by the entities active recently:
-
-* merchant_txn / merchant_label: max window + allowed lateness + one day of grace. After that long
-  without a write every observation is out of every window, so an expired key serves exactly what the
-  kept one would (counts 0, rate 0.0). The grace covers a worker that was down or is catching up: the
-  TTL runs on the wall clock, the windows on event time.
-* user: 30 days. ``user_seconds_since_prev`` must stay exact for dormant accounts (the backfill, which
-  training reads, never forgets a user); a user idle longer than the TTL is served as a new user (NaN).
-  Pass ``ttl_s`` to change any of these (None = never expire).
-An expired key also forgets its replay positions; that only matters for a batch replayed after a
-longer outage than the TTL.
-
-Unit of work: ``load(user_ids, merchant_ids)`` fetches every key of the batch in ONE round trip (a
-read-only script that returns only the values whose token differs from the in-process pool's copy) and
-returns a ``WindowState`` whose mappings record which keys the engine touched. ``commit(state)``
-serialises the touched keys, skips those whose bytes did not change, and writes the rest in ONE atomic
-step, all or nothing: the positions inside each KeyWindows then say exactly which events are applied, so
-replaying a batch after a crash is idempotent. A state that is never committed changes nothing (the
-objects it mutated are simply dropped).
-
-The atomic step is a Lua script, not MULTI/EXEC: Redis runs a script with no other command in between,
-exactly like EXEC, and the script also checks the tokens (below) before its first write. MULTI/EXEC
-needs WATCH plus a separate check for that (three round trips) and redis-py parses one QUEUED reply per
-key; measured on 1800 keys, MULTI/EXEC took 35-45 ms and the script 8-11 ms. The script declares
-itself (``#!lua``) so Redis refuses it whole when over maxmemory; its SETs cannot fail otherwise, so it
-cannot stop half-way (the same guarantee EXEC gives: Redis rolls back neither).
-
-Concurrency: merchant keys are written by every worker (transactions of all partitions reach a
-merchant) and a user key can have a zombie writer right after a rebalance, so the commit is optimistic:
-every value starts with the random token of the commit that wrote it, and the script writes only if
-each key it writes still holds the token this batch loaded. Merchant keys changed by another worker are
-merged, not re-processed: the unit journals the observations it applied to each merchant
-(``WindowState.journal``), so the commit re-reads those keys, re-applies its own observations on top of
-the other worker's (replays are recognised by position) and tries again - the values already served
-stay valid, since merchant windows are read a lag in the past (window_spec.MERCHANT_LAG_S). A changed
-USER key (a zombie writer) raises ``StateConflictError`` (the batch must be re-processed from a fresh
-``load``) instead of silently losing the other writer's update. Reads are not checked: a merchant's
-label windows read slightly before another worker's update serve what they held at load time.
-
-Pool: decoded KeyWindows of committed batches are kept (LRU, ``cache_size`` entries) with their token.
-A pooled object is handed to at most one open unit (checked out, returned on commit), so several
-units may be open at once (transaction and label batches interleave in one event loop) without
-sharing mutable objects. A pooled copy is used only when Redis still holds its token, so the pool
-never serves stale state; ``invalidate()`` (rebalance, errors) just drops it to free memory.
-
-Errors: Redis's "not now" errors become ServiceUnavailableError (adapters.redis_errors, the policy
-every adapter shares); a commit that failed that way may or may not have reached Redis, and both are
-safe to replay. Single-instance Redis (a script over many keys needs one slot on a cluster). Not
-thread-safe: one event loop thread per store.
+One Redis string per (kind, entity), ``{namespace}:win:{kind}:{id}`` with kind in ``user | merchant_txn
+| merchant_label``; the value is an 8-byte commit token followed by ``KeyWindows.to_bytes()``, and each
+kind has its own TTL. ``load`` fetches a batch's keys in one round trip; ``commit`` writes the changed
+keys in one atomic Lua script, or nothing. Needs a single-instance Redis (the script spans many keys);
+not thread-safe (one event loop thread per store). Design decisions: docs/decisions/0001 (Redis, not
+Faust tables), 0002 (optimistic atomic commit), 0003 (TTLs per kind).
 """
 
 from __future__ import annotations
@@ -241,7 +189,20 @@ class _Unit:
 
 
 class RedisWindowStore:
-    """Window state of every user and merchant in Redis; see the module docstring for the design."""
+    """Window state of every user and merchant in Redis, as units of work: ``load`` a batch's keys, let the
+    engine mutate the returned WindowState, ``commit`` it (all or nothing).
+
+    Pool: decoded KeyWindows of committed batches are kept (LRU, ``cache_size`` entries) with their
+    token. A pooled object is handed to at most one open unit (checked out, returned on commit), so
+    several units may be open at once (transaction and label batches interleave in one event loop)
+    without sharing mutable objects. A pooled copy is used only while Redis still holds its token, so
+    the pool never serves stale state.
+
+    Errors: Redis's "not now" errors become ServiceUnavailableError (adapters.redis_errors); a commit
+    that failed that way may or may not have reached Redis, and both are safe to replay.
+
+    ``ttl_s`` overrides the per-kind TTLs of ``default_ttl_s`` (None = never expire).
+    """
 
     def __init__(self, client: redis.Redis[bytes], namespace: str, *, allowed_lateness_s: float,
                  user_specs: tuple[WindowSpec, ...] = USER_TXN_SPECS,
@@ -277,7 +238,14 @@ class RedisWindowStore:
 
     @staticmethod
     def default_ttl_s(kind: Kind, specs: Sequence[WindowSpec], allowed_lateness_s: float) -> float:
-        """Max window + lateness + a day of grace; 30 days at least for users (SINCE_PREVIOUS parity)."""
+        """Max window + lateness + a day of grace; 30 days at least for users (SINCE_PREVIOUS parity).
+
+        After that long without a write, every observation of a merchant key is out of every window, so an
+        expired key serves what the kept one would (counts 0, rate 0.0); the grace covers a worker that
+        was down or is catching up (the TTL runs on the wall clock, the windows on event time). Users keep
+        longer so ``user_seconds_since_prev`` stays exact for dormant accounts, as in the backfill; a user
+        idle longer is served as new (NaN). Why: docs/decisions/0003-window-state-ttls.md.
+        """
         ttl = max(s.window_s for s in specs) + allowed_lateness_s + DEFAULT_GRACE_S
         return max(ttl, DEFAULT_USER_TTL_S) if kind is Kind.USER else ttl
 
@@ -288,8 +256,11 @@ class RedisWindowStore:
     # ----------------------------------------------------------------------------------- unit of work
 
     def load(self, user_ids: Iterable[int], merchant_ids: Iterable[int]) -> WindowState:
-        """A new unit of work holding the users' windows and the merchants' transaction and label windows
-        (one round trip). Keys the engine touches beyond these are fetched one by one (slower, correct)."""
+        """A new unit of work holding the users' windows and the merchants' transaction and label windows,
+        fetched in one round trip (a read-only script that returns only the values whose token differs
+        from the pooled copy's). The returned WindowState records which keys the engine touches; keys
+        beyond these are fetched one by one (one round trip each, still correct). A state that is never
+        committed changes nothing."""
         unit = _Unit(self)
         unit.state.journal = True
         merchants = list(dict.fromkeys(int(m) for m in merchant_ids))
@@ -303,6 +274,13 @@ class RedisWindowStore:
 
     def commit(self, state: WindowState) -> None:
         """Persist every key of ``state`` whose bytes changed, in one atomic script, or nothing.
+
+        Writes only if every key still holds the token this unit loaded (optimistic concurrency). The
+        positions inside each KeyWindows then say exactly which events are applied, so replaying a batch
+        after a crash is idempotent. Merchant keys changed by another worker are merged (``_merge``) and
+        the commit retried; a changed user key (a zombie writer after a rebalance) raises
+        StateConflictError: the batch must be re-processed from a fresh ``load``. Reads are not checked.
+        Why: docs/decisions/0002-window-state-optimistic-commit.md.
 
         ``state`` must come from this store's ``load``; an empty plain WindowState (a batch that loaded
         nothing) is accepted and ignored. Raises StateConflictError if another writer got there first,
@@ -435,7 +413,13 @@ class RedisWindowStore:
     def _transact(self, names: list[str], expected: list[bytes],
                   writes: list[tuple[Kind, int, _Entry, bytes | None]], token: bytes) -> list[int]:
         """Check the loaded tokens and write every key, atomically in one script. Returns the (0-based)
-        indices of the keys changed since they were loaded; then nothing was written."""
+        indices of the keys changed since they were loaded; then nothing was written.
+
+        A Lua script rather than MULTI/EXEC: Redis runs it with no other command in between, as it runs
+        EXEC, and it checks the tokens before its first write in the same round trip (MULTI/EXEC needs
+        WATCH and a separate check, and redis-py parses one QUEUED reply per key). ``#!lua`` without flags
+        makes Redis refuse the whole script when over maxmemory, and its SETs cannot fail otherwise, so
+        it never stops half-way."""
         values = [b"" if payload is None else token + payload for _kind, _entity, _entry, payload in writes]
         ttls = [self._ttl_ms[kind] or 0 for kind, _entity, _entry, _payload in writes]
         with unavailable_when_down("commit window state"):
@@ -444,7 +428,13 @@ class RedisWindowStore:
 
     def _merge(self, unit: _Unit, writes: list[tuple[Kind, int, _Entry, bytes | None]], expected: list[bytes],
                stale: list[int]) -> None:
-        """Re-read the stale merchant keys and re-apply this unit's observations on top (in place)."""
+        """Re-read the stale merchant keys and re-apply this unit's observations on top (in place).
+
+        Merchant keys are written by every worker (transactions of all partitions reach a merchant), so
+        another worker's commit is merged rather than the batch re-processed: this unit's journal
+        (``WindowState.journal``) re-applies its own observations over the other's, replays being
+        recognised by position. The values already served stay valid, since merchant windows are read
+        ``window_spec.MERCHANT_LAG_S`` in the past."""
         journals = {Kind.MERCHANT_TXN: unit.state.merchant_txns_applied,
                     Kind.MERCHANT_LABEL: unit.state.merchant_labels_applied}
         names = [self.key(writes[i][0], writes[i][1]) for i in stale]

@@ -21,10 +21,10 @@ class DemoConfig:
     ``users`` is the same for history and the live stream so live users have batch profiles; it is kept at
     the full 20k because per-user window features only look like history's when ``rate * duration /
     users`` stays around one transaction per user. ``days`` is what we shrink to save time (training
-    needs more than the 5 holdout days). ``rate`` 300/s is what the worker sustains with the broker, the
-generator and this process on the same 2 cores while others work there too (at 500/s under load it
-fell behind and the latency became queueing time). ``label_delay_scale`` 1e-4 turns a 1-3 day chargeback into
-    9-26 s, so most labels arrive while the demo runs."""
+    needs more than the 5 holdout days). ``rate`` must stay below what the worker sustains while the
+    broker, the generator and this process share its cores; above it the backlog grows and the reported
+    latency becomes queueing time. ``label_delay_scale`` 1e-4 turns a 1-3 day chargeback into 9-26 s, so
+    most labels arrive while the demo runs."""
 
     out: Path = DEFAULT_OUT
     days: int = 14

@@ -68,6 +68,8 @@ class _Live:
 
 
 class Demo:
+    """One demo run: set-up, live phase and summary, each a method; ``run`` calls them in order."""
+
     def __init__(self, config: DemoConfig) -> None:
         self.config = config
         self.t0 = time.monotonic()

@@ -1,5 +1,6 @@
 """The offline pipeline as the Makefile runs it (history → backfill → feast apply → train → promote →
-materialize), through the very same CLIs, each a subprocess with its output in ``logs/<step>.log``.
+materialize), through the same ``streamscore`` commands (``python -m stream_app``), each a subprocess
+with its output in ``logs/<step>.log``.
 
 Running the CLIs rather than calling the libraries keeps the demo honest: it shows what ``make
 pipeline`` does. The environment points them at the demo's private workspace."""
@@ -24,6 +25,8 @@ class StepError(RuntimeError):
 
 @dataclass(frozen=True)
 class Step:
+    """One pipeline step: its name (also its log's) and the command line that runs it."""
+
     name: str
     argv: list[str]
 

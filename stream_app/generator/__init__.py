@@ -1,15 +1,8 @@
 """A seeded, realistic card-transaction world: legitimate cardholders, three fraud patterns (card
 testing, account takeover, compromised merchants) plus friendly-fraud label noise, delayed labels,
-and hostile records.
-
-Library use (no CLI needed)::
-
-    from stream_app.generator import HistoryConfig, generate_history, write_history, golden_history
-    history = generate_history(HistoryConfig(days=30, users=20_000, seed=7))
-    write_history(history, "data/history")
-
-``stream_app.generator.live.stream_live`` streams the same world to Kafka; ``stream_app.generator.invalid``
-holds the hostile records with their expected DLQ codes.
+and hostile records. ``generate_history`` / ``write_history`` build and store a history (as
+``streamscore generate history`` does), ``stream_app.generator.live.stream_live`` streams the same world
+to Kafka, and ``stream_app.generator.invalid`` holds the hostile records with their expected DLQ codes.
 """
 
 from stream_app.generator.config import GENERATOR_VERSION, FraudConfig, HistoryConfig

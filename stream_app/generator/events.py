@@ -35,6 +35,8 @@ PATTERN_LABELS: tuple[str, ...] = tuple(p.label for p in Pattern)  # index = pat
 
 @dataclass(frozen=True)
 class EventBatch:
+    """Generated transactions as parallel arrays, one entry per event."""
+
     user: IntArray  # index into Population.users
     merchant: IntArray  # index into Population.merchants
     time_us: IntArray  # event time, microseconds since the epoch (UTC)

@@ -24,6 +24,8 @@ BAD_COUNTRIES: list[str] = ["UK", "us", "USA", "ZZ", "XK", "", "E1"]
 
 
 class InvalidRecord(NamedTuple):
+    """A ``transactions`` record as raw key and value bytes, with the DLQ code the worker must give it."""
+
     key: bytes
     value: bytes
     expected_code: ErrorCode

@@ -2,20 +2,8 @@
 
 Each function turns "who and when" (population indices, start instants) into an EventBatch, vectorised.
 Timing *plans* (which days, how many) live with the callers (history: a calendar; live: the wall clock),
-so both modes share exactly the same shapes.
-
-What makes each pattern learnable from the served features, and what legit behaviour blurs it:
-
-* card testing: many tiny amounts within minutes at many new merchants -> user counts 10m/1h, distinct
-  merchants 1h, seconds since previous, small amount / 24h mean. Blurred by legit sprees (mall visits,
-  app-store binges of small price points at one or two merchants).
-* account takeover: a few large amounts abroad at the victim's off hours -> amount / 24h mean, 24h max,
-  country != home, hour. Blurred by legit trips abroad, foreign web shops and big purchases at home.
-* compromised merchant: extra, pricier transactions at a few merchants for days, mostly from cardholders
-  of other countries -> merchant count 1h, merchant 7-day label fraud rate (lagging: labels take 2 h to
-  10 days), country != home. Blurred by legit traffic at the same merchant and by the lag itself.
-* friendly fraud (extra): ordinary purchases disputed by their own cardholder; deliberately not
-  learnable, so no model can be perfect.
+so both modes share exactly the same shapes. Each fraud pattern's docstring says which served features
+make it learnable and which legit behaviour blurs it.
 """
 
 from __future__ import annotations
@@ -128,7 +116,8 @@ def legit(
     pop: Population, rng: np.random.Generator, cfg: FraudConfig, user: IntArray, time_us: IntArray, *, trips: Trips
 ) -> EventBatch:
     """Everyday purchases: mostly at the user's favourite shops, sometimes elsewhere at home, a few at
-    web shops abroad; on a trip, at shops in the destination; now and then a big-ticket purchase."""
+    web shops abroad; on a trip, at shops in the destination; now and then a big-ticket purchase. Trips,
+    foreign web shops and big purchases blur the account-takeover signal."""
     users, sampler = pop.users, pop.sampler
     n = len(user)
     home = users.home[user]
@@ -159,7 +148,8 @@ def legit(
 
 def spree(pop: Population, rng: np.random.Generator, user: IntArray, start_us: IntArray) -> EventBatch:
     """Legit bursts: 70 % an afternoon at the mall (3-8 shops, minutes apart, normal tickets), 30 % an
-    app-store binge (3-8 small price points within minutes at one to three merchants)."""
+    app-store binge (3-8 small price points within minutes at one to three merchants). They blur the
+    card-testing signal."""
     users, sampler = pop.users, pop.sampler
     k = len(user)
     size = rng.integers(3, 9, size=k)
@@ -190,7 +180,8 @@ def card_testing(
 ) -> EventBatch:
     """A bot probes a stolen card: 5-30 tiny amounts seconds apart, each at a different cheap online
     merchant (half at home, half anywhere, uniformly: bots do not care which shop is popular), mostly
-    over the web."""
+    over the web. Learnable from the user counts over 10 min / 1 h, distinct merchants in 1 h, seconds
+    since the previous transaction and a small amount / 24 h mean."""
     sampler = pop.sampler
     lo, hi = cfg.card_testing_burst
     size = rng.integers(lo, hi + 1, size=len(victim))
@@ -230,7 +221,8 @@ def account_takeover(
     pop: Population, rng: np.random.Generator, cfg: FraudConfig, victim: IntArray, start_us: IntArray
 ) -> EventBatch:
     """A fraudster in another country cashes out: 1-4 purchases of 5-30x the victim's typical spend at
-    high-ticket merchants there, minutes apart, online (callers place it at the victim's off hours)."""
+    high-ticket merchants there, minutes apart, online (callers place it at the victim's off hours).
+    Learnable from amount / 24 h mean, the 24 h max, country != home and the hour of day."""
     users, sampler = pop.users, pop.sampler
     size = rng.choice(np.arange(1, 5), size=len(victim), p=[0.35, 0.3, 0.2, 0.15])
     country = sampler.foreign_country(rng, users.home[victim], GROUP_HIGH_TICKET)
@@ -268,7 +260,9 @@ def victims_by_activity(pop: Population, rng: np.random.Generator, n: int) -> In
 def compromised_merchant_fraud(
     pop: Population, rng: np.random.Generator, merchant: IntArray, time_us: IntArray
 ) -> EventBatch:
-    """Fraud run through a breached merchant: cards from anywhere, tickets about 2.5x usual."""
+    """Fraud run through a breached merchant: cards from anywhere, tickets about 2.5x usual. Learnable
+    from the merchant's 1 h count, its 7-day label fraud rate (lagging: labels arrive hours to days
+    later) and country != home; blurred by the merchant's legit traffic and by that lag."""
     n = len(merchant)
     victim = victims_by_activity(pop, rng, n)
     amount = _everyday_amount(pop, rng, victim, merchant) * rng.lognormal(np.log(2.5), 0.4, size=n)
@@ -284,8 +278,8 @@ def compromised_merchant_fraud(
 
 def friendly_fraud(rng: np.random.Generator, cfg: FraudConfig, batch: EventBatch) -> EventBatch:
     """Mark some legit purchases as disputed by their own cardholder. Nothing about the transaction
-    changes (that is the point: it is label noise a model cannot learn), except that bigger online
-    tickets are disputed more often ("item not received")."""
+    changes (that is the point: it is label noise a model cannot learn, so no model can be perfect),
+    except that bigger online tickets are disputed more often ("item not received")."""
     legit = batch.pattern == Pattern.NONE
     weight = np.sqrt(batch.amount) * np.where(batch.channel == POS, 1.0, 3.0) * legit
     total = weight.sum()

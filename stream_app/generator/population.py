@@ -26,6 +26,8 @@ MERCHANT_ID_BASE = 10_000_000
 
 @dataclass(frozen=True, slots=True)
 class HomeCountry:
+    """A country cardholders live in: its currency, share of cardholders and UTC offset."""
+
     code: str
     currency: str
     share: float  # share of cardholders
@@ -64,6 +66,8 @@ N_HOME = len(HOME_COUNTRIES)
 
 @dataclass(frozen=True, slots=True)
 class Category:
+    """A merchant category: its share of merchants, typical ticket, channel mix and base risk."""
+
     name: str
     share: float  # share of merchants
     amount_factor: float  # typical ticket relative to the user's everyday spend
@@ -213,6 +217,8 @@ def _pool(members: IntArray, weights: FloatArray) -> tuple[IntArray, FloatArray]
 
 @dataclass(frozen=True)
 class Population:
+    """The cardholders, the merchants and the sampler that picks merchants for them."""
+
     users: Users
     merchants: Merchants
     sampler: MerchantSampler
