@@ -38,7 +38,7 @@ from stream_app.adapters.feast_store import feast_env, prepare_workspace
 from stream_app.adapters.online_store import OnlineFeatures
 from stream_app.core.records import WindowRow
 from stream_app.core.window_spec import USER_WINDOWS, Function
-from stream_app.settings import REPO_ROOT, RedisSettings, Settings
+from stream_app.settings import FEATURE_REPO, REPO_ROOT, RedisSettings, Settings
 
 COUNTS = {spec.name for spec in USER_WINDOWS if spec.function in (Function.COUNT, Function.DISTINCT)}
 USER_PROFILE = ["home_country", "user_account_age_days", "user_avg_amount_30d", "user_txn_count_30d"]
@@ -166,7 +166,7 @@ def main() -> None:
     server = client.info("server")["redis_version"]
     project = f"bench_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="bench_online_store_") as tmp:
-        path = prepare_workspace(REPO_ROOT / "feature_repo", Path(tmp) / "feature_repo", project)
+        path = prepare_workspace(FEATURE_REPO, Path(tmp) / "feature_repo", project)
         os.environ.update(feast_env(Settings(redis=redis_settings)))
 
         store = FeatureStore(repo_path=str(path))

@@ -37,7 +37,7 @@ from stream_app.generator.config import HistoryConfig, stream, to_us
 from stream_app.generator.live import LiveSource
 from stream_app.generator.population import build_population
 from stream_app.settings import (
-    REPO_ROOT,
+    FEATURE_REPO,
     FeastSettings,
     KafkaSettings,
     RedisSettings,
@@ -102,7 +102,7 @@ def prepare_world(root: Path, project: str, *, users: int, merchants: int, days:
     started = time.perf_counter()
     start = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=days)
     config = HistoryConfig(days=days, users=users, merchants=merchants, seed=seed, start=start.to_pydatetime())
-    settings = base_settings().model_copy(update={"feast": FeastSettings(repo_path=REPO_ROOT / "feature_repo"),
+    settings = base_settings().model_copy(update={"feast": FeastSettings(repo_path=FEATURE_REPO),
                                                   "models_dir": root / "models", "data_dir": root / "data"})
     world = pipeline.prepare_world(settings, root / "feature_repo", project, config,
                                    model=pipeline.QuickModel(rounds=rounds, train_rows=train_rows))

@@ -27,7 +27,7 @@ from stream_app.core import profiles
 from stream_app.core.profiles import TIMESTAMP
 from stream_app.generator.config import HistoryConfig
 from stream_app.generator.history import History, generate_history
-from stream_app.settings import Settings
+from stream_app.settings import FEATURE_REPO, Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -71,7 +71,7 @@ def prepare_world(settings: Settings, repo_dir: Path, project: str, config: Hist
     seconds["history"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    path = prepare_workspace(settings.feast.repo_path, repo_dir, project)
+    path = prepare_workspace(FEATURE_REPO, repo_dir, project)
     settings = settings.model_copy(update={"feast": settings.feast.model_copy(update={"repo_path": path})})
     result = backfill.run(history.transactions, history.labels)
     days = profiles.snapshot_days(history.transactions)

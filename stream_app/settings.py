@@ -18,6 +18,7 @@ from stream_app.core.engine import DEFAULT_MAX_FUTURE_SKEW_S
 from stream_app.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+FEATURE_REPO = REPO_ROOT / "feature_repo"  # the Feast definitions; runtime copies of its configuration hold the data
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -148,10 +149,12 @@ class RedisSettings(BaseModel):
 
 
 class FeastSettings(BaseModel):
-    """Where the Feast repository lives. ``feature_store.yaml`` reads the Redis address from
-    ``STREAMSCORE_FEAST_REDIS_CONNECTION``, which the adapter sets from ``redis`` above."""
+    """Where the Feast repository this process uses lives: a copy of ``FEATURE_REPO``'s configuration
+    (made on first use) whose ``data/`` holds Feast's registry, the offline feature log and the batch
+    profiles. ``feature_store.yaml`` reads the Redis address from ``STREAMSCORE_FEAST_REDIS_CONNECTION``,
+    which the adapter sets from ``redis`` above."""
 
-    repo_path: Path = REPO_ROOT / "feature_repo"
+    repo_path: Path
 
 
 class WorkerSettings(BaseModel):
@@ -186,13 +189,15 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", env_nested_delimiter="__", extra="ignore")
 
+    # runtime data: histories, the Feast repository's data, the model registry, reports, the label log
+    data_dir: Path = REPO_ROOT / "data"
+    models_dir: Path = Field(default_factory=lambda given: given["data_dir"] / "registry")  # the model registry
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     topics: Topics = Field(default_factory=Topics)
-    feast: FeastSettings = Field(default_factory=FeastSettings)
+    feast: FeastSettings = Field(
+        default_factory=lambda given: FeastSettings(repo_path=given["data_dir"] / "feature_repo"))
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
-    data_dir: Path = REPO_ROOT / "data"  # runtime data: history, registry, reports, label log, demo workspace
-    models_dir: Path = Field(default_factory=lambda given: given["data_dir"] / "registry")  # the model registry
 
 
 def settings_env(settings: BaseModel, prefix: str = "STREAMSCORE_") -> dict[str, str]:

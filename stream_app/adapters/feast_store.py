@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stream_app.errors import ConfigError, ServiceUnavailableError
-from stream_app.settings import Settings
+from stream_app.settings import FEATURE_REPO, Settings
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
@@ -35,11 +35,20 @@ def open_store(settings: Settings) -> FeatureStore:
     """A FeatureStore on ``settings.feast.repo_path`` with the Redis address from settings."""
     from feast import FeatureStore  # noqa: PLC0415  (imports feast, ~5 s: only processes that open a store pay)
 
-    repo = settings.feast.repo_path
-    if not (repo / "feature_store.yaml").is_file():
-        raise ConfigError(f"no feature_store.yaml in {repo}")
+    repo = ensure_repository(settings)
     os.environ.update(feast_env(settings))
     return FeatureStore(repo_path=str(repo))
+
+
+def ensure_repository(settings: Settings) -> Path:
+    """``settings.feast.repo_path``, made a copy of ``FEATURE_REPO``'s configuration (same project) if it
+    has no ``feature_store.yaml`` yet; the definitions themselves are imported from the package."""
+    repo = settings.feast.repo_path
+    if not (repo / "feature_store.yaml").is_file():
+        if not (FEATURE_REPO / "feature_store.yaml").is_file():
+            raise ConfigError(f"no feature_store.yaml in {repo} nor in the definitions at {FEATURE_REPO}")
+        prepare_workspace(FEATURE_REPO, repo)
+    return repo
 
 
 @contextlib.contextmanager
@@ -68,8 +77,7 @@ def service_feature_refs(service: FeatureService) -> list[str]:
 def run_feast_cli(settings: Settings, args: Sequence[str], repo: Path | None = None) -> str:
     """Run the real ``feast`` CLI on the repository (apply, plan, materialize-incremental ...), from
     inside it: the DuckDB offline store resolves source paths against the working directory."""
-    repo = repo or settings.feast.repo_path
-    repo = repo.resolve()
+    repo = (repo or ensure_repository(settings)).resolve()
     done = subprocess.run([sys.executable, "-m", "feast.cli.cli", "-c", str(repo), *args], cwd=repo,
                           env={**os.environ, **feast_env(settings)}, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -78,15 +86,16 @@ def run_feast_cli(settings: Settings, args: Sequence[str], repo: Path | None = N
     return done.stdout
 
 
-def prepare_workspace(template: Path, dest: Path, project: str) -> Path:
-    """A private copy of the Feast repository's configuration (same definitions, own registry, own data
-    dir, own project name): for golden sets, demos, benchmarks and tests that must not touch the real
-    repository."""
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", project):
+def prepare_workspace(template: Path, dest: Path, project: str | None = None) -> Path:
+    """A copy of the Feast repository's configuration at ``dest`` (same definitions, own registry and
+    data dir; ``project`` renames the Feast project, for golden sets, demos, benchmarks and tests that
+    must not share one)."""
+    if project is not None and not re.fullmatch(r"[a-z][a-z0-9_]*", project):
         raise ValueError(f"Feast project names are lowercase identifiers, got {project!r}")
     dest.mkdir(parents=True, exist_ok=True)
     for name in REPO_FILES:
         shutil.copy2(template / name, dest / name)
-    yaml = dest / "feature_store.yaml"
-    yaml.write_text(re.sub(r"(?m)^project: .*$", f"project: {project}", yaml.read_text()))
+    if project is not None:
+        yaml = dest / "feature_store.yaml"
+        yaml.write_text(re.sub(r"(?m)^project: .*$", f"project: {project}", yaml.read_text()))
     return dest

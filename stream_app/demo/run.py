@@ -37,7 +37,7 @@ from stream_app.demo.summary import Observed, Sample, build_summary, format_summ
 from stream_app.demo.tap import CountingProducer, TopicTap, commit_group_offsets, end_offsets
 from stream_app.errors import StreamscoreError
 from stream_app.generator.live import LiveCounts, stream_live
-from stream_app.settings import REPO_ROOT, FeastSettings, Settings, WorkerSettings
+from stream_app.settings import FEATURE_REPO, REPO_ROOT, FeastSettings, Settings, WorkerSettings
 from stream_app.worker.process import WorkerProcess, free_port
 
 FEAST_PROJECT = "streamscore_demo"
@@ -107,7 +107,7 @@ class Demo:
                 entry.unlink()
         cfg.logs_dir.mkdir(parents=True, exist_ok=True)
         marker.write_text("streamscore demo workspace: emptied (except golden/) at the start of every demo run\n")
-        feast_store.prepare_workspace(REPO_ROOT / "feature_repo", cfg.repo_dir, FEAST_PROJECT)
+        feast_store.prepare_workspace(FEATURE_REPO, cfg.repo_dir, FEAST_PROJECT)
 
     def settings(self) -> Settings:
         """The demo's settings in this process: the environment's addresses and topics, the workspace's paths."""

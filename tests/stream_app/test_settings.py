@@ -103,3 +103,9 @@ def test_renaming_a_topic_keeps_its_roles_partition_count(monkeypatch: pytest.Mo
     assert (topics.transactions_dlq.name, topics.transactions_dlq.partitions) == ("dead.letters", 1)
     assert (topics.labels.name, topics.labels.partitions) == ("labels", 8)
     assert topics.transactions.partitions == 4
+
+
+def test_the_feast_repository_in_use_lives_under_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(data_dir=tmp_path).feast.repo_path == tmp_path / "feature_repo"
+    monkeypatch.setenv("STREAMSCORE_FEAST__REPO_PATH", str(tmp_path / "elsewhere"))
+    assert Settings(data_dir=tmp_path).feast.repo_path == tmp_path / "elsewhere"
