@@ -162,10 +162,12 @@ class Outbox:
         self.dropped = 0
         self._settled: set[Position] = set()  # answered: delivered, or refused for good
         self._replaced: dict[Position, DeadLetter] = {}  # the dead letter standing in for a refused prediction
+        self._dropped: set[Position] = set()  # dead letters refused for good
 
     def start(self) -> None:
         self._settled.clear()
         self._replaced.clear()
+        self._dropped.clear()
 
     async def deliver(self, predictions: Sequence[tuple[Prediction, RawRecord]], dead_letters: Sequence[DeadLetter],
                       ) -> tuple[list[tuple[Prediction, RawRecord]], list[DeadLetter]]:
@@ -177,14 +179,15 @@ class Outbox:
                                         if record_position(r) in self._replaced)]
             todo = [(p, r) for p, r in kept if record_position(r) not in self._settled]
             todo_letters = [d for d in letters if letter_position(d) not in self._settled]
-            try:
-                await self.publisher.publish([p for p, _ in todo], todo_letters)
-            except PermanentDeliveryError as exc:
-                self._refused(todo, todo_letters, exc.refused)
-                continue  # the stand-ins of refused predictions are still to be sent
+            if todo or todo_letters:
+                try:
+                    await self.publisher.publish([p for p, _ in todo], todo_letters)
+                except PermanentDeliveryError as exc:
+                    self._refused(todo, todo_letters, exc.refused)
+                    continue  # the stand-ins of refused predictions are still to be sent
             self._settled.update(record_position(r) for _, r in todo)
             self._settled.update(letter_position(d) for d in todo_letters)
-            return kept, letters
+            return kept, [d for d in letters if letter_position(d) not in self._dropped]
 
     def _refused(self, predictions: Sequence[tuple[Prediction, RawRecord]], letters: Sequence[DeadLetter],
                  refused: dict[int, str]) -> None:
@@ -201,6 +204,7 @@ class Outbox:
             self._settled.add(letter_position(letter))
             if i in refused:
                 self.dropped += 1
+                self._dropped.add(letter_position(letter))
                 log.error("the dead letter of %s partition %d offset %d was refused for good, dropped: %s",
                           letter.source_topic, letter.partition, letter.offset, refused[i])
 
