@@ -19,6 +19,7 @@ from stream_app.errors import (
     StateConflictError,
 )
 from stream_app.settings import WorkerSettings
+from stream_app.worker.app import finish_even_if_cancelled
 from stream_app.worker.processor import BatchProcessor
 from stream_app.worker.runner import LATENCIES_KEPT, BatchRunner, RunnerStats, run_with_retries
 from tests.fixtures.fakes import FakeModel, FakeOnline, FakeState, record, txn
@@ -134,8 +135,6 @@ def test_outages_never_commit_state_early(outages: int) -> None:
 
 
 def test_a_cancelled_batch_finishes_before_the_cancellation_propagates() -> None:
-    from stream_app.worker.app import finish_even_if_cancelled
-
     done: list[str] = []
 
     async def batch() -> None:
@@ -326,8 +325,6 @@ class _Event:
 
 
 def test_a_batch_given_up_at_shutdown_withholds_its_acks() -> None:
-    from stream_app.worker.app import finish_even_if_cancelled
-
     events = [_Event(), _Event()]
     stopping = asyncio.Event()
 
