@@ -44,19 +44,30 @@ async def finish_even_if_cancelled(work: Awaitable[object], on_cancel: Callable[
     """Graceful SIGTERM: Faust cancels agents on shutdown, and ``take_events`` acks the batch as the
     cancellation unwinds. Let the batch finish first (outputs delivered, state committed), then
     propagate the cancellation. ``on_cancel`` tells the work to stop waiting (for optional things, and
-    for a retry); work that then gives its batch up (BatchAbandonedError) leaves ``events`` unacked."""
+    for a retry). Work that gives its batch up at shutdown (BatchAbandonedError, cancelled or not)
+    leaves ``events`` unacked."""
     task = asyncio.ensure_future(work)
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
         if on_cancel is not None:
             on_cancel()
-        try:
-            await task
-        except BatchAbandonedError as exc:
-            withhold_acks(events)
-            log.warning("%s", exc)
+        await _unless_abandoned(task, events)
         raise
+    except BatchAbandonedError as exc:
+        _abandoned(exc, events)
+
+
+async def _unless_abandoned(task: Awaitable[object], events: Sequence[Any]) -> None:
+    try:
+        await task
+    except BatchAbandonedError as exc:
+        _abandoned(exc, events)
+
+
+def _abandoned(exc: BatchAbandonedError, events: Sequence[Any]) -> None:
+    withhold_acks(events)
+    log.warning("%s", exc)
 
 
 def withhold_acks(events: Sequence[Any]) -> None:
@@ -72,6 +83,12 @@ def withhold_acks(events: Sequence[Any]) -> None:
 class Runners:
     transactions: BatchRunner
     labels: LabelRunner | None = None  # None: this app does not consume labels
+
+    def stop(self) -> None:
+        """Shutting down: batches waiting to be retried are given up, unacked."""
+        self.transactions.stop()
+        if self.labels is not None:
+            self.labels.stop()
 
 
 @dataclass(frozen=True)
@@ -153,6 +170,14 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
     async def _revoked(app: faust.App, revoked: Any, **_: Any) -> None:
         if "runners" in holder:
             holder["runners"].transactions.state.invalidate()  # another worker may own these keys now
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def stop_runners_on_shutdown() -> None:
+        """Faust waits for every consumed record to be acked before it cancels the agents, so a batch
+        waiting out an outage is told to give up as soon as the app begins to stop."""
+        await app.wait_until_stopped()
+        if "runners" in holder:
+            holder["runners"].stop()
 
     @app.agent(transactions, concurrency=1)  # type: ignore[untyped-decorator]
     async def score(stream: Any) -> None:

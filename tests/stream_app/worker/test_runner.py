@@ -342,3 +342,14 @@ def test_a_batch_given_up_at_shutdown_withholds_its_acks() -> None:
     asyncio.run(scenario())
     # marked acked behind the consumer's back: Faust's own ack then records no offset to commit
     assert all(e.message.acked for e in events)
+
+
+def test_a_batch_given_up_as_the_app_begins_to_stop_withholds_its_acks_and_the_agent_goes_on() -> None:
+    """Faust waits for acks before it cancels agents: the runners are stopped first, without a cancel."""
+    events = [_Event()]
+
+    async def batch() -> None:
+        raise BatchAbandonedError("given up")
+
+    asyncio.run(finish_even_if_cancelled(batch(), None, events))
+    assert events[0].message.acked
