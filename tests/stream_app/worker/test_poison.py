@@ -16,8 +16,6 @@ import base64
 import contextlib
 import hashlib
 import json
-import os
-import signal
 import subprocess
 import time
 from collections import Counter
@@ -32,11 +30,11 @@ from confluent_kafka import Producer
 
 from stream_app.adapters.kafka_admin import ensure_topics
 from stream_app.contract import Topics, TopicSpec, user_key
-from stream_app.demo.worker import WorkerProcess
 from stream_app.settings import RedisSettings, Settings, WorkerSettings
-from tests.kafka_util import Record, consume
-from tests.services import free_port
-from tests.stream_app.worker.environment import USERS, prepare, settings_env
+from stream_app.worker.process import WorkerProcess, free_port
+from tests.fixtures.kafka import Record, consume
+from tests.fixtures.workers import StartWorker
+from tests.fixtures.world import USERS, prepare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -102,7 +100,7 @@ def produce(settings: Settings, values: list[tuple[bytes, bytes]]) -> None:
 
 def wait_ready(worker: WorkerProcess, timeout_s: float = 90.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while "[^Worker]: Ready" not in worker.log.read_text(errors="replace"):
+    while "[^Worker]: Ready" not in worker.output():
         assert worker.alive() and time.monotonic() < deadline, "worker not ready\n" + worker.tail(60)
         time.sleep(0.2)
 
@@ -120,15 +118,14 @@ def answered(settings: Settings, event_ids: set[str], worker: WorkerProcess,
 
 
 def test_a_poison_record_gets_one_dead_letter_and_a_shutdown_in_an_outage_loses_nothing(
-        settings: Settings, unique: str, tmp_path: Path, own_redis: OwnRedis) -> None:
+        settings: Settings, unique: str, tmp_path: Path, own_redis: OwnRedis, worker_process: StartWorker) -> None:
     single = Topics(**{role: TopicSpec(name=spec.name, partitions=1) for role, spec in settings.topics})
     settings = settings.model_copy(update={
         "redis": RedisSettings(url=own_redis.url), "topics": single,
-        "worker": WorkerSettings(app_id=f"poison-{unique}", batch_size=20, web_port=free_port(),
-                                 retry_initial_s=0.2, retry_max_s=1.0)})
+        "worker": WorkerSettings(app_id=f"poison-{unique}", batch_size=20, retry_initial_s=0.2, retry_max_s=1.0)})
     settings = prepare(settings, tmp_path, f"poison_{unique}")
     ensure_topics(settings.kafka, settings.topics.all())
-    env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
+    web_port = free_port()  # the restart rejoins as the same static group member
     at = datetime.now(UTC).replace(microsecond=0)
     before = [transaction(i, at) for i in range(60)]
     after = [transaction(i, at) for i in range(60, 120)]
@@ -137,7 +134,7 @@ def test_a_poison_record_gets_one_dead_letter_and_a_shutdown_in_an_outage_loses_
     assert USERS > 40
 
     # 1. the poison record among valid events
-    worker = WorkerProcess(env, tmp_path / "worker-1.log")
+    worker = worker_process(settings, tmp_path / "worker-1.log", web_port=web_port)
     try:
         wait_ready(worker)
         produce(settings, [(user_key(t["user_id"]), json.dumps(t).encode()) for t in before]
@@ -161,23 +158,23 @@ def test_a_poison_record_gets_one_dead_letter_and_a_shutdown_in_an_outage_loses_
         more = [transaction(i, at + timedelta(seconds=1)) for i in range(120, 160)]
         produce(settings, [(user_key(t["user_id"]), json.dumps(t).encode()) for t in more])
         deadline = time.monotonic() + 60
-        while "dependency unavailable, retrying batch" not in worker.log.read_text(errors="replace"):
+        while "dependency unavailable, retrying batch" not in worker.output():
             assert worker.alive() and time.monotonic() < deadline, "no outage seen\n" + worker.tail(60)
             time.sleep(0.2)
         time.sleep(2.0)  # well inside the backoff loop
         began = time.monotonic()
-        worker.proc.send_signal(signal.SIGTERM)
+        worker.terminate()
         try:
             worker.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pytest.fail("SIGTERM did not end the worker within 10 s during an outage\n" + worker.tail(60))
         stopped_in = time.monotonic() - began
-        assert "given up unacknowledged" in worker.log.read_text(errors="replace"), worker.tail(60)
+        assert "given up unacknowledged" in worker.output(), worker.tail(60)
     finally:
         worker.stop(timeout_s=5)
 
     own_redis.start()
-    restarted = WorkerProcess(env, tmp_path / "worker-2.log")
+    restarted = worker_process(settings, tmp_path / "worker-2.log", web_port=web_port)
     try:
         wait_ready(restarted)
         all_ids = ids | {t["event_id"] for t in more}
