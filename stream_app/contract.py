@@ -7,6 +7,7 @@ fields in incoming records are ignored (forward compatibility); known fields are
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import re
 from datetime import UTC, datetime
@@ -88,6 +89,7 @@ class ErrorCode(StrEnum):
     DUPLICATE = "duplicate"  # the user's state already applied this event_id; its first prediction stands
     FUTURE = "future"  # event_time too far ahead of the record's Kafka timestamp; not applied to windows
     INTERNAL = "internal"  # the batch kept failing for a reason that is not the record's (a bug): kept, not lost
+    UNDELIVERABLE = "undeliverable"  # the broker refused its prediction for good (e.g. topic not authorised)
 
 
 # A date first: pydantic would otherwise read numeric text ("1700000000") as Unix seconds.
@@ -191,7 +193,9 @@ class DeadLetterError(BaseModel):
 
 class DeadLetter(BaseModel):
     """A record that could not be processed, with where it came from and why. Key and value are the
-    original bytes, base64-encoded, so nothing is lost whatever they contained."""
+    original bytes, base64-encoded, so nothing is lost whatever they contained — unless the record is too
+    large to be re-published whole (``fitted``): then ``value`` (or ``key``) holds a prefix, flagged by
+    ``value_truncated`` (``key_truncated``), with the original's length in bytes and its SHA-256 (hex)."""
 
     source_topic: str
     partition: int
@@ -200,6 +204,12 @@ class DeadLetter(BaseModel):
     value: str | None
     error: DeadLetterError
     failed_at: datetime
+    value_truncated: bool = False
+    value_length: int | None = None  # set when truncated
+    value_sha256: str | None = None  # set when truncated
+    key_truncated: bool = False
+    key_length: int | None = None  # set when truncated
+    key_sha256: str | None = None  # set when truncated
 
     @classmethod
     def of(
@@ -222,6 +232,44 @@ class DeadLetter(BaseModel):
             error=DeadLetterError(code=ErrorCode(error.code), message=error.message),
             failed_at=failed_at,
         )
+
+    def raw_key(self) -> bytes | None:
+        """The key as bytes: the dead letter's own Kafka key."""
+        return None if self.key is None else base64.b64decode(self.key)
+
+    def wire_size(self) -> int:
+        """Bytes of the Kafka record that carries it: its JSON and its key."""
+        return len(encode(self)) + len(self.raw_key() or b"")
+
+    def fitted(self, max_bytes: int) -> DeadLetter:
+        """This dead letter if its record takes at most ``max_bytes``; otherwise a copy that keeps the
+        error (message cut to ``MESSAGE_KEPT`` characters), the source position, at most ``max_bytes // 8``
+        bytes of the key, and as long a prefix of the value as fits, each cut one with its length and
+        SHA-256. ``max_bytes`` must leave room for the envelope (``FITTED_MIN_BYTES`` at least)."""
+        if self.wire_size() <= max_bytes:
+            return self
+        if max_bytes < FITTED_MIN_BYTES:
+            raise ValueError(f"a dead letter needs at least {FITTED_MIN_BYTES} bytes, not {max_bytes}")
+        fitted = self.model_copy(update={"error": DeadLetterError(code=self.error.code,
+                                                                  message=self.error.message[:MESSAGE_KEPT])})
+        key = self.raw_key()
+        if key is not None and len(key) > max_bytes // 8:
+            fitted = fitted.model_copy(update={
+                "key": base64.b64encode(key[:max_bytes // 8]).decode("ascii"), "key_truncated": True,
+                "key_length": len(key), "key_sha256": hashlib.sha256(key).hexdigest()})
+        if self.value is None or fitted.wire_size() <= max_bytes:
+            return fitted
+        value = base64.b64decode(self.value)
+        fitted = fitted.model_copy(update={"value": "", "value_truncated": True, "value_length": len(value),
+                                           "value_sha256": hashlib.sha256(value).hexdigest()})
+        room = max(0, max_bytes - fitted.wire_size())  # for the prefix's base64: 4 characters per 3 bytes
+        return fitted.model_copy(update={"value": base64.b64encode(value[:room // 4 * 3]).decode("ascii")})
+
+
+MESSAGE_KEPT: Final = 1000  # characters of the error message a fitted dead letter keeps
+# Room for the envelope, the message (≤ 6 bytes a character in JSON) and the key kept (≤ 1/8 of the bound,
+# 4/3 of that again as base64 in the JSON)
+FITTED_MIN_BYTES: Final = 16 * 1024
 
 
 def _describe(exc: ValidationError) -> str:

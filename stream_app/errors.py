@@ -5,6 +5,9 @@ the adapter boundary, so callers handle one family and the reason survives into 
     ├── ConfigError               settings or a definition file are wrong: fix them, retrying won't help
     ├── InvalidRecordError        one record is refused; its ``code`` goes to the DLQ
     ├── ServiceUnavailableError   a dependency did not answer: wait (backoff) and retry the batch
+    ├── PermanentDeliveryError    the broker refused outputs for good (too large, topic invalid or not
+    │                             authorised): retrying won't help; the runner replaces or drops them
+    ├── BatchAbandonedError       shutting down during a retry wait: the batch is left unacked
     ├── RetryBatchError           nothing is wrong, the batch must run again from fresh state
     │   ├── StateConflictError    another writer changed a key first: re-run at once
     │   └── LabelsAheadError      labels before their transactions were scored: re-run later
@@ -32,6 +35,22 @@ class InvalidRecordError(StreamscoreError):
 
 class ServiceUnavailableError(StreamscoreError):
     """Kafka, Redis or another dependency did not answer; the operation may succeed if retried."""
+
+
+class PermanentDeliveryError(StreamscoreError):
+    """The broker refused some outputs for a reason retrying cannot fix (a record too large, an invalid or
+    unauthorised topic); every other output of the same call was delivered. ``refused`` maps the position
+    of each refused output in the call to the broker's reason."""
+
+    def __init__(self, refused: dict[int, str]) -> None:
+        reasons = sorted(set(refused.values()))
+        super().__init__(f"{len(refused)} outputs refused for good: {'; '.join(reasons[:3])}")
+        self.refused = refused
+
+
+class BatchAbandonedError(StreamscoreError):
+    """The worker is shutting down while the batch waits to be retried: it is given up unacknowledged, so
+    it is delivered again after the restart."""
 
 
 class RetryBatchError(StreamscoreError):

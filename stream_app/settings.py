@@ -172,6 +172,8 @@ class WorkerSettings(BaseModel):
     retry_max_s: float = Field(default=5.0, gt=0)
     poison_attempts: int = Field(default=3, ge=1)  # unexpected failures of one batch before it is dead-lettered
     producer_linger_ms: int = Field(default=5, ge=0)
+    # The producer's message.max.bytes: the largest output record. Dead letters are cut to fit under it.
+    output_max_bytes: int = Field(default=1_000_000, ge=64 * 1024, le=100_000_000)
     web_port: int = Field(default=6066, ge=0, le=65535)
     # Static consumer-group membership (see stream_app.worker.app.group_instance_id): unset, it is
     # "<app_id>-<hostname>-<web_port>"; "" turns static membership off.

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 
+from stream_app.errors import BatchAbandonedError
 from stream_app.settings import Settings, WorkerSettings
 from stream_app.worker.label_runner import LabelRunner
 from stream_app.worker.ports import RawRecord
@@ -38,24 +39,56 @@ def broker_credentials(settings: Settings) -> Any:
     return None
 
 
-async def finish_even_if_cancelled(work: Awaitable[object], on_cancel: Callable[[], None] | None = None) -> None:
+async def finish_even_if_cancelled(work: Awaitable[object], on_cancel: Callable[[], None] | None = None,
+                                   events: Sequence[Any] = ()) -> None:
     """Graceful SIGTERM: Faust cancels agents on shutdown, and ``take_events`` acks the batch as the
     cancellation unwinds. Let the batch finish first (outputs delivered, state committed), then
-    propagate the cancellation. ``on_cancel`` tells the work to stop waiting for optional things."""
+    propagate the cancellation. ``on_cancel`` tells the work to stop waiting (for optional things, and
+    for a retry). Work that gives its batch up at shutdown (BatchAbandonedError, cancelled or not)
+    leaves ``events`` unacked."""
     task = asyncio.ensure_future(work)
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
         if on_cancel is not None:
             on_cancel()
-        await task
+        await _unless_abandoned(task, events)
         raise
+    except BatchAbandonedError as exc:
+        _abandoned(exc, events)
+
+
+async def _unless_abandoned(task: Awaitable[object], events: Sequence[Any]) -> None:
+    try:
+        await task
+    except BatchAbandonedError as exc:
+        _abandoned(exc, events)
+
+
+def _abandoned(exc: BatchAbandonedError, events: Sequence[Any]) -> None:
+    withhold_acks(events)
+    log.warning("%s", exc)
+
+
+def withhold_acks(events: Sequence[Any]) -> None:
+    """Keeps the events' offsets out of every commit: each message is marked acked without telling the
+    consumer, so the ack ``take_events`` sends as the cancellation unwinds finds nothing to do (the
+    consumer records offsets only on a message's first ack) and the shutdown's wait for unacked
+    messages counts them as done. Kafka delivers them again to the next owner of the partition."""
+    for event in events:
+        event.message.acked = True
 
 
 @dataclass(frozen=True)
 class Runners:
     transactions: BatchRunner
     labels: LabelRunner | None = None  # None: this app does not consume labels
+
+    def stop(self) -> None:
+        """Shutting down: batches waiting to be retried are given up, unacked."""
+        self.transactions.stop()
+        if self.labels is not None:
+            self.labels.stop()
 
 
 @dataclass(frozen=True)
@@ -138,16 +171,25 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
         if "runners" in holder:
             holder["runners"].transactions.state.invalidate()  # another worker may own these keys now
 
+    @app.task  # type: ignore[untyped-decorator]
+    async def stop_runners_on_shutdown() -> None:
+        """Faust waits for every consumed record to be acked before it cancels the agents, so a batch
+        waiting out an outage is told to give up as soon as the app begins to stop."""
+        await app.wait_until_stopped()
+        if "runners" in holder:
+            holder["runners"].stop()
+
     @app.agent(transactions, concurrency=1)  # type: ignore[untyped-decorator]
     async def score(stream: Any) -> None:
         async for events in stream.take_events(worker.batch_size, within=worker.batch_within_s):
-            await finish_even_if_cancelled(runners().transactions.handle(_records(events)))
+            runner = runners().transactions
+            await finish_even_if_cancelled(runner.handle(_records(events)), runner.stop, events)
 
     @app.agent(labels, concurrency=1)  # type: ignore[untyped-decorator]
     async def learn(stream: Any) -> None:
         async for events in stream.take_events(worker.batch_size, within=worker.batch_within_s):
             label_runner = runners().labels
             if label_runner is not None:
-                await finish_even_if_cancelled(label_runner.handle(_records(events)), label_runner.stop_holding)
+                await finish_even_if_cancelled(label_runner.handle(_records(events)), label_runner.stop, events)
 
     return WorkerApp(app, runners)

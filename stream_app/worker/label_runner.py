@@ -7,6 +7,7 @@ windows, and the quality counts each label once because it is fed only after the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from stream_app.errors import LabelsAheadError
 from stream_app.settings import WorkerSettings
 from stream_app.worker.labels import LabelBatchResult, LabelProcessor
 from stream_app.worker.ports import LabelLogPort, PublisherPort, RawRecord, StatePort
-from stream_app.worker.runner import batch_id, run_batch
+from stream_app.worker.runner import Outbox, batch_id, run_batch
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class LabelRunner:
         self.quality = quality
         self.settings = settings
         self.stats = LabelStats()
+        self.outbox = Outbox(publisher, processor)
+        self.stopping = asyncio.Event()
         self._held_since: float | None = None  # when the batch in hand was first held for its transactions
 
     async def handle(self, records: Sequence[RawRecord]) -> LabelBatchResult:
@@ -51,8 +54,9 @@ class LabelRunner:
         result = await run_batch(records, lambda: self._once(records),
                                  dead_lettered=lambda letters: LabelBatchResult(dead_letters=letters,
                                                                                 records=len(records)),
-                                 processor=self.processor, publisher=self.publisher, settings=self.settings,
-                                 state=self.state, on_retry=self._count_retry, what=f"label batch of {len(records)}")
+                                 processor=self.processor, outbox=self.outbox, settings=self.settings,
+                                 state=self.state, on_retry=self._count_retry, what=f"label batch of {len(records)}",
+                                 stopping=self.stopping)
         for row in result.joined:
             self.quality.add(row.model_version, row.score, row.is_fraud)
         s = self.stats
@@ -69,6 +73,11 @@ class LabelRunner:
         """Shutting down: don't wait for transactions any longer; early labels count as unjoined."""
         self._held_since = float("-inf")
 
+    def stop(self) -> None:
+        """Shutting down: stop holding early labels; a batch waiting out an outage is given up, unacked."""
+        self.stop_holding()
+        self.stopping.set()
+
     def _count_retry(self) -> None:
         self.stats.retries += 1
 
@@ -84,7 +93,10 @@ class LabelRunner:
         if result.early:
             log.warning("%d labels still had no prediction after %.0f s: counted as unjoined", result.early,
                         self.settings.label_join_wait_s)
-        await self.publisher.publish([], result.dead_letters)
+        # each attempt delivers its dead letters afresh: identical copies after a retry (label batches
+        # emit dead letters only); the outbox still keeps a letter refused for good from stalling it
+        self.outbox.start()
+        _, result.dead_letters = await self.outbox.deliver([], result.dead_letters)
         self.log.append(result.joined, batch_id(records))
         self.state.commit(result.state)
         return result

@@ -37,6 +37,7 @@ from stream_app.worker.ports import ModelPort, OnlineStorePort, RawRecord, State
 @dataclass
 class BatchResult:
     predictions: list[Prediction] = field(default_factory=list)
+    sources: list[RawRecord] = field(default_factory=list)  # the record each prediction answers
     dead_letters: list[DeadLetter] = field(default_factory=list)
     user_rows: list[WindowRow] = field(default_factory=list)
     merchant_rows: list[WindowRow] = field(default_factory=list)
@@ -140,6 +141,7 @@ class BatchProcessor:
                 score=float(scores[i]), decision=decisions[i], model_version=scorer.version,
                 features=as_features(scorer.features, matrix[i]), event_time=item.txn.event_time,
                 scored_at=scored_at, latency_ms=max(0.0, (scored_at - entered) / timedelta(milliseconds=1))))
+            result.sources.append(item.record)
 
     def dead_letter(self, record: RawRecord, error: InvalidRecordError) -> DeadLetter:
         return DeadLetter.of(topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,

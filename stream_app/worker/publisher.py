@@ -6,23 +6,40 @@ future and one aiokafka batch append per record; publishing was the largest stag
 (``bench/bench_e2e.py`` breakdown). librdkafka takes a record in ~1 µs from Python and batches, compresses
 and retries in C threads. The producer is idempotent (retries neither duplicate nor reorder) with
 acks=all; delivery reports are served by a poll thread and hand the batch's completion back to the
-event loop."""
+event loop.
+
+A refusal that retrying cannot fix (``PERMANENT``: a record too large, an invalid or unauthorised topic)
+is PermanentDeliveryError, naming the refused outputs (everything else was delivered); any other failure
+is ServiceUnavailableError. A topic that does not exist (yet) counts as unavailable, not permanent: topics
+are created by ``create-topics``, possibly after the worker starts, and waiting for it loses nothing,
+whereas giving up would dead-letter or drop every output until it exists. Dead letters are cut to fit
+the producer's ``message.max.bytes`` (``DeadLetter.fitted``), so a huge poison record can always be
+dead-lettered."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import functools
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from stream_app.contract import DeadLetter, Prediction, encode
-from stream_app.errors import ServiceUnavailableError
+from stream_app.errors import PermanentDeliveryError, ServiceUnavailableError
 from stream_app.settings import Settings
 
 DELIVERY_TIMEOUT_S = 30.0
+ENVELOPE_BYTES: Final = 4096  # a record's size beyond its key and value, with margin, within message.max.bytes
+# librdkafka error codes of refusals that retrying the same record cannot fix
+PERMANENT: Final = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE,  # over message.max.bytes (producer), or the topic's max.message.bytes
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_RECORD,  # the broker refuses the record itself (e.g. no key on a compacted topic)
+    KafkaError.TOPIC_EXCEPTION,  # invalid topic name
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+})
 
 
 def producer_config(settings: Settings, delivery_timeout_s: float = DELIVERY_TIMEOUT_S) -> dict[str, Any]:
@@ -34,8 +51,18 @@ def producer_config(settings: Settings, delivery_timeout_s: float = DELIVERY_TIM
         "compression.type": "lz4",
         "batch.num.messages": 10_000,
         "delivery.timeout.ms": int(delivery_timeout_s * 1000),
+        "message.max.bytes": settings.worker.output_max_bytes,
         "log_level": 3,
     }
+
+
+class ProducerLike(Protocol):
+    """The part of confluent_kafka.Producer the publisher uses."""
+
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
+                on_delivery: Callable[[KafkaError | None, Any], None]) -> None: ...
+    def poll(self, timeout: float) -> int: ...
+    def flush(self, timeout: float) -> int: ...
 
 
 class _Batch:
@@ -45,17 +72,21 @@ class _Batch:
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.remaining = expected
-        self.error: KafkaError | None = None
+        self.errors: dict[int, KafkaError] = {}  # position in the call -> why it was not delivered
         self.lock = threading.Lock()
 
-    def delivered(self, err: KafkaError | None, _msg: Any) -> None:
+    def delivered(self, position: int, err: KafkaError | None, _msg: Any) -> None:
         with self.lock:
-            if err is not None and self.error is None:
-                self.error = err
+            if err is not None:
+                self.errors[position] = err
             self.remaining -= 1
             finished = self.remaining == 0
         if finished:
             self.loop.call_soon_threadsafe(self._resolve)
+
+    def refused(self, position: int, err: KafkaError) -> None:
+        """Refused by ``produce`` itself: no delivery report will come."""
+        self.delivered(position, err, None)
 
     def _resolve(self) -> None:
         if not self.future.done():
@@ -63,11 +94,13 @@ class _Batch:
 
 
 class KafkaPublisher:
-    def __init__(self, settings: Settings, delivery_timeout_s: float = DELIVERY_TIMEOUT_S) -> None:
+    def __init__(self, settings: Settings, delivery_timeout_s: float = DELIVERY_TIMEOUT_S,
+                 producer: ProducerLike | None = None) -> None:
         self.predictions_topic = settings.topics.predictions.name
         self.dlq_topic = settings.topics.transactions_dlq.name
         self.delivery_timeout_s = delivery_timeout_s
-        self._producer = Producer(producer_config(settings, delivery_timeout_s))
+        self.dead_letter_max_bytes = settings.worker.output_max_bytes - ENVELOPE_BYTES
+        self._producer: ProducerLike = producer or Producer(producer_config(settings, delivery_timeout_s))
         self._closing = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="publisher-delivery-reports", daemon=True)
         self._poller.start()
@@ -77,10 +110,12 @@ class KafkaPublisher:
             self._producer.poll(0.05)
 
     async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter]) -> None:
+        """Positions in PermanentDeliveryError count the predictions first, then the dead letters."""
         records: list[tuple[str, bytes | None, bytes]] = [
             (self.predictions_topic, p.event_id.encode(), encode(p)) for p in predictions]
-        records += [(self.dlq_topic, None if d.key is None else base64.b64decode(d.key), encode(d))
-                    for d in dead_letters]
+        for letter in dead_letters:
+            fitted = letter.fitted(self.dead_letter_max_bytes)
+            records.append((self.dlq_topic, fitted.raw_key(), encode(fitted)))
         await self.publish_raw(records)
 
     async def publish_raw(self, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
@@ -88,25 +123,35 @@ class KafkaPublisher:
         if not records:
             return
         batch = _Batch(asyncio.get_running_loop(), len(records))
-        for topic, key, value in records:
-            self._produce(topic, key, value, batch)
+        for position, (topic, key, value) in enumerate(records):
+            self._produce(topic, key, value, batch, position)
         self._producer.poll(0)
         try:
             await asyncio.wait_for(asyncio.shield(batch.future), timeout=self.delivery_timeout_s + 5)
         except TimeoutError as exc:
             raise ServiceUnavailableError(f"Kafka did not acknowledge {batch.remaining} of {len(records)} "
                                           "outputs in time") from exc
-        if batch.error is not None:
-            raise ServiceUnavailableError(f"Kafka did not take the batch's outputs: {batch.error}")
+        transient = [err for err in batch.errors.values() if err.code() not in PERMANENT]
+        if transient:
+            raise ServiceUnavailableError(f"Kafka did not take {len(transient)} of the batch's {len(records)} "
+                                          f"outputs: {transient[0]}")
+        if batch.errors:
+            raise PermanentDeliveryError({position: f"{err.name()}: {err.str()}"
+                                          for position, err in sorted(batch.errors.items())})
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes, batch: _Batch) -> None:
+    def _produce(self, topic: str, key: bytes | None, value: bytes, batch: _Batch, position: int) -> None:
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=batch.delivered)
+                self._producer.produce(topic, value=value, key=key,
+                                       on_delivery=functools.partial(batch.delivered, position))
                 return
             except BufferError:  # local queue full: wait for deliveries to free room
                 self._producer.flush(0.1)
             except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.code() in PERMANENT:
+                    batch.refused(position, error)
+                    return
                 raise ServiceUnavailableError(f"Kafka refused an output record: {exc}") from exc
 
     def close(self, timeout_s: float = 10.0) -> None:

@@ -7,6 +7,12 @@
 4. commit the window state (one atomic write) — from here on the batch's events are replays;
 5. return; the caller acks the records, and Faust commits the offsets later.
 
+Step 2 goes through the batch's ``Outbox``: what the broker acknowledged is never sent again by a later
+attempt of the same batch (a retry after the online store or the state commit failed re-publishes
+nothing). A prediction the broker refuses for good (PermanentDeliveryError) is replaced by a dead letter
+of its record with code ``undeliverable``; a dead letter refused for good (even cut to fit) is logged and
+counted, and the batch goes on: no output can stall a partition.
+
 A crash before 4 replays the batch from the old state: same features, same predictions (duplicates are
 identical; the offline log gets identical rows again). A crash after 4 replays recognised events:
 nothing is emitted twice and no aggregate counts an event twice.
@@ -16,19 +22,29 @@ Nothing escapes ``handle``: Faust acks a whole ``take_events`` batch when an exc
 waited for with backoff, without acking; a user key another worker changed (StateConflictError) is
 re-processed at once; labels ahead of their transactions (LabelsAheadError) are re-processed with the
 same backoff; any other failure is retried, then the batch's records are dead-lettered with code
-``internal`` so they are kept, not lost, and the worker goes on."""
+``internal`` so they are kept, not lost, and the worker goes on. When the worker shuts down (``stop``)
+while a batch waits to be retried, the batch is given up (BatchAbandonedError) without being acked:
+Kafka delivers it again after the restart."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
-from stream_app.contract import DeadLetter, ErrorCode
-from stream_app.errors import InvalidRecordError, LabelsAheadError, ServiceUnavailableError, StateConflictError
+from stream_app.contract import DeadLetter, ErrorCode, Prediction
+from stream_app.errors import (
+    BatchAbandonedError,
+    InvalidRecordError,
+    LabelsAheadError,
+    PermanentDeliveryError,
+    ServiceUnavailableError,
+    StateConflictError,
+)
 from stream_app.settings import WorkerSettings
 from stream_app.worker.ports import (
     DeadLetterPort,
@@ -48,14 +64,28 @@ LATENCIES_KEPT = 100_000
 
 async def run_with_retries(attempt: Callable[[], Awaitable[R]], settings: WorkerSettings, state: StatePort, *,
                            give_up: Callable[[Exception], Awaitable[R]], on_retry: Callable[[], None],
-                           what: str) -> R:
+                           what: str, stopping: asyncio.Event | None = None) -> R:
     """``attempt()`` until it succeeds. A dependency that is down is waited for with exponential backoff
     (forever: nothing is acked meanwhile); a conflicting concurrent state write is retried at once from
     fresh state; labels ahead of their transactions are retried with the same backoff; any other error is
     retried ``poison_attempts`` times, then ``give_up(error)``. The three expected kinds are disjoint
-    branches of the exception tree (errors.py), so the order of the clauses below does not matter."""
+    branches of the exception tree (errors.py), so the order of the clauses below does not matter.
+
+    Once ``stopping`` is set, a retry wait ends at once with BatchAbandonedError (nothing acked), except
+    for held labels, which are retried at once (the label runner stops holding them when it stops)."""
     delay = settings.retry_initial_s
     failures = 0
+
+    async def pause(seconds: float, abandon: bool = True) -> None:
+        if stopping is None:
+            await asyncio.sleep(seconds)
+            return
+        if not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), seconds)
+        if stopping.is_set() and abandon:
+            raise BatchAbandonedError(f"shutting down: {what} given up unacknowledged, to be redelivered")
+
     while True:
         try:
             return await attempt()
@@ -63,18 +93,18 @@ async def run_with_retries(attempt: Callable[[], Awaitable[R]], settings: Worker
             on_retry()
             state.invalidate()
             log.info("%s: state changed concurrently, re-processing: %s", what, exc)
-            await asyncio.sleep(0)
+            await pause(0)
         except LabelsAheadError as exc:  # the transactions side is behind: nothing is down
             on_retry()
             state.invalidate()
             log.info("%s held for its transactions, retrying in %.1f s: %s", what, delay, exc)
-            await asyncio.sleep(delay)
+            await pause(delay, abandon=False)
             delay = min(delay * 2, settings.retry_max_s)
         except ServiceUnavailableError as exc:
             on_retry()
             state.invalidate()
             log.warning("dependency unavailable, retrying %s in %.1f s: %s", what, delay, exc)
-            await asyncio.sleep(delay)
+            await pause(delay)
             delay = min(delay * 2, settings.retry_max_s)
         except Exception as exc:  # an escaping error would lose the batch (module docstring)
             failures += 1
@@ -82,23 +112,101 @@ async def run_with_retries(attempt: Callable[[], Awaitable[R]], settings: Worker
             log.exception("%s failed (%d/%d)", what, failures, settings.poison_attempts)
             if failures >= settings.poison_attempts:
                 return await give_up(exc)
+            await pause(0)
 
 
 async def run_batch(records: Sequence[RawRecord], attempt: Callable[[], Awaitable[R]], *,
                     dead_lettered: Callable[[list[DeadLetter]], R], processor: DeadLetterPort,
-                    publisher: PublisherPort, settings: WorkerSettings, state: StatePort,
-                    on_retry: Callable[[], None], what: str) -> R:
-    """``attempt()`` under ``run_with_retries``; when the batch is poisoned, every record becomes a dead
-    letter with code ``internal``, delivered (retried until the broker takes them: they must not be
-    dropped), and ``dead_lettered(letters)`` is the batch's result."""
+                    outbox: Outbox, settings: WorkerSettings, state: StatePort,
+                    on_retry: Callable[[], None], what: str, stopping: asyncio.Event | None = None) -> R:
+    """``attempt()`` under ``run_with_retries``, with ``outbox`` started afresh for the batch; when the
+    batch is poisoned, every record not answered yet becomes a dead letter with code ``internal``,
+    delivered (retried while the broker is unavailable: they must not be dropped), and
+    ``dead_lettered(letters)`` is the batch's result."""
+    outbox.start()
 
     async def dead_letter_all(exc: Exception) -> R:
         letters = [processor.dead_letter(record, poisoned(settings, exc)) for record in records]
-        await run_with_retries(lambda: publisher.publish([], letters), settings, state, give_up=reraise,
-                               on_retry=on_retry, what=f"dead letters of {what}")
-        return dead_lettered(letters)
 
-    return await run_with_retries(attempt, settings, state, give_up=dead_letter_all, on_retry=on_retry, what=what)
+        async def deliver() -> list[DeadLetter]:
+            return (await outbox.deliver([], letters))[1]
+
+        delivered = await run_with_retries(deliver, settings, state, give_up=reraise, on_retry=on_retry,
+                                           what=f"dead letters of {what}", stopping=stopping)
+        return dead_lettered(delivered)
+
+    return await run_with_retries(attempt, settings, state, give_up=dead_letter_all, on_retry=on_retry, what=what,
+                                  stopping=stopping)
+
+
+Position = tuple[str, int, int]  # (topic, partition, offset) of the record an output answers
+
+
+def record_position(record: RawRecord) -> Position:
+    return record.topic, record.partition, record.offset
+
+
+def letter_position(letter: DeadLetter) -> Position:
+    return letter.source_topic, letter.partition, letter.offset
+
+
+class Outbox:
+    """Delivers one batch's outputs across its attempts (``start`` before each batch). An output the
+    broker acknowledged, or refused for good, is not sent again by a later attempt of the batch. A
+    prediction refused for good is replaced by a dead letter of its record (code ``undeliverable``); a
+    dead letter refused for good is logged and counted in ``dropped``: retrying cannot deliver it."""
+
+    def __init__(self, publisher: PublisherPort, dead_letters: DeadLetterPort) -> None:
+        self.publisher = publisher
+        self.dead_letters = dead_letters
+        self.dropped = 0
+        self._settled: set[Position] = set()  # answered: delivered, or refused for good
+        self._replaced: dict[Position, DeadLetter] = {}  # the dead letter standing in for a refused prediction
+        self._dropped: set[Position] = set()  # dead letters refused for good
+
+    def start(self) -> None:
+        self._settled.clear()
+        self._replaced.clear()
+        self._dropped.clear()
+
+    async def deliver(self, predictions: Sequence[tuple[Prediction, RawRecord]], dead_letters: Sequence[DeadLetter],
+                      ) -> tuple[list[tuple[Prediction, RawRecord]], list[DeadLetter]]:
+        """Publishes what this batch has not delivered yet. Returns the batch's answers: the predictions
+        (with their records) and the dead letters, the stand-ins for refused predictions included."""
+        while True:
+            kept = [(p, r) for p, r in predictions if record_position(r) not in self._replaced]
+            letters = [*dead_letters, *(self._replaced[record_position(r)] for _, r in predictions
+                                        if record_position(r) in self._replaced)]
+            todo = [(p, r) for p, r in kept if record_position(r) not in self._settled]
+            todo_letters = [d for d in letters if letter_position(d) not in self._settled]
+            if todo or todo_letters:
+                try:
+                    await self.publisher.publish([p for p, _ in todo], todo_letters)
+                except PermanentDeliveryError as exc:
+                    self._refused(todo, todo_letters, exc.refused)
+                    continue  # the stand-ins of refused predictions are still to be sent
+            self._settled.update(record_position(r) for _, r in todo)
+            self._settled.update(letter_position(d) for d in todo_letters)
+            return kept, [d for d in letters if letter_position(d) not in self._dropped]
+
+    def _refused(self, predictions: Sequence[tuple[Prediction, RawRecord]], letters: Sequence[DeadLetter],
+                 refused: dict[int, str]) -> None:
+        for i, (_, record) in enumerate(predictions):
+            where = record_position(record)
+            if i not in refused:
+                self._settled.add(where)
+                continue
+            log.error("the prediction of %s offset %d was refused for good, dead-lettering it: %s",
+                      record.topic, record.offset, refused[i])
+            self._replaced[where] = self.dead_letters.dead_letter(record, InvalidRecordError(
+                ErrorCode.UNDELIVERABLE, f"its prediction was refused by the broker: {refused[i]}"))
+        for i, letter in enumerate(letters, start=len(predictions)):
+            self._settled.add(letter_position(letter))
+            if i in refused:
+                self.dropped += 1
+                self._dropped.add(letter_position(letter))
+                log.error("the dead letter of %s partition %d offset %d was refused for good, dropped: %s",
+                          letter.source_topic, letter.partition, letter.offset, refused[i])
 
 
 @dataclass
@@ -108,6 +216,7 @@ class RunnerStats:
     replayed: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     retries: int = 0
+    dropped: int = 0  # dead letters the broker refused for good (logged)
     # the latest predictions' latencies only: a list of every one grew ~200 MB/hour at 1.8k ev/s
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCIES_KEPT))
 
@@ -131,21 +240,36 @@ class BatchRunner:
         self.state = state
         self.settings = settings
         self.stats = RunnerStats()
+        self.outbox = Outbox(publisher, processor)
+        self.stopping = asyncio.Event()
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
-        result = await run_batch(records, lambda: self._once(records),
-                                 dead_lettered=lambda letters: BatchResult(dead_letters=letters, records=len(records)),
-                                 processor=self.processor, publisher=self.publisher, settings=self.settings,
-                                 state=self.state, on_retry=self._count_retry, what=f"batch of {len(records)}")
+        """The batch's result once its effects are done; BatchAbandonedError if ``stop`` was called while
+        it waited to be retried (nothing acked: it must not be)."""
+        try:
+            result = await run_batch(
+                records, lambda: self._once(records),
+                dead_lettered=lambda letters: BatchResult(dead_letters=letters, records=len(records)),
+                processor=self.processor, outbox=self.outbox, settings=self.settings, state=self.state,
+                on_retry=self._count_retry, what=f"batch of {len(records)}", stopping=self.stopping)
+        finally:
+            self.stats.dropped = self.outbox.dropped
         self.stats.add(result)
         return result
+
+    def stop(self) -> None:
+        """Shutting down: a batch waiting to be retried is given up, unacked, at once."""
+        self.stopping.set()
 
     def _count_retry(self) -> None:
         self.stats.retries += 1
 
     async def _once(self, records: Sequence[RawRecord]) -> BatchResult:
         result = self.processor.process(records)
-        await self.publisher.publish(result.predictions, result.dead_letters)
+        answered, result.dead_letters = await self.outbox.deliver(
+            list(zip(result.predictions, result.sources, strict=True)), result.dead_letters)
+        result.predictions = [p for p, _ in answered]
+        result.sources = [r for _, r in answered]
         if self.index is not None:
             # before the commit: a replay remembers them again
             self.index.remember(result.predictions, result.watermarks)
@@ -163,7 +287,7 @@ def poisoned(settings: WorkerSettings, exc: Exception) -> InvalidRecordError:
                               f"{type(exc).__name__}: {exc}"[:1000])
 
 
-async def reraise(exc: Exception) -> None:
+async def reraise(exc: Exception) -> NoReturn:
     """``give_up`` for work that must not be dropped: the error propagates."""
     raise exc
 

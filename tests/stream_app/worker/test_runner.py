@@ -10,8 +10,16 @@ import pytest
 from stream_app.contract import DeadLetter, ErrorCode, Prediction
 from stream_app.core.engine import WindowState
 from stream_app.core.records import WindowRow
-from stream_app.errors import LabelsAheadError, RetryBatchError, ServiceUnavailableError, StateConflictError
+from stream_app.errors import (
+    BatchAbandonedError,
+    LabelsAheadError,
+    PermanentDeliveryError,
+    RetryBatchError,
+    ServiceUnavailableError,
+    StateConflictError,
+)
 from stream_app.settings import WorkerSettings
+from stream_app.worker.app import finish_even_if_cancelled
 from stream_app.worker.processor import BatchProcessor
 from stream_app.worker.runner import LATENCIES_KEPT, BatchRunner, RunnerStats, run_with_retries
 from tests.fixtures.fakes import FakeModel, FakeOnline, FakeState, record, txn
@@ -127,8 +135,6 @@ def test_outages_never_commit_state_early(outages: int) -> None:
 
 
 def test_a_cancelled_batch_finishes_before_the_cancellation_propagates() -> None:
-    from stream_app.worker.app import finish_even_if_cancelled
-
     done: list[str] = []
 
     async def batch() -> None:
@@ -206,3 +212,144 @@ def test_early_labels_are_logged_as_held_not_as_an_unavailable_dependency(caplog
                                      give_up=_never_give_up, on_retry=lambda: None, what="label batch of 2"))
     assert "held for its transactions" in caplog.text and "2 labels ahead" in caplog.text
     assert "unavailable" not in caplog.text
+
+
+def test_a_retry_after_a_successful_publish_sends_nothing_again() -> None:
+    """The state commit fails twice after the outputs were acknowledged: the retries re-process the batch
+    but publish none of its predictions or dead letters a second time."""
+    journal = Journal()
+    state = FlakyState(journal, outages=2)
+    batch = [record(0, txn(0)), record(1, b"{bad"), record(2, txn(2, minutes=2))]
+    result = asyncio.run(runner(journal, state).handle(batch))
+    assert journal.effects.count("commit failed") == 2 and journal.effects[-1] == "commit"
+    assert [p.event_id for p in journal.predictions] == ["e0", "e2"]
+    assert [d.offset for d in journal.dead] == [1]
+    assert [p.event_id for p in result.predictions] == ["e0", "e2"] and len(result.dead_letters) == 1
+
+
+class Refusing(Publisher):
+    """Refuses for good the predictions of the records at ``offsets`` (event_id e<offset>), and with
+    ``stand_ins`` also the dead letters that replace them."""
+
+    def __init__(self, journal: Journal, offsets: set[int], stand_ins: bool = False) -> None:
+        super().__init__(journal)
+        self.offsets = offsets
+        self.stand_ins = stand_ins
+        self.calls: list[tuple[list[str], list[tuple[int, str]]]] = []
+
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter]) -> None:
+        self.calls.append(([p.event_id for p in predictions], [(d.offset, d.error.code) for d in dead_letters]))
+        refused = {i: "MSG_SIZE_TOO_LARGE: too large" for i, p in enumerate(predictions)
+                   if int(p.event_id[1:]) in self.offsets}
+        refused |= {len(predictions) + i: "TOPIC_AUTHORIZATION_FAILED: no" for i, d in enumerate(dead_letters)
+                    if self.stand_ins and d.offset in self.offsets and d.error.code == ErrorCode.UNDELIVERABLE}
+        await super().publish([p for i, p in enumerate(predictions) if i not in refused],
+                              [d for i, d in enumerate(dead_letters) if i + len(predictions) not in refused])
+        if refused:
+            raise PermanentDeliveryError(refused)
+
+
+def test_a_prediction_refused_for_good_is_dead_lettered_and_the_batch_goes_on() -> None:
+    journal = Journal()
+    state = FlakyState(journal)
+    the_runner = runner(journal, state)
+    publisher = Refusing(journal, offsets={1})
+    the_runner.outbox.publisher = publisher
+    result = asyncio.run(the_runner.handle([record(i, txn(i, minutes=i)) for i in range(3)]))
+    assert [p.event_id for p in journal.predictions] == ["e0", "e2"]
+    (dead,) = journal.dead
+    assert dead.offset == 1 and dead.error.code == ErrorCode.UNDELIVERABLE
+    assert "MSG_SIZE_TOO_LARGE" in dead.error.message
+    assert publisher.calls == [(["e0", "e1", "e2"], []), ([], [(1, ErrorCode.UNDELIVERABLE)])]
+    assert [p.event_id for p in result.predictions] == ["e0", "e2"] and result.dead_letters == [dead]
+    assert journal.effects[-1] == "commit" and state.committed.users[1].positions  # the events are applied
+    assert the_runner.stats.retries == 0 and the_runner.stats.dropped == 0
+
+
+def test_a_dead_letter_refused_for_good_is_counted_and_dropped_never_retried_forever() -> None:
+    journal = Journal()
+    state = FlakyState(journal)
+    the_runner = runner(journal, state)
+    # the prediction of offset 1 is refused, and so is the dead letter that stands in for it
+    the_runner.outbox.publisher = publisher = Refusing(journal, offsets={1}, stand_ins=True)
+    result = asyncio.run(the_runner.handle([record(i, txn(i, minutes=i)) for i in range(3)]))
+    assert len(publisher.calls) == 2 and journal.dead == []
+    assert the_runner.stats.dropped == 1 and journal.effects[-1] == "commit"
+    assert [p.event_id for p in result.predictions] == ["e0", "e2"] and result.dead_letters == []
+
+
+def test_shutdown_during_an_outage_gives_the_batch_up_at_once_without_committing() -> None:
+    journal = Journal()
+    state = FlakyState(journal, outages=10**6)
+    slow = WorkerSettings(retry_initial_s=30.0, retry_max_s=30.0)
+    the_runner = BatchRunner(processor=BatchProcessor(allowed_lateness_s=300, state=state, online=Online(journal),
+                                                      model=FakeModel()),
+                             publisher=Publisher(journal), online=Online(journal), offline=Offline(journal),
+                             state=state, settings=slow)
+
+    async def scenario() -> float:
+        batch = asyncio.ensure_future(the_runner.handle([record(0, txn(0))]))
+        await asyncio.sleep(0.1)  # in its 30 s backoff
+        began = time.monotonic()
+        the_runner.stop()
+        with pytest.raises(BatchAbandonedError):
+            await batch
+        return time.monotonic() - began
+
+    assert asyncio.run(scenario()) < 1.0
+    assert "commit" not in journal.effects and state.committed.users == {}
+
+
+def test_stopping_abandons_outage_retries_but_retries_held_labels_at_once() -> None:
+    async def scenario(error: Exception) -> str:
+        stopping = asyncio.Event()
+        stopping.set()
+        return await run_with_retries(_failing([error]), WorkerSettings(retry_initial_s=30.0), FakeState(),
+                                      give_up=_never_give_up, on_retry=lambda: None, what="batch", stopping=stopping)
+
+    with pytest.raises(BatchAbandonedError):
+        asyncio.run(scenario(ServiceUnavailableError("down")))
+    started = time.monotonic()
+    assert asyncio.run(scenario(LabelsAheadError("ahead"))) == "done"
+    assert time.monotonic() - started < 1.0
+
+
+class _Message:
+    def __init__(self) -> None:
+        self.acked = False
+
+
+class _Event:
+    def __init__(self) -> None:
+        self.message = _Message()
+
+
+def test_a_batch_given_up_at_shutdown_withholds_its_acks() -> None:
+    events = [_Event(), _Event()]
+    stopping = asyncio.Event()
+
+    async def batch() -> None:  # waits out an outage until told to stop
+        await stopping.wait()
+        raise BatchAbandonedError("given up")
+
+    async def scenario() -> None:
+        agent = asyncio.ensure_future(finish_even_if_cancelled(batch(), stopping.set, events))
+        await asyncio.sleep(0.01)
+        agent.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await agent
+
+    asyncio.run(scenario())
+    # marked acked behind the consumer's back: Faust's own ack then records no offset to commit
+    assert all(e.message.acked for e in events)
+
+
+def test_a_batch_given_up_as_the_app_begins_to_stop_withholds_its_acks_and_the_agent_goes_on() -> None:
+    """Faust waits for acks before it cancels agents: the runners are stopped first, without a cancel."""
+    events = [_Event()]
+
+    async def batch() -> None:
+        raise BatchAbandonedError("given up")
+
+    asyncio.run(finish_even_if_cancelled(batch(), None, events))
+    assert events[0].message.acked
