@@ -93,9 +93,7 @@ class LabelRunner:
         if result.early:
             log.warning("%d labels still had no prediction after %.0f s: counted as unjoined", result.early,
                         self.settings.label_join_wait_s)
-        # each attempt delivers its dead letters afresh: identical copies after a retry (label batches
-        # emit dead letters only); the outbox still keeps a letter refused for good from stalling it
-        self.outbox.start()
+        # a retry of the batch does not send again what an earlier attempt delivered (the outbox remembers)
         _, result.dead_letters = await self.outbox.deliver([], result.dead_letters)
         self.log.append(result.joined, batch_id(records))
         self.state.commit(result.state)
