@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.workers",
     "tests.fixtures.history",
+    "tests.fixtures.redis_server",
 ]

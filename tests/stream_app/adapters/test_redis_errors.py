@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import socket
 import socketserver
-import subprocess
 import threading
 import time
 import uuid
@@ -38,6 +35,7 @@ from stream_app.errors import ServiceUnavailableError
 from stream_app.settings import KafkaSettings, RedisSettings, Settings, WorkerSettings
 from stream_app.worker.process import free_port
 from stream_app.worker.runner import run_with_retries
+from tests.fixtures.redis_server import running_redis
 from tests.fixtures.services import Services
 from tests.fixtures.workspace import Workspace, open_workspace
 
@@ -49,44 +47,6 @@ RETRY = WorkerSettings(retry_initial_s=0.001, retry_max_s=0.001, poison_attempts
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 WRITES = ("state commit", "online write", "index remember")
 READS = ("state load", "online read", "index lookup")
-
-
-class RedisServer:
-    """A private redis-server process on a free port, without persistence."""
-
-    def __init__(self, directory: Path, *args: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(directory),
-             "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", str(directory / "redis.log"),
-             *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(redis.RedisError):
-                if client.ping():
-                    break
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                self.kill()
-                raise RuntimeError(f"redis-server on {self.port} did not start: {directory / 'redis.log'}")
-            time.sleep(0.05)
-        client.close()
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGCONT)  # a stopped process dies only once it runs again
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def redis_server(tmp_path: Path, *args: str) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / f"redis-{uuid.uuid4().hex[:6]}", *args)
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def _complete_commands(buffer: bytes) -> tuple[int, bytes]:
@@ -236,7 +196,7 @@ def test_connection_refused(registry: Workspace, redis_url: str, tmp_path: Path)
 
 def test_timeout_of_a_busy_redis(registry: Workspace, redis_url: str, tmp_path: Path) -> None:
     """Redis alive but answering nobody (a long command holds it) for longer than the socket timeout."""
-    with redis_server(tmp_path, "--enable-debug-command", "yes") as server:
+    with running_redis(tmp_path, "--enable-debug-command", "yes") as server:
         def hold() -> None:
             with contextlib.suppress(redis.RedisError):  # ends when the server is killed
                 redis.Redis(port=server.port).execute_command("DEBUG", "SLEEP", 60)
@@ -248,20 +208,20 @@ def test_timeout_of_a_busy_redis(registry: Workspace, redis_url: str, tmp_path: 
 
 def test_hung_redis(registry: Workspace, redis_url: str, tmp_path: Path) -> None:
     """Connections are accepted (by the kernel) but the stopped process never answers."""
-    with redis_server(tmp_path) as server:
-        os.kill(server.process.pid, signal.SIGSTOP)
+    with running_redis(tmp_path) as server:
+        server.pause()
         check_kind(server.url, rexc.TimeoutError, READS + WRITES, registry=registry, redis_url=redis_url, root=tmp_path)
 
 
 def test_read_only_replica(registry: Workspace, redis_url: str, tmp_path: Path) -> None:
     """A failover left the address on a replica: reads are served, writes refused."""
-    with redis_server(tmp_path, "--replicaof", "127.0.0.1", str(free_port())) as replica:
+    with running_redis(tmp_path, "--replicaof", "127.0.0.1", str(free_port())) as replica:
         check_kind(replica.url, rexc.ReadOnlyError, WRITES, registry=registry, redis_url=redis_url, root=tmp_path)
 
 
 def test_out_of_memory(registry: Workspace, redis_url: str, tmp_path: Path) -> None:
     """maxmemory reached with noeviction: writes refused, reads served."""
-    with redis_server(tmp_path, "--maxmemory", "1", "--maxmemory-policy", "noeviction") as server:
+    with running_redis(tmp_path, "--maxmemory", "1", "--maxmemory-policy", "noeviction") as server:
         check_kind(server.url, rexc.OutOfMemoryError, WRITES, registry=registry, redis_url=redis_url, root=tmp_path)  # type: ignore[attr-defined]
 
 

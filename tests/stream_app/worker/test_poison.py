@@ -13,19 +13,16 @@ The topics have one partition, so the poison record sits between the valid event
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from confluent_kafka import Producer
 
 from stream_app.adapters.kafka_admin import ensure_topics
@@ -33,53 +30,13 @@ from stream_app.contract import Topics, TopicSpec, user_key
 from stream_app.settings import RedisSettings, Settings, WorkerSettings
 from stream_app.worker.process import WorkerProcess, free_port
 from tests.fixtures.kafka import Record, consume
+from tests.fixtures.redis_server import RedisServer
 from tests.fixtures.workers import StartWorker
 from tests.fixtures.world import USERS, prepare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 POISON_EVENT_ID_BYTES = 1024 * 1024
-
-
-class OwnRedis:
-    """A redis-server process of this test's own, persistent across restarts (AOF, fsync always)."""
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(redis.RedisError):
-                if client.ping():
-                    return
-            assert self.process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-            self.process = None
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def transaction(i: int, at: datetime) -> dict[str, Any]:
@@ -118,7 +75,7 @@ def answered(settings: Settings, event_ids: set[str], worker: WorkerProcess,
 
 
 def test_a_poison_record_gets_one_dead_letter_and_a_shutdown_in_an_outage_loses_nothing(
-        settings: Settings, unique: str, tmp_path: Path, own_redis: OwnRedis, worker_process: StartWorker) -> None:
+        settings: Settings, unique: str, tmp_path: Path, own_redis: RedisServer, worker_process: StartWorker) -> None:
     single = Topics(**{role: TopicSpec(name=spec.name, partitions=1) for role, spec in settings.topics})
     settings = settings.model_copy(update={
         "redis": RedisSettings(url=own_redis.url), "topics": single,

@@ -16,14 +16,11 @@ both of the worker's Redis clients then give up after the configured socket time
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
-import subprocess
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,8 +39,8 @@ from stream_app.core.window_spec import USER_WINDOWS
 from stream_app.errors import ServiceUnavailableError
 from stream_app.generator.live import LiveCounts, stream_live
 from stream_app.settings import RedisSettings, Settings, WorkerSettings
-from stream_app.worker.process import free_port
 from tests.fixtures.kafka import TopicReader
+from tests.fixtures.redis_server import RedisServer
 from tests.fixtures.workers import StartWorker
 from tests.fixtures.workspace import open_workspace
 from tests.fixtures.world import MERCHANTS, SEED, USERS, prepare
@@ -52,56 +49,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 OUTAGE_S = 7.0
 RATE = 100.0  # events/s produced before, during and after the outage
-
-
-class RedisServer:
-    """A redis-server process of this test's own, persistent across restarts (AOF, fsync always)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def start(self) -> None:
-        assert self.process is None
-        self.process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-             "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(redis.RedisError):
-                if client.ping():
-                    return
-            assert self.process.poll() is None, (self.directory / "redis.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "redis-server did not answer PING"
-            time.sleep(0.05)
-
-    def pause(self) -> None:
-        """SIGSTOP: a hung Redis. Connections are still accepted (by the kernel), replies never come."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        """SIGTERM: Redis finishes its AOF and exits; clients then get connection refused."""
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGCONT)
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
 
 
 _COORDINATOR_BUSY = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
@@ -154,16 +101,6 @@ class CommitAudit:
         first_open = self._first_open
         self.samples.append((time.monotonic(), committed, first_open, len(self.inputs.records)))
         assert committed <= first_open, f"offset {committed} committed, but offset {first_open} has no output yet"
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_redis_away_mid_stream_is_waited_for_and_nothing_is_lost_or_counted_twice(
