@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 py=.venv/bin/python
 started=$SECONDS
 
-free_port() { $py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_port() { $py -c 'from stream_app.worker.process import free_port; print(free_port())'; }
 
 export STREAMSCORE_RUN_DIR=$PWD/.run/bench
 export KAFKA_PORT=${KAFKA_PORT:-$(free_port)}

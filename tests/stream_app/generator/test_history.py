@@ -22,7 +22,7 @@ from stream_app.generator import (
     transactions_from_frame,
     write_history,
 )
-from stream_app.generator.history import config_from_json
+from stream_app.generator.history import GOLDEN_SEED, config_from_json
 from stream_app.generator.labels import FRAUD_DELAY_US, LEGIT_DELAY_US
 from stream_app.generator.wire import keyed
 from stream_app.iso_codes import COUNTRIES, CURRENCIES
@@ -202,7 +202,7 @@ def test_population_codes_are_valid(small: History) -> None:
 
 def test_golden_set_is_fixed_and_sizeable() -> None:
     config = golden_config()
-    assert (config.days, config.users, config.seed) == (7, 5_000, 12345)
+    assert (config.days, config.users, config.seed) == (7, 5_000, GOLDEN_SEED)
     golden = golden_history()
     pd.testing.assert_frame_equal(golden.transactions, golden_history().transactions)
     assert len(golden.transactions) > 25_000 and golden.transactions["is_fraud"].sum() > 250
