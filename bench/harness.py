@@ -1,17 +1,10 @@
 """Shared pieces of the end-to-end benchmarks (not a test, not a library for the package).
 
-- ``prepare_world``: a private Feast workspace (own project, registry, data dir) on the bench Redis with a
-  generated history backfilled, profiles materialised and a production model registered: what
-  ``make pipeline`` leaves behind, at a size that takes about a minute.
-- ``Backlog``: realistic transaction records (``LiveSource``, the same population as the history) made
-  cheap to repeat: a base of LiveSource records replayed in cycles with fresh event ids and event times
-  shifted by the base's span, so millions of records cost seconds instead of a minute of pydantic.
-- ``start_child`` / ``rss_mb``: a worker (or passthrough) process with its log (stream_app.worker.process).
-- ``OutputMeter``: counts records on output topics by polling their high watermarks (no consuming, so
-  the measurement costs the 2-core box nothing noticeable).
-
-Services come from the environment (``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS``, ``STREAMSCORE_REDIS__URL``),
-as bench/run.sh sets them.
+``prepare_world`` (a private Feast workspace with a history, profiles and a production model),
+``Backlog`` (realistic transaction records, cheap to repeat), ``start_child`` / ``rss_mb`` (a worker or
+passthrough process with its log), ``OutputMeter`` and ``Drain`` (output counts from the topics' high
+watermarks). Services come from the environment (``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS``,
+``STREAMSCORE_REDIS__URL``), as bench/run.sh sets them.
 """
 
 from __future__ import annotations
@@ -83,6 +76,8 @@ def with_run(settings: Settings, *, app_id: str, topics: Topics, worker: dict[st
 
 @dataclass(frozen=True)
 class World:
+    """A prepared private workspace: its settings, its population and how long each step took."""
+
     settings: Settings  # feast repo, models dir and data dir of the private workspace
     users: int
     merchants: int
@@ -94,11 +89,12 @@ class World:
 def prepare_world(root: Path, project: str, *, users: int, merchants: int, days: int, seed: int,
                   train_rows: int = 40_000, rounds: int = 100) -> World:
     """History -> backfill -> apply -> materialise profiles -> train -> register as production
-    (``models.pipeline.prepare_world``), with the workspace, registry and data dir under ``root``.
+    (``models.pipeline.prepare_world``), with the workspace, registry and data dir under ``root``: what
+    ``make pipeline`` leaves behind, at a smaller size.
 
-    The model has the production model's shape (DEFAULT_PARAMS: depth 6, hist; ``rounds`` trees; the
-    registered v0002 of ``make pipeline`` has 80), trained on ``train_rows`` labelled rows of the
-    Feast training frame, so scoring costs what it costs in production."""
+    The model has the production model's shape (DEFAULT_PARAMS: depth 6, hist; ``rounds`` trees),
+    trained on ``train_rows`` labelled rows of the Feast training frame, so scoring costs what it costs
+    in production."""
     started = time.perf_counter()
     start = pd.Timestamp.now(tz="UTC").floor("D") - pd.Timedelta(days=days)
     config = HistoryConfig(days=days, users=users, merchants=merchants, seed=seed, start=start.to_pydatetime())
@@ -124,7 +120,8 @@ class Backlog:
     The base is ``base_size`` records from ``LiveSource`` (the population of the history, its fraud
     patterns and per-user pacing), drawn at ``nominal_rate`` events per second of event time starting at
     ``start``. Record k of cycle c is base record k with event id ``<id>.c<c>`` and event time shifted by
-    c x the base's span: per user, event times keep increasing, ids stay unique."""
+    c x the base's span: per user, event times keep increasing, ids stay unique. Repeating the base
+    keeps millions of records cheap: ``LiveSource`` (pydantic) builds only the base."""
 
     users: int
     merchants: int
@@ -253,7 +250,8 @@ def start_child(env: dict[str, str], log_path: Path, cwd: Path, args: Sequence[s
 
 
 class OutputMeter:
-    """Records on topics, from their partitions' high watermarks (one metadata request per partition)."""
+    """Records on topics, from their partitions' high watermarks (one metadata request per partition;
+    nothing is consumed, so measuring costs the worker under test next to nothing)."""
 
     def __init__(self, kafka: KafkaSettings, topics: Sequence[TopicSpec]) -> None:
         self._consumer = Consumer({**kafka.confluent(), "group.id": f"bench-meter-{os.getpid()}",

@@ -1,18 +1,10 @@
-"""Replay a historical transaction/label log through the same feature
-engine the stream worker runs, and write what serving would have served.
+"""Replay a historical transaction/label log through the same feature engine the stream worker runs,
+and write what serving would have served (``streamscore backfill``).
 
-Outputs, inside the Feast repository (paths from feature_repo.data_sources):
-- the offline feature log the stream feature views read (``data/offline/{user,merchant}_windows/``);
-- the daily batch profiles (``data/batch/{user,merchant}_profile.parquet``).
-
-Arrival order is simulated as serving would see it: transactions when they entered Kafka, labels at
-label_time, merged (a label and a transaction at the same instant: the label first). When a transaction
-entered Kafka is its optional ``record_time`` column (the record's Kafka timestamp, e.g. in a log
-exported from the topic); without it, its event_time (the generator's history models producers that
-publish at event time). The worker's rules that depend on that time (an event dated too far ahead of it
-is ``future``, core.engine.is_future) apply to the same time here. A re-run overwrites the same files
-with identical content. A transaction whose event_id its user's state already applied is skipped, as
-the worker dead-letters it (``duplicate``): training sees each event_id once.
+Outputs, inside the Feast repository (paths from ``stream_app.core.offline_layout``): the offline
+feature log the stream feature views read (``data/offline/{user,merchant}_windows/``) and the daily
+batch profiles (``data/batch/{user,merchant}_profile.parquet``). A re-run overwrites the same files
+with identical content.
 """
 
 from __future__ import annotations
@@ -40,6 +32,8 @@ RECORD_TIME = "record_time"  # optional transactions column: when the record ent
 
 @dataclass(frozen=True)
 class BackfillResult:
+    """The served rows of a backfill run and its counts by outcome."""
+
     user_rows: pd.DataFrame
     merchant_rows: pd.DataFrame
     transactions: int
@@ -61,12 +55,16 @@ def _seconds(series: pd.Series) -> np.ndarray:  # type: ignore[type-arg]
 
 
 def entered_kafka(transactions: pd.DataFrame) -> np.ndarray:  # type: ignore[type-arg]
-    """Epoch seconds each transaction entered Kafka: ``record_time`` if the frame has it, else event_time."""
+    """Epoch seconds each transaction entered Kafka: ``record_time`` if the frame has it (the record's Kafka
+    timestamp, e.g. in a log exported from the topic), else event_time (the generator's history models
+    producers that publish at event time). The worker's rules that depend on that time (``future``,
+    ``core.engine.is_future``) apply to the same time here."""
     return _seconds(transactions[RECORD_TIME if RECORD_TIME in transactions.columns else "event_time"])
 
 
 def arrival_order(transactions: pd.DataFrame, labels: pd.DataFrame) -> Iterator[tuple[str, int]]:
-    """(kind, row index) in the order serving would see them."""
+    """(kind, row index) in the order serving would see them: transactions when they entered Kafka,
+    labels at label_time, merged (a label and a transaction at the same instant: the label first)."""
     t_times = entered_kafka(transactions)
     l_times = _seconds(labels["label_time"]) if len(labels) else np.empty(0)
     times = np.concatenate([l_times, t_times])
@@ -81,7 +79,9 @@ def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float | No
         progress: bool = False, max_future_skew_s: float | None = None) -> BackfillResult:
     """Run the engine over the history; returns the served rows (one user row and one merchant row per
     applied transaction). ``lateness_s`` and ``max_future_skew_s`` default to the worker's settings, so
-    training and serving call the same events late or future."""
+    training and serving call the same events late or future. A transaction whose event_id its user's
+    state already applied is skipped, as the worker dead-letters it (``duplicate``): training sees each
+    event_id once."""
     started = time.perf_counter()
     worker = get_settings().worker
     lateness_s = worker.allowed_lateness_s if lateness_s is None else lateness_s
@@ -156,6 +156,7 @@ def write_outputs(repo: Path, result: BackfillResult, user_profiles: pd.DataFram
 
 
 def load_history(history: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The transactions, labels and users of a history directory; ConfigError if one is missing."""
     paths = [history / name for name in ("transactions.parquet", "labels.parquet", "users.parquet")]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
@@ -165,6 +166,7 @@ def load_history(history: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
 
 def backfill(history: Path, repo: Path, lateness_s: float | None = None, progress: bool = False,
              extra_profile_days: int = 1, *, max_future_skew_s: float | None = None) -> BackfillResult:
+    """Backfill the Feast repository ``repo`` from the history in ``history``: window log and profiles."""
     transactions, labels, users = load_history(history)
     result = run(transactions, labels, lateness_s, progress=progress, max_future_skew_s=max_future_skew_s)
     days = profiles.snapshot_days(transactions, extra_days=extra_profile_days)

@@ -187,6 +187,8 @@ class Prediction(BaseModel):
 
 
 class DeadLetterError(BaseModel):
+    """Why a record was dead-lettered: its code and a human-readable message."""
+
     code: ErrorCode
     message: str
 

@@ -91,7 +91,7 @@ class RedisSettings(BaseModel):
     The worker calls Redis synchronously from its event loop, so every call must fail fast when Redis is
     away: ``connect_timeout_s`` bounds connecting, ``socket_timeout_s`` a reply (a hung Redis), and
     redis-py's own retries are off (its default, 3 retries with exponential backoff, blocks the loop for
-    ~10 s per call). The worker waits for Redis itself: it retries the whole batch with backoff."""
+    seconds per call). The worker waits for Redis itself: it retries the whole batch with backoff."""
 
     url: str = "redis://127.0.0.1:6379/0"
     password: SecretStr | None = None
@@ -175,8 +175,9 @@ class WorkerSettings(BaseModel):
     # The producer's message.max.bytes: the largest output record. Dead letters are cut to fit under it.
     output_max_bytes: int = Field(default=1_000_000, ge=64 * 1024, le=100_000_000)
     web_port: int = Field(default=6066, ge=0, le=65535)
-    # Static consumer-group membership (see stream_app.worker.app.group_instance_id): unset, it is
-    # "<app_id>-<hostname>-<web_port>"; "" turns static membership off.
+    # Static consumer-group membership (stream_app.worker.app.group_instance_id,
+    # docs/decisions/0015-static-group-membership.md): unset, it is "<app_id>-<hostname>-<web_port>";
+    # "" turns static membership off.
     instance_id: str | None = Field(default=None, max_length=249)
     # How long the broker waits for a silent member before moving its partitions (a worker that died
     # for good); the broker's group.min.session.timeout.ms (6 s by default) is the floor.

@@ -1,15 +1,10 @@
 """The feature engine: one transaction or label in, the window rows it produces out.
 
-The stream worker and the offline backfill both drive this class, event by event, in arrival order;
-that is the whole guarantee that training features equal served features.
-
-Authority for "has this event been processed" is the user's state: transactions are partitioned by user,
-so a user's windows see that user's events in partition order. A merchant's windows receive events from
-every partition; they apply an event the user's state applied (unless their own state finds it too
-late, counted in ``EngineStats``), and serve their value as of ``MERCHANT_LAG_S`` before the event
-(see window_spec): independent of how partitions and the label topic interleave, as long as they stay
-within the lag of each other. An event applied to a merchant at or before ``latest - lag`` may have been
-missed by a value already served; ``EngineStats.merchant_beyond_lag`` counts those."""
+The stream worker and the offline backfill both drive ``FeatureEngine``, event by event, in arrival
+order; that is the whole guarantee that training features equal served features. The user's state
+decides whether an event is applied; merchant windows follow it and are served ``MERCHANT_LAG_S`` in
+the past (docs/decisions/0010-merchant-windows-lagged.md).
+"""
 
 from __future__ import annotations
 
@@ -39,7 +34,7 @@ def is_future(time: float, entered: float | None, max_future_skew_s: float) -> b
 
     Such an event would become its user's newest time and make every real event after it ``late``; it
     is refused instead. The record's timestamp, not the wall clock, decides: a replay, a catch-up and
-    the backfill decide the same for the same record."""
+    the backfill decide the same for the same record (docs/decisions/0012-future-skew-by-record-time.md)."""
     return entered is not None and time - entered > max_future_skew_s
 
 
@@ -77,13 +72,15 @@ class WindowRows:
 
 @dataclass(slots=True)
 class EngineStats:
+    """Counts of what the engine did with the events it was given, by outcome."""
+
     applied: int = 0
     replayed: int = 0
     late: int = 0
     duplicates: int = 0
     future: int = 0
-    merchant_not_applied: int = 0
-    merchant_beyond_lag: int = 0
+    merchant_not_applied: int = 0  # applied to the user, too late for the merchant's state
+    merchant_beyond_lag: int = 0  # applied to the merchant at or before its latest - lag: possibly missed
     labels_applied: int = 0
     labels_replayed: int = 0
     labels_late: int = 0
@@ -105,7 +102,13 @@ class WindowState:
 
 
 class FeatureEngine:
-    """Applies events to window state and returns the rows to serve."""
+    """Applies events to window state and returns the rows to serve.
+
+    Authority for "has this event been processed" is the user's state: transactions are partitioned by
+    user, so a user's windows see that user's events in partition order. A merchant's windows receive
+    events from every partition; they apply an event the user's state applied (unless their own state
+    finds it too late, counted in ``EngineStats.merchant_not_applied``).
+    """
 
     def __init__(self, allowed_lateness_s: float, state: WindowState | None = None,
                  max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> None:
@@ -133,7 +136,8 @@ class FeatureEngine:
 
         Exactly once per event_id: the user's state remembers the event ids it applied within the
         lateness and its longest window; an event whose id is among them is a DUPLICATE (a re-sent
-        record, or the same id with other content) and is counted nowhere."""
+        record, or the same id with other content) and is counted nowhere
+        (docs/decisions/0011-one-prediction-per-event-id.md)."""
         if is_future(event.time, event.entered, self.max_future_skew_s):
             self.stats.future += 1
             return Outcome.FUTURE
@@ -157,6 +161,11 @@ class FeatureEngine:
         return WindowRows(user=verdict.features, merchant=merchant)
 
     def _merchant_row(self, event: TransactionEvent, obs: Observation) -> dict[str, float]:
+        """Applies ``obs`` to the merchant's transaction windows and serves the merchant's transaction and
+        label windows as of ``MERCHANT_LAG_S`` before the event: independent of how partitions and the
+        label topic interleave, as long as they stay within the lag of each other. An event applied at or
+        before ``latest - lag`` may have been missed by a value already served
+        (``EngineStats.merchant_beyond_lag``)."""
         txns = self._windows(self.state.merchant_txns, event.merchant_id, MERCHANT_TXN_SPECS)
         latest = txns.latest_time
         if latest is not None and event.time <= latest - MERCHANT_LAG_S:
@@ -177,6 +186,7 @@ class FeatureEngine:
         return row
 
     def on_label(self, label: LabelEvent) -> Outcome:
+        """Applies a label to its merchant's label windows (at label_time); APPLIED, REPLAY or LATE."""
         windows = self._windows(self.state.merchant_labels, label.merchant_id, MERCHANT_LABEL_SPECS)
         obs = Observation(label.time, {"is_fraud": 1.0 if label.is_fraud else 0.0}, label.position)
         outcome = windows.apply(obs).outcome

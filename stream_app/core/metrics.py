@@ -1,18 +1,13 @@
-"""Model-quality and drift maths on plain arrays, written out so that offline evaluation, the promotion
-gate, online quality from delayed labels and drift monitoring all compute a number the same way.
+"""Model-quality and drift maths on plain arrays, shared by offline evaluation, the promotion gate,
+online quality from delayed labels and drift monitoring, so each number is computed one way.
 
-Conventions shared by every function here:
-
-* ``y`` holds binary labels (bool, or numbers that are exactly 0/1); ``score`` holds finite floats where
-  higher means "more likely fraud". An event is *flagged* when ``score >= threshold``.
-* Degenerate input RAISES ``ValueError`` with a message saying what is wrong: empty arrays, arrays of
-  different lengths, labels other than 0/1, NaN/inf scores, and metrics that are undefined for the data
-  (ROC-AUC on a single class, PR-AUC without positives). Callers that poll online (few labels yet) catch
-  ValueError and report "not enough data" instead of a misleading NaN.
-* Ratios whose denominator is zero at a fixed threshold (precision when nothing is flagged, recall when
-  there are no positives) are 0.0, as scikit-learn's ``zero_division=0``.
-* Everything returned for storage (``histogram_reference``, ``as_dict``) is plain JSON: no numpy
-  scalars, no NaN (``None`` instead).
+Conventions: ``y`` holds binary labels (bool, or numbers exactly 0/1); ``score`` holds finite floats,
+higher = more likely fraud; an event is *flagged* when ``score >= threshold``. Degenerate input raises
+``ValueError`` saying what is wrong (empty or unequal arrays, labels other than 0/1, NaN/inf scores,
+ROC-AUC on one class, PR-AUC without positives); online callers catch it and report "not enough data"
+instead of a misleading NaN. A ratio with a zero denominator at a fixed threshold is 0.0 (scikit-learn's
+``zero_division=0``). What is returned for storage (``histogram_reference``, ``as_dict``) is plain JSON:
+no numpy scalars, ``None`` for NaN.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from stream_app.core.metrics import pr_auc, roc_auc
 
 @dataclass
 class OnlineQuality:
+    """The latest ``window`` (score, label) pairs per model version, and their ROC-AUC / PR-AUC."""
+
     window: int = 50_000
     _pairs: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
 

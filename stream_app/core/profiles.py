@@ -2,11 +2,9 @@
 before the snapshot time (point-in-time correct), materialised to the online store by Feast.
 
 A snapshot at midnight d has a row for every entity that is known or active during day d, even one
-first seen that day: its values then say "nothing known" (counts 0, the rest missing), which is exactly
-what serving uses when the online store has no profile for it (``MISSING_PROFILE``). Without such rows
-Feast's as-of join would drop that day's training rows for the entity instead of returning nulls.
-
-Pure pandas: no Feast, no files. The backfill CLI reads history, calls these, and writes parquet."""
+first seen that day, with the values of ``MISSING_PROFILE``. Pure pandas: no Feast, no files; the
+backfill reads history, calls these, and writes parquet.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +24,9 @@ MERCHANT_PROFILE_FEATURES: Final[dict[str, str]] = {
     "merchant_avg_amount_30d": "float",
     "merchant_txn_count_30d": "int",
 }
-# What a missing profile means, in serving and in snapshots alike.
+# What a missing profile means, in serving and in snapshots alike: "nothing known" (counts 0, the rest
+# missing). Snapshots give an entity first seen on day d these values, since without a row Feast's as-of
+# join would drop that day's training rows for the entity instead of returning nulls.
 MISSING_PROFILE: Final[dict[str, float | int | None]] = {
     "home_country": None,
     "user_account_age_days": float("nan"),

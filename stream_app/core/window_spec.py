@@ -22,6 +22,8 @@ class Source(StrEnum):
 
 
 class Function(StrEnum):
+    """The aggregate a window computes."""
+
     COUNT = "count"  # number of observations in the window
     SUM = "sum"  # sum of `field`
     MEAN = "mean"  # sum / count of `field`
@@ -70,10 +72,9 @@ USER_WINDOWS: tuple[WindowSpec, ...] = (
 
 # Merchant windows are served as of MERCHANT_LAG_S before the event: a merchant's transactions arrive
 # from every partition (and its labels from another topic), so what has been processed "by now" depends
-# on how partitions interleave - on the number of workers, on a catch-up after a crash. Everything with
-# time <= t - lag has been processed on every partition as long as the partitions' processing stays
-# within the lag of each other in event time (live operation: milliseconds to seconds). Then the value
-# is a function of the events alone: one worker, two workers, a replay and the backfill agree.
+# on how partitions interleave. Everything with time <= t - lag has been processed on every partition as
+# long as the partitions stay within the lag of each other in event time; then one worker, two workers,
+# a replay and the backfill agree (docs/decisions/0010-merchant-windows-lagged.md).
 MERCHANT_LAG_S = 60
 
 MERCHANT_WINDOWS: tuple[WindowSpec, ...] = (

@@ -1,61 +1,10 @@
 """Sliding-window state of ONE key for the WindowSpecs that share one source (pure: no I/O).
 
-One ``KeyWindows`` holds, e.g., a user's transaction windows, or a merchant's transaction windows, or a
-merchant's label windows (a separate instance: labels arrive at label_time, on their own clock).
-
-Semantics (exact; the stream worker and the offline backfill both rely on them):
-
-* Applying observation e at time t serves, for every spec of window W, the aggregate over e and every
-  EARLIER-APPLIED observation of the key with time in (t - W, t]. COUNT; SUM(field); MEAN = sum/count;
-  MAX; DISTINCT = number of distinct values; RATE = mean of a 0/1 field (0.0 on an empty window).
-  SINCE_PREVIOUS = t - (max time among earlier-applied observations with time <= t), NaN if there is none;
-  it stays right when that observation has been evicted (the max evicted time is kept).
-* ``query(t)`` is the same without adding an observation: it covers every applied observation with time
-  in (t - W, t]; an empty window gives COUNT/SUM/DISTINCT 0, MEAN/MAX NaN, RATE 0.0. SINCE_PREVIOUS uses
-  the applied observations with time <= t. A time older than ``latest_time - allowed_lateness_s`` raises
-  ValueError: the state it needs may already be evicted.
-* Replay: the last recorded source offset is kept PER PARTITION; an observation whose offset is <= it
-  is REPLAY and changes nothing. A LATE observation (time < latest_time - allowed_lateness_s) is not
-  applied to any window, but its position is recorded, so its redelivery is REPLAY, not LATE again.
-* Identity: an observation may carry an ``event_key`` (a 64-bit hash of its event id, 0 = none). Once
-  a key's state has seen one, it keeps each retained observation's event_key, and an observation whose
-  event_key belongs to a live observation (time > latest_time - allowed_lateness_s - max(window_s), the
-  ones kept anyway) is DUPLICATE: not applied, position recorded (checked after REPLAY, before LATE).
-  Beyond that horizon a duplicate cannot be recognised; if its time is the original's, it is LATE.
-  Observations out of order but within the lateness are applied exactly, at their own time; the value
-  served for them counts only earlier-applied observations (rule above), never later-applied ones.
-* Sums are exact: the served sum is the correctly rounded sum of the window's values, i.e. equal bit
-  for bit to ``math.fsum`` of them, however long the window has slid (no subtraction drift). Values must
-  be finite and times finite epoch seconds (|t| <= 2**50); ValueError otherwise, with nothing changed.
-
-Design and cost:
-
-* Observations are kept sorted by time: an ``array('d')`` of times and one ``array('d')`` of the field
-  values interleaved row by row (8 bytes per value), addressed by a logical index (physical position +
-  base) so that trimming the front needs no renumbering. Integer bookkeeping (base, trim pointer, one
-  window-start pointer per distinct window length, the "lanes") lives in one ``array('q')``.
-* In-order observations (time >= latest) advance each lane's start pointer past what fell out:
-  amortised O(1) per observation. While a lane's window holds few observations (<= _MATERIALIZE_ABOVE)
-  its aggregates are computed from C-level slices of the columns (bounded work, no per-key objects);
-  once it holds more, the lane materialises incremental aggregates - Shewchuk non-overlapping partials
-  per summed field (the ``math.fsum`` algorithm; adding -x removes x exactly), a monotonic deque of
-  suffix maxima per MAX field, a value counter per DISTINCT field - and drops them again below
-  _RELEASE_BELOW. Either way the cost per in-order observation does not grow with the window length.
-* ``query(t)`` for t >= latest reads the lanes and discounts only the observations between a lane's
-  start and t - W (or re-aggregates the rest of the window in C when that is smaller). Queries in the
-  past and out-of-order (late-but-allowed) observations take the slow path: bisect plus C-level slices
-  over the window, and for an out-of-order apply a rebuild of the materialised lanes - proportional to
-  the number of retained observations. Both are rare.
-* Memory per key is bounded: observations with time <= latest - allowed_lateness - max(window_s) can
-  never be needed again (the max evicted time is kept for SINCE_PREVIOUS) and are trimmed once they
-  number a quarter of the live ones (amortised O(1)), so at most 1.25x what (max window + lateness)
-  needs is held. SINCE_PREVIOUS specs count in max(window_s), as window_spec documents. A key whose
-  windows are all small holds 6 small objects: ~580 bytes for a USER_WINDOWS key with one observation,
-  plus 8 * (1 + fields) bytes (and array over-allocation) per further retained observation.
-* ``to_bytes`` is a versioned little-endian struct/array layout (1-byte format tag), not pickle:
-  22 bytes of header + 16 per partition seen + 8 * (1 + fields) per retained observation, + 8 more per
-  observation for the event keys once the key has seen one (format 2). Lanes are rebuilt from the
-  columns on load, which reproduces the exact sums.
+``KeyWindows`` holds, e.g., a user's transaction windows, or a merchant's transaction windows, or a
+merchant's label windows (a separate instance: labels arrive at label_time, on their own clock). Its
+class docstring states the exact semantics the stream worker and the offline backfill rely on; the
+private methods explain the algorithm where it is implemented. ``to_bytes``/``from_bytes`` give a
+versioned binary snapshot (never pickle).
 """
 
 from __future__ import annotations
@@ -294,7 +243,15 @@ _Aggregates = tuple[list[int], list[float], list[float], list[int]]  # counts, s
 
 
 class _LaneAgg:
-    """Incremental aggregates of one lane over its window, kept only while the window is large."""
+    """Incremental aggregates of one lane over its window, kept only while the window is large.
+
+    While a lane's window holds few observations (<= _MATERIALIZE_ABOVE) its aggregates are computed
+    from C-level slices of the columns (bounded work, no per-key objects). Once it holds more, the lane
+    materialises incremental aggregates - Shewchuk non-overlapping partials per summed field (the
+    ``math.fsum`` algorithm; adding -x removes x exactly), a monotonic deque of suffix maxima per MAX
+    field, a value counter per DISTINCT field - and drops them again below _RELEASE_BELOW. Either way
+    the cost per in-order observation does not grow with the window length.
+    """
 
     __slots__ = ("distinct", "maxhead", "maxq", "sums")
 
@@ -306,7 +263,42 @@ class _LaneAgg:
 
 
 class KeyWindows:
-    """The windows of one key over one source; see the module docstring for the exact semantics."""
+    """The windows of one key over one source.
+
+    Semantics (exact; the stream worker and the offline backfill both rely on them):
+
+    * Applying observation e at time t serves, for every spec of window W, the aggregate over e and every
+      EARLIER-APPLIED observation of the key with time in (t - W, t]. COUNT; SUM(field); MEAN = sum/count;
+      MAX; DISTINCT = number of distinct values; RATE = mean of a 0/1 field (0.0 on an empty window).
+      SINCE_PREVIOUS = t - (max time among earlier-applied observations with time <= t), NaN if there is
+      none; it stays right when that observation has been evicted (the max evicted time is kept).
+    * ``query(t)`` is the same without adding an observation: it covers every applied observation with
+      time in (t - W, t]; an empty window gives COUNT/SUM/DISTINCT 0, MEAN/MAX NaN, RATE 0.0.
+      SINCE_PREVIOUS uses the applied observations with time <= t. A time older than
+      ``latest_time - allowed_lateness_s`` raises ValueError: the state it needs may already be evicted.
+    * Replay: the last recorded source offset is kept PER PARTITION; an observation whose offset is <= it
+      is REPLAY and changes nothing. A LATE observation (time < latest_time - allowed_lateness_s) is not
+      applied to any window, but its position is recorded, so its redelivery is REPLAY, not LATE again.
+    * Identity: an observation may carry an ``event_key`` (a 64-bit hash of its event id, 0 = none). Once
+      a key's state has seen one, it keeps each retained observation's event_key, and an observation
+      whose event_key belongs to a live observation (time > latest_time - allowed_lateness_s -
+      max(window_s), the ones kept anyway) is DUPLICATE: not applied, position recorded (checked after
+      REPLAY, before LATE). Beyond that horizon a duplicate cannot be recognised; if its time is the
+      original's, it is LATE. Observations out of order but within the lateness are applied exactly, at
+      their own time; the value served for them counts only earlier-applied observations (rule above),
+      never later-applied ones.
+    * Sums are exact: the served sum is the correctly rounded sum of the window's values, i.e. equal bit
+      for bit to ``math.fsum`` of them, however long the window has slid (no subtraction drift). Values
+      must be finite and times finite epoch seconds (|t| <= 2**50); ValueError otherwise, with nothing
+      changed.
+
+    Layout: observations are kept sorted by time in an ``array('d')`` of times and one ``array('d')`` of
+    the field values interleaved row by row (8 bytes per value), addressed by a logical index (physical
+    position + base) so that trimming the front needs no renumbering. The integer bookkeeping (base, trim
+    pointer, one window-start pointer per distinct window length, the "lanes") lives in one
+    ``array('q')``. A key whose windows are all small holds 6 small objects, plus 8 * (1 + fields) bytes
+    (and array over-allocation) per retained observation; ``approx_nbytes`` estimates the footprint.
+    """
 
     __slots__ = ("_agg", "_ids", "_max_evicted", "_plan", "_positions", "_ptr", "_times", "_vals")
 
@@ -447,7 +439,7 @@ class KeyWindows:
         return self._assemble(self._scan(time), time - previous)
 
     def _seen(self, key: int) -> bool:
-        """Whether a live observation (see the module docstring) carries event key ``key``."""
+        """Whether a live observation (see the class docstring) carries event key ``key``."""
         ids = self._ids
         if not key or ids is None or not ids:
             return False
@@ -462,7 +454,13 @@ class KeyWindows:
     # --------------------------------------------------------------------------------- serialization
 
     def to_bytes(self) -> bytes:
-        """Compact versioned snapshot: header, positions, live times, live rows (all little-endian)."""
+        """Compact versioned snapshot: header, positions, live times, live rows (all little-endian).
+
+        A struct/array layout with a 1-byte format tag, not pickle: 22 bytes of header + 16 per partition
+        seen + 8 * (1 + fields) per retained observation, + 8 more per observation for the event keys
+        once the key has seen one (format 2). ``from_bytes`` rebuilds the lanes from the columns, which
+        reproduces the exact sums.
+        """
         plan = self._plan
         dead = self._ptr[_PTR_DEAD] - self._ptr[_PTR_BASE]
         max_evicted = self._times[dead - 1] if dead else self._max_evicted
@@ -550,7 +548,11 @@ class KeyWindows:
         return row
 
     def _append(self, t: float, row: tuple[float, ...]) -> _Aggregates:
-        """In-order apply (t >= latest): append, slide every lane, read it; amortised O(1) per spec."""
+        """In-order apply (t >= latest): append, slide every lane, read it; amortised O(1) per spec.
+
+        Each lane's start pointer advances past what fell out of its window; a materialised lane
+        (``_LaneAgg``) moves its aggregates by the rows that left and the one appended.
+        """
         plan = self._plan
         times = self._times
         vals = self._vals
@@ -680,7 +682,13 @@ class KeyWindows:
                 self._agg = None
 
     def _trim(self, latest: float) -> None:
-        """Advance past observations no future apply or allowed query can need; drop them in batches."""
+        """Advance past observations no future apply or allowed query can need; drop them in batches.
+
+        Observations with time <= latest - allowed_lateness - max(window_s) can never be needed again
+        (the max evicted time is kept for SINCE_PREVIOUS; SINCE_PREVIOUS specs count in max(window_s), as
+        ``window_spec`` documents). They are deleted once they number a quarter of the live ones
+        (amortised O(1)), so at most 1.25x what (max window + lateness) needs is held.
+        """
         threshold = latest - self._plan.lateness - self._plan.horizon
         times = self._times
         ptr = self._ptr
@@ -704,7 +712,11 @@ class KeyWindows:
         ptr[_PTR_DEAD] = base + dead
 
     def _insert(self, t: float, row: tuple[float, ...], key: int) -> dict[str, float]:
-        """Out-of-order apply within the lateness (slow path, O(retained)): insert, serve, rebuild lanes."""
+        """Out-of-order apply within the lateness (slow path, O(retained)): insert, serve, rebuild lanes.
+
+        Serves from ``_scan`` and rebuilds the materialised lanes, proportional to the number of
+        retained observations; out-of-order events are rare.
+        """
         times = self._times
         width = self._plan.width
         pos = bisect_right(times, t)  # after equal times; never inside the trimmable prefix
@@ -730,7 +742,11 @@ class KeyWindows:
                 self._materialize(li, lo)
 
     def _read_ahead(self, t: float) -> _Aggregates:
-        """Aggregates for windows ending at t >= latest, from the lanes (cost ~ the part that slid out)."""
+        """Aggregates for windows ending at t >= latest, from the lanes (cost ~ the part that slid out).
+
+        Discounts only the observations between a lane's start and t - W, or re-aggregates the rest of
+        the window in C when that is smaller.
+        """
         plan = self._plan
         times = self._times
         vals = self._vals
@@ -781,7 +797,10 @@ class KeyWindows:
         return counts, sums, maxes, distincts
 
     def _scan(self, t: float) -> _Aggregates:
-        """Aggregates for windows ending at any allowed t, straight from the rows (bisect + C slices)."""
+        """Aggregates for windows ending at any allowed t, straight from the rows (bisect + C slices).
+
+        The slow path for queries in the past and out-of-order applies: proportional to the window.
+        """
         plan = self._plan
         times = self._times
         vals = self._vals

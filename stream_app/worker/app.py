@@ -1,10 +1,9 @@
-"""The Faust application: topics, the transactions and labels agents, rebalance handling.
+"""The Faust application: topics, the transactions and labels agents, rebalance and shutdown handling.
 
-One agent consumes ``transactions`` in micro-batches (``take_events``: up to ``batch_size`` records
-or ``batch_within_s``) and hands each batch to the BatchRunner, which never lets an exception escape
-(see runner.py); another does the same for ``labels`` with the LabelRunner. Concurrency is 1:
-faust-streaming #606 commits past in-flight events otherwise; scale out with partitions and workers in
-one consumer group instead."""
+One agent consumes ``transactions`` in micro-batches (``take_events``: up to ``batch_size`` records or
+``batch_within_s``) and hands each batch to the BatchRunner; another does the same for ``labels`` with
+the LabelRunner. The worker is a static group member (``group_instance_id``).
+"""
 
 from __future__ import annotations
 
@@ -81,6 +80,8 @@ def withhold_acks(events: Sequence[Any]) -> None:
 
 @dataclass(frozen=True)
 class Runners:
+    """The runners the agents hand their batches to."""
+
     transactions: BatchRunner
     labels: LabelRunner | None = None  # None: this app does not consume labels
 
@@ -93,6 +94,8 @@ class Runners:
 
 @dataclass(frozen=True)
 class WorkerApp:
+    """The Faust app and its runners (built on first use)."""
+
     app: faust.App
     runners: Callable[[], Runners]  # built on first use; their stats feed progress displays
 
@@ -121,7 +124,7 @@ def group_instance_id(worker: WorkerSettings, hostname: str) -> str | None:
     static member does not leave the group when it stops, so partitions of a worker that is gone for
     good (or comes back under another id, e.g. a new hostname) wait ``session_timeout_s`` before they
     move to the others. Orchestrators should set a stable per-replica ``instance_id`` (e.g. a
-    StatefulSet pod name)."""
+    StatefulSet pod name). See docs/decisions/0015-static-group-membership.md."""
     if worker.instance_id is not None:
         return worker.instance_id or None
     if worker.web_port == 0:
@@ -131,8 +134,11 @@ def group_instance_id(worker: WorkerSettings, hostname: str) -> str | None:
 
 def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners],
                web_enabled: bool = False) -> WorkerApp:
-    """The worker app. ``runner_factory`` builds the runners once the app exists (they need the app's
-    topics for publishing); called lazily when an agent starts, so nothing connects at import."""
+    """The worker app. ``runner_factory`` builds the runners from the app; it is called lazily, on first
+    use (an agent's first batch, or ``WorkerApp.runner``), so nothing connects at import.
+
+    Each agent has concurrency 1: with more, faust-streaming #606 commits offsets past events still in
+    flight. Scale out with partitions and workers in one consumer group instead."""
     worker = settings.worker
     app = faust.App(
         worker.app_id,
@@ -145,7 +151,7 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
         web_port=worker.web_port,
         web_bind="127.0.0.1",
         topic_disable_leader=True,
-        topic_allow_declare=False,  # topics are created by `python -m stream_app create-topics`
+        topic_allow_declare=False,  # topics are created by `streamscore create-topics`
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=worker.producer_linger_ms,
         broker_commit_every=worker.batch_size,

@@ -1,9 +1,6 @@
-"""Carries one batch of ``labels`` records through its effects, in the transactions runner's order:
-compute (join + label windows, writes nothing; labels early for their transactions hold the batch, see
-labels.py) → deliver dead letters → append the joined labels to the
-label log → commit the merchant label windows (from here on the labels are replays) → count them in
-the online quality measurement. A crash before the commit replays the batch: same log part, same
-windows, and the quality counts each label once because it is fed only after the commit."""
+"""Runs one batch of ``labels`` records through its effects, in the transactions runner's order
+(``LabelRunner``), with the same retries, outbox and dead letters (``runner.run_batch``).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +22,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LabelStats:
+    """What a LabelRunner has done since it started, by outcome."""
+
     records: int = 0
     applied: int = 0
     replayed: int = 0
@@ -36,6 +35,16 @@ class LabelStats:
 
 
 class LabelRunner:
+    """Carries each ``labels`` batch through its effects: compute (join + label windows, writes nothing;
+    labels early for their transactions hold the batch, see ``LabelProcessor``) → deliver dead letters →
+    append the joined labels to the label log → commit the merchant label windows (from here on the
+    labels are replays) → count them in the online quality measurement.
+
+    A crash before the commit replays the batch: same log part, same windows, and the quality counts
+    each label once because it is fed only after the commit. See
+    docs/decisions/0013-crash-safe-batch-order.md.
+    """
+
     def __init__(self, *, processor: LabelProcessor, publisher: PublisherPort, log: LabelLogPort, state: StatePort,
                  quality: OnlineQuality, settings: WorkerSettings) -> None:
         self.processor = processor
@@ -50,6 +59,8 @@ class LabelRunner:
         self._held_since: float | None = None  # when the batch in hand was first held for its transactions
 
     async def handle(self, records: Sequence[RawRecord]) -> LabelBatchResult:
+        """The batch's result once its effects are done; BatchAbandonedError if ``stop`` was called while
+        it waited out an outage (nothing acked)."""
         self._held_since = None
         result = await run_batch(records, lambda: self._once(records),
                                  dead_lettered=lambda letters: LabelBatchResult(dead_letters=letters,

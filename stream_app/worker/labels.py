@@ -2,16 +2,9 @@
 label windows (fraud rate over 7 days, by label_time), and say what the label log and the online quality
 measurement get (the runner applies those after the state commit, so a retried batch counts once).
 
-A label whose prediction is unknown (older than the index TTL, or scored before this deployment) can't
-be attributed to a merchant: it is counted as unjoined, not an error. But a label whose prediction is
-missing while the transactions of its partition have not reached its label_time yet is EARLY: the
-transactions side is behind (catching up, slower worker). Then ``process`` raises LabelsAheadError and
-the runner retries the batch later, up to ``label_join_wait_s``; after that, ``hold_early=False`` counts
-such labels as unjoined so an idle transactions partition cannot stall labels for good. Labels are keyed
-like transactions (user_id) with the same partition count, so label partition p waits for transactions
-partition p only; with different counts, for the slowest transactions partition. An undecodable label is a dead
-letter like an undecodable transaction. State commit and replay work as for transactions: positions in
-the merchant's label windows make a redelivered label a no-op."""
+An undecodable label is a dead letter like an undecodable transaction; positions in the merchant's
+label windows make a redelivered label a no-op, as for transactions.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +22,8 @@ from stream_app.worker.ports import PredictionIndexPort, RawRecord, StatePort
 
 @dataclass
 class LabelBatchResult:
+    """What one label batch produced: dead letters, counts by outcome, the state to commit, joined rows."""
+
     dead_letters: list[DeadLetter] = field(default_factory=list)
     applied: int = 0
     replayed: int = 0
@@ -41,6 +36,19 @@ class LabelBatchResult:
 
 
 class LabelProcessor:
+    """Joins labels to their predictions and applies them to the merchants' label windows.
+
+    A label whose prediction is unknown (older than the index TTL, or scored before this deployment)
+    cannot be attributed to a merchant: it is counted as unjoined, not an error. But a label whose
+    prediction is missing while the transactions of its partition have not reached its label_time yet
+    is EARLY: the transactions side is behind (catching up, a slower worker). ``process`` then raises
+    LabelsAheadError and the runner retries the batch later, up to ``label_join_wait_s``; after that,
+    ``hold_early=False`` counts such labels as unjoined, so an idle transactions partition cannot stall
+    labels for good. Labels are keyed like transactions (user_id) with the same partition count, so
+    label partition p waits for transactions partition p only; with different counts, for the slowest
+    transactions partition.
+    """
+
     def __init__(self, *, allowed_lateness_s: float, state: StatePort, index: PredictionIndexPort,
                  transaction_partitions: int, label_partitions: int,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -52,10 +60,13 @@ class LabelProcessor:
         self.clock = clock
 
     def dead_letter(self, record: RawRecord, error: InvalidRecordError) -> DeadLetter:
+        """The dead letter that keeps ``record`` with the reason it was refused."""
         return DeadLetter.of(topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
                              value=record.value, error=error, failed_at=self.clock())
 
     def process(self, records: Sequence[RawRecord], hold_early: bool = True) -> LabelBatchResult:
+        """Decodes, joins and applies the batch (loads state, writes nothing); LabelsAheadError if some
+        labels are early and ``hold_early``."""
         result = LabelBatchResult(records=len(records))
         decoded: list[tuple[RawRecord, Label]] = []
         for record in records:
@@ -93,6 +104,7 @@ class LabelProcessor:
         return result
 
     def _early(self, missing: list[tuple[RawRecord, Label]]) -> int:
+        """How many unjoined labels are ahead of their transactions partition's watermark."""
         if not missing:
             return 0
         if self.copartitioned:

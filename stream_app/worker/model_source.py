@@ -1,8 +1,4 @@
-"""The model the worker scores with, reloaded without a restart when its alias moves.
-
-``current()`` is called once per batch; at most every ``poll_s`` it compares the alias stamp
-(version, mtime) and loads the new version if it changed. A promotion therefore takes effect within
-``poll_s`` plus one batch. A version that fails to load keeps the previous model serving (logged)."""
+"""The model the worker scores with, reloaded without a restart when its alias moves."""
 
 from __future__ import annotations
 
@@ -18,6 +14,13 @@ log = logging.getLogger(__name__)
 
 
 class RegistryModel:
+    """The scorer of the version an alias names in the registry.
+
+    ``current()`` is called once per batch; at most every ``poll_s`` it compares the alias stamp
+    (version, mtime) and loads the new version if it changed, so a promotion takes effect within
+    ``poll_s`` plus one batch. A version that fails to load keeps the previous model serving (logged).
+    """
+
     def __init__(self, registry: ModelRegistry, alias: str, poll_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry

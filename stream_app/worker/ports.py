@@ -27,42 +27,58 @@ class RawRecord:
 
 
 class DeadLetterPort(Protocol):
+    """Builds dead letters for refused records."""
+
     def dead_letter(self, record: RawRecord, error: InvalidRecordError) -> DeadLetter:
         """The dead letter that keeps ``record`` with the reason it was refused."""
 
 
 class PredictionIndexPort(Protocol):
+    """The event_id → prediction index the label join reads, with per-partition watermarks."""
+
     def remember(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None) -> None: ...
     def lookup(self, event_ids: Sequence[str]) -> list[Indexed | None]: ...
     def watermarks(self, partitions: Sequence[int]) -> list[float | None]: ...
 
 
 class StatePort(Protocol):
+    """Loads and commits window state (``invalidate`` drops any cached state)."""
+
     def load(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> WindowState: ...
     def commit(self, state: WindowState) -> None: ...
     def invalidate(self) -> None: ...
 
 
 class OnlineStorePort(Protocol):
+    """Writes the served window rows and reads the batch profiles."""
+
     def write_windows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow]) -> None: ...
     def read_profiles(self, user_ids: Sequence[int], merchant_ids: Sequence[int],
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
 
 
 class ModelPort(Protocol):
+    """The scorer to use for the next batch."""
+
     def current(self) -> Scorer: ...
 
 
 class OfflineLogPort(Protocol):
+    """The log of served feature rows training reads."""
+
     def append_rows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow], batch_id: str) -> None:
         """Durable on return (the rows of a replayed batch may be appended again: identical rows)."""
 
 
 class LabelLogPort(Protocol):
+    """The log of joined labels."""
+
     def append(self, rows: Sequence[LabelRow], batch_id: str) -> object:
         """Durable on return; a replayed batch with the same identity overwrites its part."""
 
 
 class PublisherPort(Protocol):
+    """Publishes predictions and dead letters."""
+
     async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter]) -> None:
         """Delivered (acknowledged by the broker) on return."""

@@ -1,10 +1,8 @@
 """One micro-batch of ``transactions`` records in, everything the worker must emit out.
 
-``process`` computes; it reads window state and batch profiles (one call each) but writes nothing.
-The runner then delivers predictions and dead letters, appends the feature rows, writes the online
-store, and only then commits the window state and the offsets — so a crash at any point replays
-events whose state is not committed (same features, same prediction) or recognises them as replays
-(state committed: no second prediction)."""
+``BatchProcessor.process`` computes: it reads window state and batch profiles (one call each) but
+writes nothing; the runner applies the effects afterwards (``BatchRunner``).
+"""
 
 from __future__ import annotations
 
@@ -36,6 +34,8 @@ from stream_app.worker.ports import ModelPort, OnlineStorePort, RawRecord, State
 
 @dataclass
 class BatchResult:
+    """What one transactions batch produced: outputs, served rows, the state to commit, watermarks."""
+
     predictions: list[Prediction] = field(default_factory=list)
     sources: list[RawRecord] = field(default_factory=list)  # the record each prediction answers
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -62,6 +62,8 @@ def _now() -> datetime:
 
 
 class BatchProcessor:
+    """Decodes, validates, windows, enriches and scores a batch of transactions; writes nothing."""
+
     def __init__(self, *, allowed_lateness_s: float, state: StatePort, online: OnlineStorePort, model: ModelPort,
                  clock: Callable[[], datetime] = _now, max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> None:
         self.allowed_lateness_s = allowed_lateness_s

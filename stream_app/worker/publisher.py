@@ -1,20 +1,7 @@
-"""Delivers predictions and dead letters and waits for the broker's acknowledgement, so the runner only
-persists state for events whose outputs are durable.
-
-Why confluent-kafka here and not the Faust app's producer: ``topic.send`` costs one coroutine, one
-future and one aiokafka batch append per record; publishing was the largest stage of the worker's time
-(``bench/bench_e2e.py`` breakdown). librdkafka takes a record in ~1 µs from Python and batches, compresses
-and retries in C threads. The producer is idempotent (retries neither duplicate nor reorder) with
-acks=all; delivery reports are served by a poll thread and hand the batch's completion back to the
-event loop.
-
-A refusal that retrying cannot fix (``PERMANENT``: a record too large, an invalid or unauthorised topic)
-is PermanentDeliveryError, naming the refused outputs (everything else was delivered); any other failure
-is ServiceUnavailableError. A topic that does not exist (yet) counts as unavailable, not permanent: topics
-are created by ``create-topics``, possibly after the worker starts, and waiting for it loses nothing,
-whereas giving up would dead-letter or drop every output until it exists. Dead letters are cut to fit
-the producer's ``message.max.bytes`` (``DeadLetter.fitted``), so a huge poison record can always be
-dead-lettered."""
+"""Delivers predictions and dead letters through confluent-kafka and waits for the broker's
+acknowledgement, so the runner only persists state for events whose outputs are durable. Why not the
+Faust app's producer: docs/decisions/0016-outputs-through-confluent-kafka.md.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +30,7 @@ PERMANENT: Final = frozenset({
 
 
 def producer_config(settings: Settings, delivery_timeout_s: float = DELIVERY_TIMEOUT_S) -> dict[str, Any]:
+    """librdkafka settings of the output producer: idempotent, acks=all, lz4, bounded delivery time."""
     return {
         **settings.kafka.confluent(),
         "enable.idempotence": True,
@@ -94,6 +82,18 @@ class _Batch:
 
 
 class KafkaPublisher:
+    """An idempotent (acks=all) confluent-kafka producer whose delivery reports a poll thread serves,
+    handing each publish call's completion back to the event loop.
+
+    A refusal that retrying cannot fix (``PERMANENT``: a record too large, an invalid or unauthorised
+    topic) is PermanentDeliveryError, naming the refused outputs (everything else was delivered); any
+    other failure is ServiceUnavailableError. A topic that does not exist (yet) counts as unavailable,
+    not permanent: topics are created by ``create-topics``, possibly after the worker starts, and waiting
+    for it loses nothing, whereas giving up would dead-letter or drop every output until it exists. Dead
+    letters are cut to fit the producer's ``message.max.bytes`` (``DeadLetter.fitted``), so a huge
+    poison record can always be dead-lettered.
+    """
+
     def __init__(self, settings: Settings, delivery_timeout_s: float = DELIVERY_TIMEOUT_S,
                  producer: ProducerLike | None = None) -> None:
         self.predictions_topic = settings.topics.predictions.name

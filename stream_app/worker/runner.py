@@ -1,30 +1,10 @@
-"""Carries one batch through its effects in the order that makes crashes harmless:
+"""Runs one batch through its effects in a crash-safe order, with retries and dead letters.
 
-1. compute (``BatchProcessor.process``: reads state and profiles, writes nothing);
-2. deliver predictions and dead letters and wait for the broker's acknowledgement, then index the
-   predictions (and the partitions' watermarks) for the label join;
-3. append the served feature rows to the offline log, then write them to the online store;
-4. commit the window state (one atomic write) — from here on the batch's events are replays;
-5. return; the caller acks the records, and Faust commits the offsets later.
-
-Step 2 goes through the batch's ``Outbox``: what the broker acknowledged is never sent again by a later
-attempt of the same batch (a retry after the online store or the state commit failed re-publishes
-nothing). A prediction the broker refuses for good (PermanentDeliveryError) is replaced by a dead letter
-of its record with code ``undeliverable``; a dead letter refused for good (even cut to fit) is logged and
-counted, and the batch goes on: no output can stall a partition.
-
-A crash before 4 replays the batch from the old state: same features, same predictions (duplicates are
-identical; the offline log gets identical rows again). A crash after 4 replays recognised events:
-nothing is emitted twice and no aggregate counts an event twice.
-
-Nothing escapes ``handle``: Faust acks a whole ``take_events`` batch when an exception escapes
-(faust-streaming #527), which would lose it. A dependency that is down (ServiceUnavailableError) is
-waited for with backoff, without acking; a user key another worker changed (StateConflictError) is
-re-processed at once; labels ahead of their transactions (LabelsAheadError) are re-processed with the
-same backoff; any other failure is retried, then the batch's records are dead-lettered with code
-``internal`` so they are kept, not lost, and the worker goes on. When the worker shuts down (``stop``)
-while a batch waits to be retried, the batch is given up (BatchAbandonedError) without being acked:
-Kafka delivers it again after the restart."""
+``BatchRunner`` does it for ``transactions`` (``LabelRunner`` reuses ``run_batch`` and ``Outbox`` for
+labels); ``run_with_retries`` is the retry policy; ``Outbox`` delivers a batch's outputs at most once
+per process. Why this order and these rules: docs/decisions/0013-crash-safe-batch-order.md and
+docs/decisions/0014-poison-never-stalls.md.
+"""
 
 from __future__ import annotations
 
@@ -71,8 +51,10 @@ async def run_with_retries(attempt: Callable[[], Awaitable[R]], settings: Worker
     retried ``poison_attempts`` times, then ``give_up(error)``. The three expected kinds are disjoint
     branches of the exception tree (errors.py), so the order of the clauses below does not matter.
 
-    Once ``stopping`` is set, a retry wait ends at once with BatchAbandonedError (nothing acked), except
-    for held labels, which are retried at once (the label runner stops holding them when it stops)."""
+    Once ``stopping`` is set, a retry wait ends at once with BatchAbandonedError (nothing acked: Kafka
+    delivers the batch again after the restart, so shutdown does not wait out an outage), except for
+    held labels, which are retried at once (the label runner stops holding them when it stops). See
+    docs/decisions/0014-poison-never-stalls.md."""
     delay = settings.retry_initial_s
     failures = 0
 
@@ -106,7 +88,7 @@ async def run_with_retries(attempt: Callable[[], Awaitable[R]], settings: Worker
             log.warning("dependency unavailable, retrying %s in %.1f s: %s", what, delay, exc)
             await pause(delay)
             delay = min(delay * 2, settings.retry_max_s)
-        except Exception as exc:  # an escaping error would lose the batch (module docstring)
+        except Exception as exc:  # an escaping error would lose the batch (BatchRunner's docstring)
             failures += 1
             state.invalidate()
             log.exception("%s failed (%d/%d)", what, failures, settings.poison_attempts)
@@ -152,9 +134,11 @@ def letter_position(letter: DeadLetter) -> Position:
 
 class Outbox:
     """Delivers one batch's outputs across its attempts (``start`` before each batch). An output the
-    broker acknowledged, or refused for good, is not sent again by a later attempt of the batch. A
-    prediction refused for good is replaced by a dead letter of its record (code ``undeliverable``); a
-    dead letter refused for good is logged and counted in ``dropped``: retrying cannot deliver it."""
+    broker acknowledged, or refused for good, is not sent again by a later attempt of the batch (a retry
+    after the online store or the state commit failed re-publishes nothing). A prediction refused for
+    good is replaced by a dead letter of its record (code ``undeliverable``); a dead letter refused for
+    good is logged and counted in ``dropped``: retrying cannot deliver it, and no output may stall a
+    partition."""
 
     def __init__(self, publisher: PublisherPort, dead_letters: DeadLetterPort) -> None:
         self.publisher = publisher
@@ -165,6 +149,7 @@ class Outbox:
         self._dropped: set[Position] = set()  # dead letters refused for good
 
     def start(self) -> None:
+        """Forgets the previous batch's outputs."""
         self._settled.clear()
         self._replaced.clear()
         self._dropped.clear()
@@ -211,13 +196,15 @@ class Outbox:
 
 @dataclass
 class RunnerStats:
+    """What a BatchRunner has done since it started: records, outputs, retries, latencies."""
+
     records: int = 0
     predictions: int = 0
     replayed: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     retries: int = 0
     dropped: int = 0  # dead letters the broker refused for good (logged)
-    # the latest predictions' latencies only: a list of every one grew ~200 MB/hour at 1.8k ev/s
+    # the latest predictions' latencies only, so the memory they take stays bounded
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCIES_KEPT))
 
     def add(self, result: BatchResult) -> None:
@@ -229,6 +216,26 @@ class RunnerStats:
 
 
 class BatchRunner:
+    """Carries each ``transactions`` batch through its effects, in the order that makes crashes harmless:
+
+    1. compute (``BatchProcessor.process``: reads state and profiles, writes nothing);
+    2. deliver predictions and dead letters through the ``Outbox`` and wait for the broker's
+       acknowledgement, then index the predictions (and the partitions' watermarks) for the label join;
+    3. append the served feature rows to the offline log, then write them to the online store;
+    4. commit the window state (one atomic write): from here on the batch's events are replays;
+    5. return; the caller acks the records, and Faust commits the offsets later.
+
+    A crash before 4 replays the batch from the old state: same features, same predictions (duplicates
+    are identical; the offline log gets identical rows again). A crash after 4 replays recognised events:
+    nothing is emitted twice and no aggregate counts an event twice.
+
+    Nothing escapes ``handle``: Faust acks a whole ``take_events`` batch when an exception escapes
+    (faust-streaming #527), which would lose it. Failures are retried by ``run_with_retries``; a batch
+    that keeps failing is dead-lettered with code ``internal`` (``run_batch``); after ``stop`` a batch
+    waiting to be retried is given up unacked (BatchAbandonedError). See
+    docs/decisions/0013-crash-safe-batch-order.md.
+    """
+
     def __init__(self, *, processor: BatchProcessor, publisher: PublisherPort, online: OnlineStorePort,
                  offline: OfflineLogPort, state: StatePort, settings: WorkerSettings,
                  index: PredictionIndexPort | None = None) -> None:

@@ -43,10 +43,12 @@ class OfflineLog:
 
 
 def worker_id() -> str:
+    """This process's name in the files it writes: host and pid."""
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def build_runners(settings: Settings, app: faust.App) -> Runners:
+    """The transactions and labels runners over the real adapters (Feast, Redis, Kafka, files)."""
     store = open_store(settings)
     online = OnlineFeatures(store)
     client = redis.Redis(**settings.redis.client_kwargs())
@@ -70,4 +72,5 @@ def build_runners(settings: Settings, app: faust.App) -> Runners:
 
 
 def build_worker(settings: Settings, web_enabled: bool = False) -> WorkerApp:
+    """The worker app, its runners built from ``settings`` on first use."""
     return create_app(settings, lambda app: build_runners(settings, app), web_enabled=web_enabled)
