@@ -138,6 +138,10 @@ class _Plan:
     def width(self) -> int:
         return len(self.fields)
 
+    def empty_aggregates(self) -> _Aggregates:
+        """Fresh (counts, sums, maxes, distincts) for one read: zero per lane and slot, NaN maxima."""
+        return [0] * len(self.lanes), [0.0] * self.n_sums, [_NAN] * self.n_maxes, [0] * self.n_distincts
+
 
 def _build_plan(specs: tuple[WindowSpec, ...], lateness: float) -> _Plan:
     if not specs:
@@ -562,10 +566,7 @@ class KeyWindows:
         n = len(times)
         base = ptr[_PTR_BASE]
         width = plan.width
-        counts = [0] * len(plan.lanes)
-        sums = [0.0] * plan.n_sums
-        maxes = [_NAN] * plan.n_maxes
-        distincts = [0] * plan.n_distincts
+        counts, sums, maxes, distincts = plan.empty_aggregates()
         aggs = self._agg
         for li, lane in enumerate(plan.lanes):
             cutoff = t - lane.window
@@ -753,10 +754,7 @@ class KeyWindows:
         base = self._ptr[_PTR_BASE]
         width = plan.width
         n = len(times)
-        counts = [0] * len(plan.lanes)
-        sums = [0.0] * plan.n_sums
-        maxes = [_NAN] * plan.n_maxes
-        distincts = [0] * plan.n_distincts
+        counts, sums, maxes, distincts = plan.empty_aggregates()
         aggs = self._agg
         for li, lane in enumerate(plan.lanes):
             lo = self._ptr[_PTR_LANES + li] - base
@@ -805,10 +803,7 @@ class KeyWindows:
         times = self._times
         vals = self._vals
         width = plan.width
-        counts = [0] * len(plan.lanes)
-        sums = [0.0] * plan.n_sums
-        maxes = [_NAN] * plan.n_maxes
-        distincts = [0] * plan.n_distincts
+        counts, sums, maxes, distincts = plan.empty_aggregates()
         end = bisect_right(times, t)
         stop = end * width
         for li, lane in enumerate(plan.lanes):
