@@ -18,6 +18,9 @@ from stream_app.core.engine import DEFAULT_MAX_FUTURE_SKEW_S
 from stream_app.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = REPO_ROOT / ".run"  # local service processes (infra/*.sh), bench and test runs
+KAFKA_ADDRESS_ENV = "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"  # the variables that point at running services
+REDIS_ADDRESS_ENV = "STREAMSCORE_REDIS__URL"
 FEATURE_REPO = REPO_ROOT / "feature_repo"  # the Feast definitions; runtime copies of its configuration hold the data
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]

@@ -17,11 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream_app.settings import REPO_ROOT
-
-KAFKA_ENV = "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"
-REDIS_ENV = "STREAMSCORE_REDIS__URL"
-RUN_DIR = REPO_ROOT / ".run"
+from stream_app.settings import KAFKA_ADDRESS_ENV, REDIS_ADDRESS_ENV, REPO_ROOT, RUN_DIR
 
 
 class ServiceStartError(RuntimeError):
@@ -42,8 +38,8 @@ class Service:
         return REPO_ROOT / "infra" / f"{self.name}.sh"
 
 
-REDIS = Service("redis", REDIS_ENV, (6379,), RUN_DIR / "redis-6379" / "redis.pid")
-KAFKA = Service("kafka", KAFKA_ENV, (9092, 9093), RUN_DIR / "kafka-9092" / "kafka.pid")
+REDIS = Service("redis", REDIS_ADDRESS_ENV, (6379,), RUN_DIR / "redis-6379" / "redis.pid")
+KAFKA = Service("kafka", KAFKA_ADDRESS_ENV, (9092, 9093), RUN_DIR / "kafka-9092" / "kafka.pid")
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
