@@ -187,6 +187,16 @@ class WorkerSettings(BaseModel):
     label_join_wait_s: float = Field(default=30.0, ge=0)
 
 
+class SinkSettings(BaseModel):
+    """How the sink (``streamscore sink``) consumes predictions and joined labels into the offline feature
+    log and the label log: its consumer group, and when a part is closed (whichever comes first)."""
+
+    group_id: str = Field(default="streamscore-sink", min_length=1, max_length=249)
+    part_max_rows: int = Field(default=200_000, ge=1)  # rows of one view and hour buffered before a part is written
+    part_max_age_s: float = Field(default=60.0, gt=0)  # seconds a part stays open after its first row
+    poll_s: float = Field(default=0.2, gt=0)  # the longest wait for records before checking part ages
+
+
 class Settings(BaseSettings):
     """Everything streamscore can be told. Construct once (``get_settings()``) and pass it down."""
 
@@ -201,6 +211,7 @@ class Settings(BaseSettings):
     feast: FeastSettings = Field(
         default_factory=lambda given: FeastSettings(repo_path=given["data_dir"] / "feature_repo"))
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    sink: SinkSettings = Field(default_factory=SinkSettings)
 
 
 def settings_env(settings: BaseModel, prefix: str = "STREAMSCORE_") -> dict[str, str]:
