@@ -195,6 +195,9 @@ class SinkSettings(BaseModel):
     part_max_rows: int = Field(default=200_000, ge=1)  # rows of one view and hour buffered before a part is written
     part_max_age_s: float = Field(default=60.0, gt=0)  # seconds a part stays open after its first row
     poll_s: float = Field(default=0.2, gt=0)  # the longest wait for records before checking part ages
+    # How long the broker waits for a silent sink before handing its partitions to another member (or to
+    # its own restart: a sink that crashed holds its partitions this long); the broker's floor is 6 s.
+    session_timeout_s: float = Field(default=10.0, ge=1, le=90)
 
 
 class Settings(BaseSettings):

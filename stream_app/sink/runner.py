@@ -201,7 +201,8 @@ def sink_id() -> str:
 def consumer_config(settings: Settings) -> dict[str, Any]:
     """The sink's consumer: its own group, offsets committed by hand, from the start of the topics."""
     return {**settings.kafka.confluent(), "group.id": settings.sink.group_id, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "log_level": 3}
+            "auto.offset.reset": "earliest", "session.timeout.ms": int(settings.sink.session_timeout_s * 1000),
+            "log_level": 3}
 
 
 def build_sink(settings: Settings, consumer: ConsumerLike | None = None) -> Sink:
