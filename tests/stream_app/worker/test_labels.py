@@ -13,7 +13,7 @@ from stream_app.contract import ErrorCode, Prediction
 from stream_app.core.engine import WindowState
 from stream_app.core.online_quality import OnlineQuality
 from stream_app.core.records import Indexed, LabelRow
-from stream_app.errors import LabelsAheadError, ServiceUnavailableError
+from stream_app.errors import LabelsAheadError, PermanentDeliveryError, ServiceUnavailableError
 from stream_app.settings import WorkerSettings
 from stream_app.worker.label_runner import LabelRunner
 from stream_app.worker.labels import LabelProcessor
@@ -172,3 +172,29 @@ def test_stop_holding_lets_a_held_batch_finish_at_shutdown() -> None:
 
     asyncio.run(shutdown_soon())
     assert (runner.stats.unjoined, runner.stats.early) == (1, 1)
+
+
+class RefusingLabels(Effects):
+    """Refuses for good every joined label it is given (e.g. labels.joined not authorised)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[object],
+                      labels: Sequence[LabelRow] = ()) -> None:
+        self.calls += 1
+        await super().publish(predictions, dead_letters, [])
+        if labels:
+            first = len(predictions) + len(dead_letters)
+            raise PermanentDeliveryError({first + i: "TOPIC_AUTHORIZATION_FAILED: no" for i in range(len(labels))})
+
+
+def test_a_joined_label_refused_for_good_is_counted_and_dropped_and_the_batch_commits() -> None:
+    effects = RefusingLabels()
+    index = FakeIndex({"a": Indexed(7, 0.9, "v1")})
+    runner = LabelRunner(processor=label_processor(effects, index), publisher=effects, state=effects,
+                         quality=OnlineQuality(), settings=WorkerSettings(retry_initial_s=0.001, retry_max_s=0.002))
+    asyncio.run(runner.handle([label(0, "a", True)]))
+    assert effects.calls == 1 and runner.outbox.dropped == 1  # not sent again: retrying cannot deliver it
+    assert effects.effects[-1] == "commit" and runner.stats.applied == 1
