@@ -17,6 +17,17 @@ CREATED: Final = "created_timestamp"  # when the row was written; Feast's tie-br
 PARTS_GLOB: Final = "**/*.parquet"
 
 
+HOUR_FORMAT: Final = "%Y-%m-%dT%H"
+
+
 def hour_dir(moment: datetime) -> str:
     """The directory of a log's parts holding rows of ``moment``'s UTC hour, e.g. ``2026-11-01T13``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H")
+    return moment.astimezone(UTC).strftime(HOUR_FORMAT)
+
+
+def hour_of(name: str) -> datetime | None:
+    """The start of the hour an ``hour_dir`` name stands for; None for any other name."""
+    try:
+        return datetime.strptime(name, HOUR_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None

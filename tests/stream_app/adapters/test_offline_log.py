@@ -11,7 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from stream_app import backfill
-from stream_app.adapters.offline_log import OfflineLogWriter, compact, log_columns, part_name, rows_frame
+from stream_app.adapters.offline_log import (
+    OfflineLogWriter,
+    compact,
+    log_columns,
+    part_name,
+    rows_frame,
+    write_part,
+)
 from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
 from stream_app.core.offline_layout import CREATED
 from stream_app.core.profiles import TIMESTAMP
@@ -156,3 +163,17 @@ def test_compact_merges_parts_and_drops_duplicate_rows(tmp_path: Path) -> None:
     frame = pd.read_parquet(merged[0])
     assert len(frame) == 6 and frame[TIMESTAMP].is_monotonic_increasing
     pd.testing.assert_frame_equal(frame, rows_frame(users, USER_WINDOWS))
+
+
+def test_compact_merges_each_closed_hour_directory_into_one_part(tmp_path: Path) -> None:
+    users, _ = served(6)  # 12:00:00 .. 12:00:35
+    log = tmp_path / "data/offline/user_windows"
+    write_part(rows_frame(users[:4], USER_WINDOWS), log / "2026-10-01T12" / "part-stream-p0-0.parquet")
+    write_part(rows_frame(users[2:], USER_WINDOWS), log / "2026-10-01T12" / "part-stream-p0-2.parquet")  # a replay
+    write_part(rows_frame(users[:2], USER_WINDOWS), log / "2026-10-01T13" / "part-stream-p0-9.parquet")
+    write_part(rows_frame(users[2:], USER_WINDOWS), log / "2026-10-01T13" / "part-stream-p1-4.parquet")
+    (merged,) = compact(tmp_path, before=datetime(2026, 10, 1, 13, 30, tzinfo=UTC))
+    assert list((log / "2026-10-01T12").iterdir()) == [merged]
+    pd.testing.assert_frame_equal(pd.read_parquet(merged), rows_frame(users, USER_WINDOWS))
+    assert len(list((log / "2026-10-01T13").iterdir())) == 2  # the hour is not over: untouched
+    assert len(compact(tmp_path)) == 1 and len(list((log / "2026-10-01T13").iterdir())) == 1
