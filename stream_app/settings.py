@@ -192,7 +192,7 @@ class SinkSettings(BaseModel):
     log and the label log: its consumer group, and when a part is closed (whichever comes first)."""
 
     group_id: str = Field(default="streamscore-sink", min_length=1, max_length=249)
-    part_max_rows: int = Field(default=200_000, ge=1)  # rows of one view and hour buffered before a part is written
+    part_max_rows: int = Field(default=100_000, ge=1)  # rows of one log and hour buffered before a part is written
     part_max_age_s: float = Field(default=60.0, gt=0)  # seconds a part stays open after its first row
     poll_s: float = Field(default=0.2, gt=0)  # the longest wait for records before checking part ages
     # How long the broker waits for a silent sink before handing its partitions to another member (or to
