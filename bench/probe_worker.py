@@ -2,7 +2,7 @@
 
 It is ``streamscore worker`` built the same way (``stream_app.worker.wiring.build_runners`` inside
 ``create_app``), with wrappers added from the outside (no package code changed): per batch, the runner's
-steps (process / publish / offline log / online write / state commit) and, inside ``process``, state
+steps (process / publish / online write / state commit) and, inside ``process``, state
 load, profile reads and scoring; per event, decode, the window engine, request features, feature-dict
 building and prediction encoding. Each wrapper adds two perf_counter reads per call. The counters are
 written to ``$BENCH_PROBE_OUT`` after every batch.
@@ -113,8 +113,6 @@ def instrument(runner: Any, timers: Timers, dump: Callable[[], None]) -> None:
     online: Any = runner.online
     online.read_profiles = timers.sync("process.score_batch.read_profiles", online.read_profiles)
     online.write_windows = timers.sync("online_write_windows", online.write_windows)
-    offline: Any = runner.offline
-    offline.append_rows = timers.sync("offline_log_append", offline.append_rows)
     publisher: Any = runner.publisher
     publisher.publish = timers.coro("publish", publisher.publish)
     module: Any = processor_module  # names the processor module looks up at call time

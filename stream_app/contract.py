@@ -37,6 +37,7 @@ class TopicRole(StrEnum):
     PREDICTIONS = "predictions"  # key: event_id; value: Prediction (production model)
     PREDICTIONS_SHADOW = "predictions.shadow"  # key: event_id; value: Prediction (shadow model)
     TRANSACTIONS_DLQ = "transactions.dlq"  # key: original key; value: DeadLetter
+    LABELS_JOINED = "labels.joined"  # key: event_id; value: JoinedLabel (the worker's label join, for the sink)
 
 
 class TopicSpec(BaseModel):
@@ -57,6 +58,7 @@ class Topics(BaseModel):
     predictions: TopicSpec = TopicSpec(name=TopicRole.PREDICTIONS.value)
     predictions_shadow: TopicSpec = TopicSpec(name=TopicRole.PREDICTIONS_SHADOW.value)
     transactions_dlq: TopicSpec = TopicSpec(name=TopicRole.TRANSACTIONS_DLQ.value, partitions=1)
+    labels_joined: TopicSpec = TopicSpec(name=TopicRole.LABELS_JOINED.value, partitions=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -186,6 +188,20 @@ class Prediction(BaseModel):
     latency_ms: float
 
 
+class JoinedLabel(BaseModel):
+    """A label joined to its prediction on ``labels.joined`` (key = event_id): what the label log stores."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Annotated[str, Field(strict=True, min_length=1, max_length=128)]
+    user_id: EntityId
+    merchant_id: EntityId
+    is_fraud: Annotated[bool, Field(strict=True)]
+    label_time: UtcTimestamp
+    score: float
+    model_version: str
+
+
 class DeadLetterError(BaseModel):
     """Why a record was dead-lettered: its code and a human-readable message."""
 
@@ -293,6 +309,16 @@ def decode_transaction(value: bytes | None, key: bytes | None = None) -> Transac
 def decode_label(value: bytes | None) -> Label:
     """Parse and validate one ``labels`` record; raises InvalidRecordError with a DLQ code."""
     return _decode(Label, value)
+
+
+def decode_prediction(value: bytes | None) -> Prediction:
+    """Parse one ``predictions`` record; raises InvalidRecordError with a DLQ code."""
+    return _decode(Prediction, value)
+
+
+def decode_joined_label(value: bytes | None) -> JoinedLabel:
+    """Parse and validate one ``labels.joined`` record; raises InvalidRecordError with a DLQ code."""
+    return _decode(JoinedLabel, value)
 
 
 def _decode(model: type[_M], value: bytes | None) -> _M:

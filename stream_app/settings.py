@@ -190,6 +190,19 @@ class WorkerSettings(BaseModel):
     label_join_wait_s: float = Field(default=30.0, ge=0)
 
 
+class SinkSettings(BaseModel):
+    """How the sink (``streamscore sink``) consumes predictions and joined labels into the offline feature
+    log and the label log: its consumer group, and when a part is closed (whichever comes first)."""
+
+    group_id: str = Field(default="streamscore-sink", min_length=1, max_length=249)
+    part_max_rows: int = Field(default=100_000, ge=1)  # rows of one log and hour buffered before a part is written
+    part_max_age_s: float = Field(default=60.0, gt=0)  # seconds a part stays open after its first row
+    poll_s: float = Field(default=0.2, gt=0)  # the longest wait for records before checking part ages
+    # How long the broker waits for a silent sink before handing its partitions to another member (or to
+    # its own restart: a sink that crashed holds its partitions this long); the broker's floor is 6 s.
+    session_timeout_s: float = Field(default=10.0, ge=1, le=90)
+
+
 class Settings(BaseSettings):
     """Everything streamscore can be told. Construct once (``get_settings()``) and pass it down."""
 
@@ -204,6 +217,7 @@ class Settings(BaseSettings):
     feast: FeastSettings = Field(
         default_factory=lambda given: FeastSettings(repo_path=given["data_dir"] / "feature_repo"))
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    sink: SinkSettings = Field(default_factory=SinkSettings)
 
 
 def settings_env(settings: BaseModel, prefix: str = "STREAMSCORE_") -> dict[str, str]:

@@ -30,3 +30,16 @@ def atomic_write_text(path: Path, text: str) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def make_dirs_durable(directory: Path) -> None:
+    """Create ``directory`` and any missing parents, fsyncing each parent that gained an entry, so the new
+    directories survive a crash as well as the files later renamed into them."""
+    missing: list[Path] = []
+    path = directory
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        fsync_dir(path.parent)

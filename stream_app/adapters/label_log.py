@@ -2,9 +2,9 @@
 
 One row per joined label: the label (event_id, user_id, is_fraud, label_time) plus what the join found
 (merchant_id, the served score and model_version), so a retraining job can pair labels with the feature
-rows of the offline log and an analyst can measure a model version after the fact. Parts are written
-atomically with the offline log's ``write_part`` and named by the batch's source positions, so a
-replayed batch overwrites its part instead of adding duplicates."""
+rows of the offline log and an analyst can measure a model version after the fact. The sink writes the
+parts (``stream_app.sink``: one directory per hour of label time, atomic parts named by source
+positions); ``read_labels`` reads them back."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stream_app.adapters.offline_log import part_name, write_part
 from stream_app.core.records import LabelRow
 
 COLUMNS = ("event_id", "user_id", "merchant_id", "is_fraud", "label_time", "score", "model_version")
@@ -33,24 +32,10 @@ def label_frame(rows: Sequence[LabelRow]) -> pd.DataFrame:
     })
 
 
-class LabelLogWriter:
-    """Writes one part per batch under ``directory`` (the worker passes ``<data_dir>/labels``)."""
-
-    def __init__(self, directory: Path, writer_id: str) -> None:
-        self.directory = directory
-        self.writer_id = writer_id
-
-    def append(self, rows: Sequence[LabelRow], batch_id: str) -> Path | None:
-        """Durable on return; nothing to write for an empty batch."""
-        if not rows:
-            return None
-        return write_part(label_frame(rows), self.directory / part_name("stream", [batch_id]), self.writer_id)
-
-
 def read_labels(directory: Path) -> pd.DataFrame:
     """Every logged label, one row per event_id (a label replayed at other batch boundaries is logged twice,
     identically)."""
-    parts = sorted(directory.glob("part-*.parquet"))
+    parts = sorted(directory.glob("**/part-*.parquet"))
     if not parts:
         return label_frame([])
     frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)

@@ -1,11 +1,11 @@
-"""The offline feature log: append-only parquet parts of the window rows the worker served.
+"""The offline feature log: append-only parquet parts of the window rows serving served.
 
-Feast's stream feature views read it as their batch source (``{user,merchant}_windows/*.parquet`` under
-the offline data directory, paths from ``core.offline_layout``), so training sees the rows serving
-served. The worker writes ``part-stream-*`` parts through ``OfflineLogWriter``, the backfill writes
-``part-backfill.parquet`` through ``window_frame``; ``compact`` merges the stream parts. Parts are
-written atomically and named after their batches, so a replay overwrites rather than duplicates. Why:
-docs/decisions/0005-offline-log-parts.md.
+Feast's stream feature views read it as their batch source (``{user,merchant}_windows/**/*.parquet``
+under the offline data directory, paths from ``core.offline_layout``), so training sees the rows
+serving served. The sink (``stream_app.sink``) writes ``part-stream-*`` parts in hour directories with
+``rows_frame`` and ``write_part``; the backfill writes ``part-backfill.parquet`` through
+``window_frame``; ``compact`` merges an hour's stream parts. Parts are written atomically. Why:
+docs/decisions/0005-offline-log-parts.md and docs/decisions/0017-offline-logs-written-by-a-sink.md.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,10 @@ import numpy as np
 import pandas as pd
 
 from stream_app.adapters.files import fsync_dir
-from stream_app.core.offline_layout import CREATED, MERCHANT_WINDOW_LOG, USER_WINDOW_LOG
+from stream_app.core.offline_layout import CREATED, MERCHANT_WINDOW_LOG, USER_WINDOW_LOG, hour_of
 from stream_app.core.profiles import TIMESTAMP
 from stream_app.core.records import WindowRow
-from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, Entity, Function, WindowSpec
-from stream_app.core.windows import Position
+from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, Function, WindowSpec
 from stream_app.errors import ServiceUnavailableError
 
 _INT_FUNCTIONS = (Function.COUNT, Function.DISTINCT)
@@ -76,19 +76,10 @@ def conform(frame: pd.DataFrame, specs: Sequence[WindowSpec]) -> pd.DataFrame:
     return out
 
 
-def batch_id_for(first: Position, last: Position) -> str:
-    """The identity of a batch of one partition, as the worker's runner spells it."""
-    if first[0] != last[0]:
-        raise ValueError(f"first {first} and last {last} are on different partitions; pass a batch id")
-    return f"p{first[0]}-{first[1]}-{last[1]}"
-
-
 def part_name(source: str, identities: Sequence[str]) -> str:
-    """Deterministic part name for the batches ``identities`` (in buffer order) of ``source``, e.g.
-    ``part-stream-p0-100-199+p3-40-80.parquet``: a batch replayed with the same boundaries (a crash
-    before the state commit) overwrites its part. A replay cut at other boundaries writes identical rows
-    into another part; Feast keeps one row per entity, event and created timestamp, and ``compact``
-    removes such duplicates."""
+    """Deterministic part name for the source positions ``identities`` of ``source``, e.g.
+    ``part-stream-p0-100+p3-40.parquet`` (the sink names a part after the first position of each
+    partition in it); long or unsafe identities are named by their hash."""
     identity = "+".join(identities)
     if len(identity) > _MAX_IDENTITY or not _SAFE_NAME.fullmatch(identity):
         identity = "h" + hashlib.sha256(identity.encode()).hexdigest()[:32]
@@ -114,112 +105,48 @@ def write_part(frame: pd.DataFrame, target: Path, writer_id: str = "w") -> Path:
     return target
 
 
-class OfflineLogWriter:
-    """Buffers served rows and writes them as parquet parts of the user and merchant window logs.
-
-    ``writer_id`` names this process in temporary file names only; part names come from ``source`` and
-    the batch identities, so they are the same whichever worker (or restart) replays a batch.
-
-    Rows can be buffered over several batches and written by one ``flush`` (one part per directory),
-    since many tiny parts slow every offline read. Buffered rows are not durable: flush before the
-    window state of their batches is committed, or a crash loses them for good (the replay sees the
-    committed state and serves nothing). ``append_rows`` (buffer + flush) is durable on return.
-    """
-
-    def __init__(self, repo_path: Path, writer_id: str, *, source: str = "stream",
-                 user_specs: tuple[WindowSpec, ...] = USER_WINDOWS,
-                 merchant_specs: tuple[WindowSpec, ...] = MERCHANT_WINDOWS) -> None:
-        if not _SAFE_NAME.fullmatch(source) or source == "backfill":
-            raise ValueError(f"source must be a plain name other than 'backfill', got {source!r}")
-        if user_specs[0].entity is not Entity.USER or merchant_specs[0].entity is not Entity.MERCHANT:
-            raise ValueError("user_specs must be user windows and merchant_specs merchant windows")
-        self.repo_path = Path(repo_path)
-        self.writer_id = re.sub(r"[^A-Za-z0-9_-]", "_", writer_id)[:64] or "w"
-        self.source = source
-        self.user_dir = self.repo_path / USER_WINDOW_LOG
-        self.merchant_dir = self.repo_path / MERCHANT_WINDOW_LOG
-        self._specs = (user_specs, merchant_specs)
-        self._users: list[pd.DataFrame] = []
-        self._merchants: list[pd.DataFrame] = []
-        self._identities: list[str] = []
-
-    @property
-    def pending_rows(self) -> int:
-        """User rows buffered and not yet flushed (each has its merchant row)."""
-        return sum(len(f) for f in self._users)
-
-    def buffer_frames(self, user_frame: pd.DataFrame, merchant_frame: pd.DataFrame, batch_id: str) -> None:
-        """Buffer one batch's frames (columns as ``window_frame`` makes them)."""
-        users, merchants = conform(user_frame, self._specs[0]), conform(merchant_frame, self._specs[1])
-        if batch_id in self._identities:
-            raise ValueError(f"batch {batch_id!r} is already buffered")
-        self._users.append(users)
-        self._merchants.append(merchants)
-        self._identities.append(batch_id)
-
-    def buffer_rows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow], batch_id: str) -> None:
-        """Buffer one batch's served rows, as the worker's processor produces them."""
-        self.buffer_frames(rows_frame(user_rows, self._specs[0]), rows_frame(merchant_rows, self._specs[1]),
-                           batch_id)
-
-    def flush(self) -> list[Path]:
-        """Write everything buffered as one part per log directory; durable on return. The buffer is kept
-        if a write fails, so the retry rewrites the same part names."""
-        if not self._identities:
-            return []
-        name = part_name(self.source, self._identities)
-        written = []
-        for frames, directory in ((self._users, self.user_dir), (self._merchants, self.merchant_dir)):
-            frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-            if len(frame):
-                written.append(write_part(frame, directory / name, self.writer_id))
-        self._users.clear()
-        self._merchants.clear()
-        self._identities.clear()
-        return written
-
-    def append_rows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow],
-                    batch_id: str) -> list[Path]:
-        """Buffer one batch and flush: durable on return (the worker's OfflineLogPort)."""
-        self.buffer_rows(user_rows, merchant_rows, batch_id)
-        return self.flush()
-
-    def append(self, user_frame: pd.DataFrame, merchant_frame: pd.DataFrame, first_position: Position,
-               last_position: Position) -> list[Path]:
-        """Write one single-partition batch's frames now, named by its first and last source positions."""
-        self.buffer_frames(user_frame, merchant_frame, batch_id_for(first_position, last_position))
-        return self.flush()
-
-
 def _stream_parts(directory: Path, source: str) -> Iterator[Path]:
     return (p for p in sorted(directory.glob(f"part-{source}-*.parquet")) if p.is_file())
 
 
-def compact(repo_path: Path, source: str = "stream") -> list[Path]:
-    """Merge each log directory's ``source`` parts into one part, dropping duplicate rows (same entity,
-    event and created timestamp). The merged part is written before the inputs are removed, so a crash
-    leaves duplicates at worst; parts written meanwhile are not inputs and stay. The backfill part is
-    never touched."""
+def _compact_directory(directory: Path, source: str, specs: Sequence[WindowSpec]) -> Path | None:
+    inputs = list(_stream_parts(directory, source))
+    if len(inputs) < 2:
+        return None
+    try:
+        frames = [conform(pd.read_parquet(p), specs) for p in inputs]
+    except OSError as exc:
+        raise ServiceUnavailableError(f"offline log: cannot read parts in {directory}: {exc}") from exc
+    key = specs[0].entity.value
+    merged = (pd.concat(frames, ignore_index=True)
+              .drop_duplicates(subset=[key, TIMESTAMP, CREATED], keep="last")
+              .sort_values([TIMESTAMP, key], kind="stable", ignore_index=True))
+    digest = hashlib.sha256("\n".join(p.name for p in inputs).encode()).hexdigest()[:16]
+    target = write_part(merged, directory / f"part-{source}-compact-{digest}.parquet", "compact")
+    for path in inputs:
+        if path != target:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    fsync_dir(directory)
+    return target
+
+
+def compact(repo_path: Path, source: str = "stream", before: datetime | None = None) -> list[Path]:
+    """Merge the ``source`` parts of each hour directory of each log (and of the log's top directory) into
+    one part, dropping duplicate rows (same entity, event and created timestamp); with ``before``, only
+    hour directories whose hour ended by then. The merged part is written before the inputs are removed,
+    so a crash leaves duplicates at worst; parts written meanwhile are not inputs and stay. The backfill
+    part is never touched.
+
+    Compact only hours the sink no longer writes (``before`` older than the allowed lateness plus the
+    sink's part age and lag): a part the sink rewrote between the read and the removal would be lost."""
     written = []
     for log_dir, specs in ((USER_WINDOW_LOG, USER_WINDOWS), (MERCHANT_WINDOW_LOG, MERCHANT_WINDOWS)):
-        directory = Path(repo_path) / log_dir
-        inputs = list(_stream_parts(directory, source))
-        if len(inputs) < 2:
-            continue
-        try:
-            frames = [conform(pd.read_parquet(p), specs) for p in inputs]
-        except OSError as exc:
-            raise ServiceUnavailableError(f"offline log: cannot read parts in {directory}: {exc}") from exc
-        key = specs[0].entity.value
-        merged = (pd.concat(frames, ignore_index=True)
-                  .drop_duplicates(subset=[key, TIMESTAMP, CREATED], keep="last")
-                  .sort_values([TIMESTAMP, key], kind="stable", ignore_index=True))
-        digest = hashlib.sha256("\n".join(p.name for p in inputs).encode()).hexdigest()[:16]
-        target = write_part(merged, directory / f"part-{source}-compact-{digest}.parquet", "compact")
-        for path in inputs:
-            if path != target:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-        fsync_dir(directory)
-        written.append(target)
+        top = Path(repo_path) / log_dir
+        hours = sorted(d for d in top.iterdir() if d.is_dir() and hour_of(d.name) is not None) if top.is_dir() else []
+        for directory in ([] if before is not None else [top]) + [
+                d for d in hours if before is None or (hour_of(d.name) or before) + timedelta(hours=1) <= before]:
+            target = _compact_directory(directory, source, specs)
+            if target is not None:
+                written.append(target)
     return written

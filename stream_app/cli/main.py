@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-from stream_app.cli import backfill, demo, feature_store, generate, topics, worker
+from stream_app.cli import backfill, demo, feature_store, generate, sink, topics, worker
 from stream_app.cli.commands import Commands
 from stream_app.errors import StreamscoreError
 
 ENTRY_POINT_GROUP = "streamscore.commands"
-_BUILT_IN = (topics, worker, feature_store, generate, backfill, demo)
+_BUILT_IN = (topics, worker, sink, feature_store, generate, backfill, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

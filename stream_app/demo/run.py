@@ -1,4 +1,4 @@
-"""The demo's orchestration: services → topics → offline pipeline → worker → warm-up → a minute of live
+"""The demo's orchestration: services → topics → offline pipeline → sink and worker → warm-up → a minute of live
 events and labels with progress → summary (JSON + PNG) → stop everything it started.
 
 Every resource is registered on an ExitStack the moment it exists (before a service's start script runs,
@@ -38,7 +38,7 @@ from stream_app.demo.tap import CountingProducer, TopicTap, commit_group_offsets
 from stream_app.errors import StreamscoreError
 from stream_app.generator.live import LiveCounts, stream_live
 from stream_app.settings import FEATURE_REPO, REPO_ROOT, FeastSettings, Settings, WorkerSettings
-from stream_app.worker.process import WorkerProcess, free_port
+from stream_app.worker.process import SINK_ARGS, WorkerProcess, free_port
 
 FEAST_PROJECT = "streamscore_demo"
 SAMPLE_EVERY_S = 10
@@ -189,6 +189,25 @@ class Demo:
         self.say(f"worker: started (pid {worker.pid}, group {self.app_id}); log {worker.log}")
         return worker
 
+    def start_sink(self, settings: Settings, stack: contextlib.ExitStack) -> WorkerProcess:
+        """The sink that writes the offline feature log and the label log, in a consumer group of this run
+        positioned at the end of its topics (earlier runs' predictions belong to earlier workspaces).
+        Started before the worker, so it is stopped after it: its last parts are written on SIGTERM."""
+        topics = settings.topics
+        group = f"{self.app_id}-sink"
+        commit_group_offsets(settings, group, end_offsets(settings, [topics.predictions.name,
+                                                                     topics.labels_joined.name]))
+        sink = WorkerProcess({**self.env, "STREAMSCORE_SINK__GROUP_ID": group}, self.config.logs_dir / "sink.log",
+                             args=SINK_ARGS)
+
+        def stop() -> None:
+            rc = sink.stop()
+            self.say(f"sink: stopped (exit {rc})")
+
+        stack.callback(stop)
+        self.say(f"sink: started (pid {sink.pid}, group {group}); log {sink.log}")
+        return sink
+
     def warm_up(self, settings: Settings, worker: WorkerProcess) -> None:
         """A few events before measuring, and wait for their predictions: proves the worker is assigned
         and serving, and keeps its one-off start-up (Feast import, model load) out of the latency numbers."""
@@ -309,6 +328,7 @@ class Demo:
             self.step("create-topics", [sys.executable, "-m", "stream_app", "create-topics"])
             self.pipeline()
             version, metrics = self.model()
+            self.start_sink(settings, stack)
             worker = self.start_worker(settings, stack)
             self.warm_up(settings, worker)
             observed = self.stream(settings, worker)

@@ -14,8 +14,8 @@ from stream_app.core.online_quality import OnlineQuality
 from stream_app.errors import LabelsAheadError
 from stream_app.settings import WorkerSettings
 from stream_app.worker.labels import LabelBatchResult, LabelProcessor
-from stream_app.worker.ports import LabelLogPort, PublisherPort, RawRecord, StatePort
-from stream_app.worker.runner import Outbox, batch_id, run_batch
+from stream_app.worker.ports import PublisherPort, RawRecord, StatePort
+from stream_app.worker.runner import Outbox, run_batch
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +36,20 @@ class LabelStats:
 
 class LabelRunner:
     """Carries each ``labels`` batch through its effects: compute (join + label windows, writes nothing;
-    labels early for their transactions hold the batch, see ``LabelProcessor``) → deliver dead letters →
-    append the joined labels to the label log → commit the merchant label windows (from here on the
-    labels are replays) → count them in the online quality measurement.
+    labels early for their transactions hold the batch, see ``LabelProcessor``) → deliver the dead letters
+    and the joined labels (to ``labels.joined``, which the sink writes to the label log) → commit the
+    merchant label windows (from here on the labels are replays) → count them in the online quality
+    measurement.
 
-    A crash before the commit replays the batch: same log part, same windows, and the quality counts
-    each label once because it is fed only after the commit. See
+    A crash before the commit replays the batch: the same joined labels again (identical), the same
+    windows, and the quality counts each label once because it is fed only after the commit. See
     docs/decisions/0013-crash-safe-batch-order.md.
     """
 
-    def __init__(self, *, processor: LabelProcessor, publisher: PublisherPort, log: LabelLogPort, state: StatePort,
+    def __init__(self, *, processor: LabelProcessor, publisher: PublisherPort, state: StatePort,
                  quality: OnlineQuality, settings: WorkerSettings) -> None:
         self.processor = processor
         self.publisher = publisher
-        self.log = log
         self.state = state
         self.quality = quality
         self.settings = settings
@@ -105,7 +105,6 @@ class LabelRunner:
             log.warning("%d labels still had no prediction after %.0f s: counted as unjoined", result.early,
                         self.settings.label_join_wait_s)
         # a retry of the batch does not send again what an earlier attempt delivered (the outbox remembers)
-        _, result.dead_letters = await self.outbox.deliver([], result.dead_letters)
-        self.log.append(result.joined, batch_id(records))
+        _, result.dead_letters = await self.outbox.deliver([], result.dead_letters, result.joined)
         self.state.commit(result.state)
         return result

@@ -63,22 +63,9 @@ class ModelPort(Protocol):
     def current(self) -> Scorer: ...
 
 
-class OfflineLogPort(Protocol):
-    """The log of served feature rows training reads."""
-
-    def append_rows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow], batch_id: str) -> None:
-        """Durable on return (the rows of a replayed batch may be appended again: identical rows)."""
-
-
-class LabelLogPort(Protocol):
-    """The log of joined labels."""
-
-    def append(self, rows: Sequence[LabelRow], batch_id: str) -> object:
-        """Durable on return; a replayed batch with the same identity overwrites its part."""
-
-
 class PublisherPort(Protocol):
-    """Publishes predictions and dead letters."""
+    """Publishes predictions, dead letters and joined labels (for the sink's label log)."""
 
-    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter]) -> None:
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter],
+                      labels: Sequence[LabelRow] = ()) -> None:
         """Delivered (acknowledged by the broker) on return."""

@@ -1,5 +1,6 @@
-"""The stream worker as a child process (``python -m stream_app worker``), as it runs in production, with its
-output appended to a log file. Used by the demo, the benchmarks and the integration tests."""
+"""The stream worker as a child process (``python -m stream_app worker``; the sink, ``SINK_ARGS``, alike), as
+it runs in production, with its output appended to a log file. Used by the demo, the benchmarks and the
+integration tests."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from types import TracebackType
 from stream_app.settings import REPO_ROOT
 
 WORKER_ARGS = ("-m", "stream_app", "worker")
+SINK_ARGS = ("-m", "stream_app", "sink")
 
 
 def free_port() -> int:

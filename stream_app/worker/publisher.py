@@ -1,4 +1,4 @@
-"""Delivers predictions and dead letters through confluent-kafka and waits for the broker's
+"""Delivers predictions, dead letters and joined labels through confluent-kafka and waits for the broker's
 acknowledgement, so the runner only persists state for events whose outputs are durable. Why not the
 Faust app's producer: docs/decisions/0016-outputs-through-confluent-kafka.md.
 """
@@ -13,7 +13,8 @@ from typing import Any, Final, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from stream_app.contract import DeadLetter, Prediction, encode
+from stream_app.contract import DeadLetter, JoinedLabel, Prediction, encode
+from stream_app.core.records import LabelRow
 from stream_app.errors import PermanentDeliveryError, ServiceUnavailableError
 from stream_app.settings import Settings
 
@@ -42,6 +43,13 @@ def producer_config(settings: Settings, delivery_timeout_s: float = DELIVERY_TIM
         "message.max.bytes": settings.worker.output_max_bytes,
         "log_level": 3,
     }
+
+
+def joined_label(row: LabelRow) -> JoinedLabel:
+    """The ``labels.joined`` record of a joined label (built from the worker's own values: not re-validated)."""
+    return JoinedLabel.model_construct(event_id=row.event_id, user_id=row.user_id, merchant_id=row.merchant_id,
+                                       is_fraud=row.is_fraud, label_time=row.label_time, score=row.score,
+                                       model_version=row.model_version)
 
 
 class ProducerLike(Protocol):
@@ -98,6 +106,7 @@ class KafkaPublisher:
                  producer: ProducerLike | None = None) -> None:
         self.predictions_topic = settings.topics.predictions.name
         self.dlq_topic = settings.topics.transactions_dlq.name
+        self.labels_topic = settings.topics.labels_joined.name
         self.delivery_timeout_s = delivery_timeout_s
         self.dead_letter_max_bytes = settings.worker.output_max_bytes - ENVELOPE_BYTES
         self._producer: ProducerLike = producer or Producer(producer_config(settings, delivery_timeout_s))
@@ -109,13 +118,16 @@ class KafkaPublisher:
         while not self._closing.is_set():
             self._producer.poll(0.05)
 
-    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter]) -> None:
-        """Positions in PermanentDeliveryError count the predictions first, then the dead letters."""
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter],
+                      labels: Sequence[LabelRow] = ()) -> None:
+        """Positions in PermanentDeliveryError count the predictions first, then the dead letters, then the
+        joined labels."""
         records: list[tuple[str, bytes | None, bytes]] = [
             (self.predictions_topic, p.event_id.encode(), encode(p)) for p in predictions]
         for letter in dead_letters:
             fitted = letter.fitted(self.dead_letter_max_bytes)
             records.append((self.dlq_topic, fitted.raw_key(), encode(fitted)))
+        records.extend((self.labels_topic, row.event_id.encode(), encode(joined_label(row))) for row in labels)
         await self.publish_raw(records)
 
     async def publish_raw(self, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:

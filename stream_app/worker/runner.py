@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
 from stream_app.contract import DeadLetter, ErrorCode, Prediction
+from stream_app.core.records import LabelRow
 from stream_app.errors import (
     BatchAbandonedError,
     InvalidRecordError,
@@ -28,7 +29,6 @@ from stream_app.errors import (
 from stream_app.settings import WorkerSettings
 from stream_app.worker.ports import (
     DeadLetterPort,
-    OfflineLogPort,
     OnlineStorePort,
     PredictionIndexPort,
     PublisherPort,
@@ -136,8 +136,8 @@ class Outbox:
     """Delivers one batch's outputs across its attempts (``start`` before each batch). An output the
     broker acknowledged, or refused for good, is not sent again by a later attempt of the batch (a retry
     after the online store or the state commit failed re-publishes nothing). A prediction refused for
-    good is replaced by a dead letter of its record (code ``undeliverable``); a dead letter refused for
-    good is logged and counted in ``dropped``: retrying cannot deliver it, and no output may stall a
+    good is replaced by a dead letter of its record (code ``undeliverable``); a dead letter or a joined
+    label refused for good is logged and counted in ``dropped``: retrying cannot deliver it, and no output may stall a
     partition."""
 
     def __init__(self, publisher: PublisherPort, dead_letters: DeadLetterPort) -> None:
@@ -147,35 +147,40 @@ class Outbox:
         self._settled: set[Position] = set()  # answered: delivered, or refused for good
         self._replaced: dict[Position, DeadLetter] = {}  # the dead letter standing in for a refused prediction
         self._dropped: set[Position] = set()  # dead letters refused for good
+        self._settled_labels: set[str] = set()  # event ids of joined labels answered
 
     def start(self) -> None:
         """Forgets the previous batch's outputs."""
         self._settled.clear()
         self._replaced.clear()
         self._dropped.clear()
+        self._settled_labels.clear()
 
     async def deliver(self, predictions: Sequence[tuple[Prediction, RawRecord]], dead_letters: Sequence[DeadLetter],
-                      ) -> tuple[list[tuple[Prediction, RawRecord]], list[DeadLetter]]:
-        """Publishes what this batch has not delivered yet. Returns the batch's answers: the predictions
-        (with their records) and the dead letters, the stand-ins for refused predictions included."""
+                      labels: Sequence[LabelRow] = ()) -> tuple[list[tuple[Prediction, RawRecord]], list[DeadLetter]]:
+        """Publishes what this batch has not delivered yet (joined labels are sent with the dead letters).
+        Returns the batch's answers: the predictions (with their records) and the dead letters, the
+        stand-ins for refused predictions included."""
         while True:
             kept = [(p, r) for p, r in predictions if record_position(r) not in self._replaced]
             letters = [*dead_letters, *(self._replaced[record_position(r)] for _, r in predictions
                                         if record_position(r) in self._replaced)]
             todo = [(p, r) for p, r in kept if record_position(r) not in self._settled]
             todo_letters = [d for d in letters if letter_position(d) not in self._settled]
-            if todo or todo_letters:
+            todo_labels = [row for row in labels if row.event_id not in self._settled_labels]
+            if todo or todo_letters or todo_labels:
                 try:
-                    await self.publisher.publish([p for p, _ in todo], todo_letters)
+                    await self.publisher.publish([p for p, _ in todo], todo_letters, todo_labels)
                 except PermanentDeliveryError as exc:
-                    self._refused(todo, todo_letters, exc.refused)
+                    self._refused(todo, todo_letters, todo_labels, exc.refused)
                     continue  # the stand-ins of refused predictions are still to be sent
             self._settled.update(record_position(r) for _, r in todo)
             self._settled.update(letter_position(d) for d in todo_letters)
+            self._settled_labels.update(row.event_id for row in todo_labels)
             return kept, [d for d in letters if letter_position(d) not in self._dropped]
 
     def _refused(self, predictions: Sequence[tuple[Prediction, RawRecord]], letters: Sequence[DeadLetter],
-                 refused: dict[int, str]) -> None:
+                 labels: Sequence[LabelRow], refused: dict[int, str]) -> None:
         for i, (_, record) in enumerate(predictions):
             where = record_position(record)
             if i not in refused:
@@ -192,6 +197,11 @@ class Outbox:
                 self._dropped.add(letter_position(letter))
                 log.error("the dead letter of %s partition %d offset %d was refused for good, dropped: %s",
                           letter.source_topic, letter.partition, letter.offset, refused[i])
+        for i, row in enumerate(labels, start=len(predictions) + len(letters)):
+            self._settled_labels.add(row.event_id)
+            if i in refused:
+                self.dropped += 1
+                log.error("the joined label of %s was refused for good, dropped: %s", row.event_id, refused[i])
 
 
 @dataclass
@@ -221,12 +231,13 @@ class BatchRunner:
     1. compute (``BatchProcessor.process``: reads state and profiles, writes nothing);
     2. deliver predictions and dead letters through the ``Outbox`` and wait for the broker's
        acknowledgement, then index the predictions (and the partitions' watermarks) for the label join;
-    3. append the served feature rows to the offline log, then write them to the online store;
+    3. write the served feature rows to the online store (the offline log is the sink's: it reads the
+       rows back from the predictions);
     4. commit the window state (one atomic write): from here on the batch's events are replays;
     5. return; the caller acks the records, and Faust commits the offsets later.
 
     A crash before 4 replays the batch from the old state: same features, same predictions (duplicates
-    are identical; the offline log gets identical rows again). A crash after 4 replays recognised events:
+    are identical). A crash after 4 replays recognised events:
     nothing is emitted twice and no aggregate counts an event twice.
 
     Nothing escapes ``handle``: Faust acks a whole ``take_events`` batch when an exception escapes
@@ -237,13 +248,12 @@ class BatchRunner:
     """
 
     def __init__(self, *, processor: BatchProcessor, publisher: PublisherPort, online: OnlineStorePort,
-                 offline: OfflineLogPort, state: StatePort, settings: WorkerSettings,
+                 state: StatePort, settings: WorkerSettings,
                  index: PredictionIndexPort | None = None) -> None:
         self.processor = processor
         self.index = index
         self.publisher = publisher
         self.online = online
-        self.offline = offline
         self.state = state
         self.settings = settings
         self.stats = RunnerStats()
@@ -281,8 +291,6 @@ class BatchRunner:
             # before the commit: a replay remembers them again
             self.index.remember(result.predictions, result.watermarks)
         if result.user_rows:
-            identity = batch_id(records)
-            self.offline.append_rows(result.user_rows, result.merchant_rows, identity)
             self.online.write_windows(result.user_rows, result.merchant_rows)
         self.state.commit(result.state)
         return result
@@ -297,12 +305,4 @@ def poisoned(settings: WorkerSettings, exc: Exception) -> InvalidRecordError:
 async def reraise(exc: Exception) -> NoReturn:
     """``give_up`` for work that must not be dropped: the error propagates."""
     raise exc
-
-
-def batch_id(records: Sequence[RawRecord]) -> str:
-    """Names the batch by its source positions, so a replayed identical batch rewrites the same part."""
-    by_partition: dict[int, list[int]] = {}
-    for r in records:
-        by_partition.setdefault(r.partition, []).append(r.offset)
-    return "_".join(f"p{p}-{min(o)}-{max(o)}" for p, o in sorted(by_partition.items()))
 

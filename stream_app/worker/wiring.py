@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import socket
-from collections.abc import Sequence
-from pathlib import Path
-
 import faust
 import redis
 
 from stream_app.adapters.feast_store import open_store
-from stream_app.adapters.label_log import LabelLogWriter
 from stream_app.adapters.model_registry import ModelRegistry
-from stream_app.adapters.offline_log import OfflineLogWriter
 from stream_app.adapters.online_store import OnlineFeatures
 from stream_app.adapters.prediction_index import PredictionIndex
 from stream_app.adapters.state_store import RedisWindowStore
 from stream_app.core.online_quality import OnlineQuality
-from stream_app.core.records import WindowRow
 from stream_app.settings import Settings
 from stream_app.worker.app import Runners, WorkerApp, create_app
 from stream_app.worker.label_runner import LabelRunner
@@ -29,26 +21,8 @@ from stream_app.worker.publisher import KafkaPublisher
 from stream_app.worker.runner import BatchRunner
 
 
-class OfflineLog:
-    """The OfflineLogPort over the parquet log writer: one durable part per batch. A part left buffered by
-    a failed write (disk full, ...) is written first; the runner's retry then re-appends the same batch."""
-
-    def __init__(self, writer: OfflineLogWriter) -> None:
-        self.writer = writer
-
-    def append_rows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow], batch_id: str) -> None:
-        if self.writer.pending_rows:
-            self.writer.flush()
-        self.writer.append_rows(user_rows, merchant_rows, batch_id)
-
-
-def worker_id() -> str:
-    """This process's name in the files it writes: host and pid."""
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
 def build_runners(settings: Settings, app: faust.App) -> Runners:
-    """The transactions and labels runners over the real adapters (Feast, Redis, Kafka, files)."""
+    """The transactions and labels runners over the real adapters (Feast, Redis, Kafka)."""
     store = open_store(settings)
     online = OnlineFeatures(store)
     client = redis.Redis(**settings.redis.client_kwargs())
@@ -59,15 +33,13 @@ def build_runners(settings: Settings, app: faust.App) -> Runners:
     processor = BatchProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, online=online,
                                model=model, max_future_skew_s=settings.worker.max_future_skew_s)
     publisher = KafkaPublisher(settings)
-    offline = OfflineLog(OfflineLogWriter(Path(settings.feast.repo_path), worker_id()))
-    transactions = BatchRunner(processor=processor, publisher=publisher, online=online, offline=offline, state=state,
+    transactions = BatchRunner(processor=processor, publisher=publisher, online=online, state=state,
                                settings=settings.worker, index=index)
     labels = LabelRunner(
         processor=LabelProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, index=index,
                                  transaction_partitions=settings.topics.transactions.partitions,
                                  label_partitions=settings.topics.labels.partitions),
-        publisher=publisher, log=LabelLogWriter(settings.data_dir / "labels", worker_id()), state=state,
-        quality=OnlineQuality(), settings=settings.worker)
+        publisher=publisher, state=state, quality=OnlineQuality(), settings=settings.worker)
     return Runners(transactions, labels)
 
 

@@ -121,4 +121,4 @@ def test_dead_letters_keep_original_bytes() -> None:
 
 def test_every_topic_role_has_a_distinct_name() -> None:
     names = [spec.name for spec in Topics().all()]
-    assert names == ["transactions", "labels", "predictions", "predictions.shadow", "transactions.dlq"]
+    assert names == ["transactions", "labels", "predictions", "predictions.shadow", "transactions.dlq", "labels.joined"]

@@ -3,7 +3,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stream_app.adapters.label_log import LabelLogWriter, read_labels
+from stream_app.adapters.label_log import label_frame, read_labels
+from stream_app.adapters.offline_log import write_part
 from stream_app.core.records import LabelRow
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
@@ -13,14 +14,12 @@ def row(event_id: str, fraud: bool) -> LabelRow:
     return LabelRow(event_id, 1, 7, fraud, T0, 0.5, "v1")
 
 
-def test_parts_are_named_by_batch_so_a_replay_overwrites_and_reads_dedupe(tmp_path: Path) -> None:
-    writer = LabelLogWriter(tmp_path / "labels", "w1")
-    assert writer.append([], "p0-0-0") is None
-    first = writer.append([row("a", True), row("b", False)], "p0-0-1")
-    again = LabelLogWriter(tmp_path / "labels", "w2").append([row("a", True), row("b", False)], "p0-0-1")
-    assert first == again and len(list((tmp_path / "labels").glob("*"))) == 1
-    writer.append([row("b", False), row("c", True)], "p1-5-6")  # b again, cut at other boundaries
-    frame = read_labels(tmp_path / "labels")
+def test_parts_in_hour_directories_are_read_and_a_replayed_label_is_read_once(tmp_path: Path) -> None:
+    labels = tmp_path / "labels"
+    write_part(label_frame([row("a", True), row("b", False)]), labels / "2026-11-01T12" / "part-stream-p0-0.parquet")
+    # b again, replayed into another part (cut at other boundaries)
+    write_part(label_frame([row("b", False), row("c", True)]), labels / "2026-11-01T13" / "part-stream-p0-1.parquet")
+    frame = read_labels(labels)
     assert sorted(frame["event_id"]) == ["a", "b", "c"]
     assert frame["label_time"].dt.tz is not None and frame["is_fraud"].sum() == 2
 

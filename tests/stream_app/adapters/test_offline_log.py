@@ -1,4 +1,4 @@
-"""The offline feature log writer: atomic, idempotent per batch identity, the backfill's schema."""
+"""The offline feature log's parts: atomic, the backfill's schema, stable names, compaction."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from stream_app import backfill
-from stream_app.adapters.offline_log import OfflineLogWriter, compact, log_columns, part_name, rows_frame
+from stream_app.adapters.offline_log import (
+    compact,
+    conform,
+    log_columns,
+    part_name,
+    rows_frame,
+    write_part,
+)
 from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
 from stream_app.core.offline_layout import CREATED
 from stream_app.core.profiles import TIMESTAMP
@@ -40,38 +47,24 @@ def parts(repo: Path) -> list[Path]:
     return sorted(repo.rglob("part-*.parquet"))
 
 
-def test_a_batch_is_one_readable_part_per_log_with_no_temp_files_left(tmp_path: Path) -> None:
-    writer = OfflineLogWriter(tmp_path, "host-1")
+USER_LOG, MERCHANT_LOG = "data/offline/user_windows", "data/offline/merchant_windows"
+
+
+def write_logs(repo: Path, users: list[WindowRow], merchants: list[WindowRow], name: str,
+               hour: str = "") -> list[Path]:
+    """Both logs' parts of ``users`` and ``merchants`` as the sink writes them."""
+    return [write_part(rows_frame(users, USER_WINDOWS), repo / USER_LOG / hour / name),
+            write_part(rows_frame(merchants, MERCHANT_WINDOWS), repo / MERCHANT_LOG / hour / name)]
+
+
+def test_a_part_is_readable_with_the_logs_columns_and_no_temp_file_left(tmp_path: Path) -> None:
     users, merchants = served(5)
-    written = writer.append_rows(users, merchants, "p0-0-4")
-    assert sorted(written) == parts(tmp_path)
-    assert [p.relative_to(tmp_path).as_posix() for p in sorted(written)] == [
-        "data/offline/merchant_windows/part-stream-p0-0-4.parquet",
-        "data/offline/user_windows/part-stream-p0-0-4.parquet"]
+    written = write_logs(tmp_path, users, merchants, "part-stream-p0-0.parquet", "2026-10-01T12")
+    assert written == sorted(parts(tmp_path), reverse=True)
     assert [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith("part-")] == []
-    frame = pd.read_parquet(tmp_path / "data/offline/user_windows/part-stream-p0-0-4.parquet")
+    frame = pd.read_parquet(written[0])
     assert len(frame) == 5 and list(frame.columns) == log_columns(USER_WINDOWS)
     assert frame["user_txn_count_24h"].tolist() == [1, 1, 1, 2, 2]
-
-
-def test_the_same_batch_twice_yields_one_part_with_the_same_rows(tmp_path: Path) -> None:
-    users, merchants = served(4)
-    OfflineLogWriter(tmp_path, "a").append_rows(users, merchants, "p0-0-3")
-    first = {p: pd.read_parquet(p) for p in parts(tmp_path)}
-    OfflineLogWriter(tmp_path, "b").append_rows(users, merchants, "p0-0-3")  # another worker replays it
-    assert parts(tmp_path) == sorted(first)
-    for path, frame in first.items():
-        pd.testing.assert_frame_equal(pd.read_parquet(path), frame)
-
-
-def test_append_names_a_partition_batch_by_its_first_and_last_positions(tmp_path: Path) -> None:
-    users, merchants = served(3, start=100)
-    writer = OfflineLogWriter(tmp_path, "w", source="transactions")
-    writer.append(rows_frame(users, USER_WINDOWS), rows_frame(merchants, MERCHANT_WINDOWS), (2, 100), (2, 102))
-    writer.append(rows_frame(users, USER_WINDOWS), rows_frame(merchants, MERCHANT_WINDOWS), (2, 100), (2, 102))
-    assert {p.name for p in parts(tmp_path)} == {"part-transactions-p2-100-102.parquet"}
-    with pytest.raises(ValueError, match="different partitions"):
-        writer.append(rows_frame(users, USER_WINDOWS), rows_frame(merchants, MERCHANT_WINDOWS), (1, 0), (2, 5))
 
 
 def test_columns_and_dtypes_are_the_backfills_with_microsecond_utc_timestamps(tmp_path: Path) -> None:
@@ -85,69 +78,54 @@ def test_columns_and_dtypes_are_the_backfills_with_microsecond_utc_timestamps(tm
     backfill.write_outputs(backfill_dir, result, pd.DataFrame({"x": [1]}), pd.DataFrame({"x": [1]}))
 
     users, merchants = served(3)
-    OfflineLogWriter(tmp_path / "stream", "w").append_rows(users, merchants, "p0-0-2")
+    write_logs(tmp_path / "stream", users, merchants, "part-stream-p0-0.parquet")
     for log in ("user_windows", "merchant_windows"):
-        ours = pq.read_schema(tmp_path / "stream" / "data/offline" / log / "part-stream-p0-0-2.parquet")
+        ours = pq.read_schema(tmp_path / "stream" / "data/offline" / log / "part-stream-p0-0.parquet")
         theirs = pq.read_schema(backfill_dir / "data/offline" / log / backfill.BACKFILL_PART)
         assert ours.names == theirs.names
         assert ours.types == theirs.types
         assert str(ours.field(TIMESTAMP).type) == str(ours.field(CREATED).type) == "timestamp[us, tz=UTC]"
-    frame = pd.read_parquet(tmp_path / "stream" / "data/offline/user_windows/part-stream-p0-0-2.parquet")
+    frame = pd.read_parquet(tmp_path / "stream" / "data/offline/user_windows/part-stream-p0-0.parquet")
     assert frame[TIMESTAMP].tolist() == [pd.Timestamp(u[1]) for u in users]  # microseconds kept exactly
     assert (frame[TIMESTAMP] == frame[CREATED]).all()
     assert math.isnan(frame["user_seconds_since_prev"].iloc[0])
 
 
-def test_buffered_batches_flush_as_one_part_and_nothing_before(tmp_path: Path) -> None:
-    writer = OfflineLogWriter(tmp_path, "w")
-    first, second = served(6)[0][:3], served(6)[0][3:]
-    m_first, m_second = served(6)[1][:3], served(6)[1][3:]
-    writer.buffer_rows(first, m_first, "p0-0-2")
-    writer.buffer_rows(second, m_second, "p0-3-5")
-    assert parts(tmp_path) == [] and writer.pending_rows == 6
-    written = writer.flush()
-    assert {p.name for p in written} == {part_name("stream", ["p0-0-2", "p0-3-5"])} == {
-        "part-stream-p0-0-2+p0-3-5.parquet"}
-    assert len(pd.read_parquet(written[0])) == 6 and writer.pending_rows == 0
-    assert writer.flush() == []
-
-
-def test_long_batch_identities_are_hashed_into_a_short_stable_name() -> None:
-    ids = [f"p{p}-{1000 * p}-{1000 * p + 999}" for p in range(12)]
-    name = part_name("stream", ["_".join(ids)])
-    assert name == part_name("stream", ["_".join(ids)]) and len(name) < 60
+def test_long_part_identities_are_hashed_into_a_short_stable_name() -> None:
+    ids = [f"p{p}-{1000 * p}" for p in range(40)]
+    name = part_name("stream", ids)
+    assert name == part_name("stream", ids) and len(name) < 60
+    assert part_name("stream", ["p0-10", "p3-7"]) == "part-stream-p0-10+p3-7.parquet"
     assert part_name("stream", ["../../etc"]).startswith("part-stream-h")
 
 
-def test_a_failed_write_leaves_no_temp_file_and_keeps_the_buffer(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    writer = OfflineLogWriter(tmp_path, "w")
-    users, merchants = served(2)
-    writer.buffer_rows(users, merchants, "p0-0-1")
+def test_a_failed_write_leaves_no_temp_file_and_can_be_retried(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    users, _ = served(2)
+    target = tmp_path / USER_LOG / "part-stream-p0-0.parquet"
 
     def refuse(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("os.replace", refuse)
     with pytest.raises(ServiceUnavailableError, match="No space left"):
-        writer.flush()
+        write_part(rows_frame(users, USER_WINDOWS), target)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
     monkeypatch.undo()
-    assert len(writer.flush()) == 2  # the retry writes the same part names
+    assert write_part(rows_frame(users, USER_WINDOWS), target) == target
 
 
-def test_frames_with_other_columns_are_refused(tmp_path: Path) -> None:
-    users, merchants = served(1)
+def test_frames_with_other_columns_are_refused() -> None:
+    users, _ = served(1)
     bad = rows_frame(users, USER_WINDOWS).drop(columns=["user_txn_count_1h"])
     with pytest.raises(ValueError, match="must have columns"):
-        OfflineLogWriter(tmp_path, "w").buffer_frames(bad, rows_frame(merchants, MERCHANT_WINDOWS), "p0-0-0")
+        conform(bad, USER_WINDOWS)
 
 
 def test_compact_merges_parts_and_drops_duplicate_rows(tmp_path: Path) -> None:
     users, merchants = served(6)
-    writer = OfflineLogWriter(tmp_path, "w")
-    writer.append_rows(users[:4], merchants[:4], "p0-0-3")
-    writer.append_rows(users[2:], merchants[2:], "p0-2-5")  # a replay cut at other boundaries
+    write_logs(tmp_path, users[:4], merchants[:4], "part-stream-p0-0.parquet")
+    write_logs(tmp_path, users[2:], merchants[2:], "part-stream-p0-2.parquet")  # a replay cut elsewhere
     (tmp_path / "data/offline/user_windows" / backfill.BACKFILL_PART).write_bytes(b"not touched")
     merged = compact(tmp_path)
     assert len(merged) == 2
@@ -156,3 +134,17 @@ def test_compact_merges_parts_and_drops_duplicate_rows(tmp_path: Path) -> None:
     frame = pd.read_parquet(merged[0])
     assert len(frame) == 6 and frame[TIMESTAMP].is_monotonic_increasing
     pd.testing.assert_frame_equal(frame, rows_frame(users, USER_WINDOWS))
+
+
+def test_compact_merges_each_closed_hour_directory_into_one_part(tmp_path: Path) -> None:
+    users, _ = served(6)  # 12:00:00 .. 12:00:35
+    log = tmp_path / "data/offline/user_windows"
+    write_part(rows_frame(users[:4], USER_WINDOWS), log / "2026-10-01T12" / "part-stream-p0-0.parquet")
+    write_part(rows_frame(users[2:], USER_WINDOWS), log / "2026-10-01T12" / "part-stream-p0-2.parquet")  # a replay
+    write_part(rows_frame(users[:2], USER_WINDOWS), log / "2026-10-01T13" / "part-stream-p0-9.parquet")
+    write_part(rows_frame(users[2:], USER_WINDOWS), log / "2026-10-01T13" / "part-stream-p1-4.parquet")
+    (merged,) = compact(tmp_path, before=datetime(2026, 10, 1, 13, 30, tzinfo=UTC))
+    assert list((log / "2026-10-01T12").iterdir()) == [merged]
+    pd.testing.assert_frame_equal(pd.read_parquet(merged), rows_frame(users, USER_WINDOWS))
+    assert len(list((log / "2026-10-01T13").iterdir())) == 2  # the hour is not over: untouched
+    assert len(compact(tmp_path)) == 1 and len(list((log / "2026-10-01T13").iterdir())) == 1

@@ -12,7 +12,7 @@ import pytest
 from stream_app.cli import build_parser, main
 from stream_app.settings import get_settings
 
-COMMANDS = ("create-topics", "worker", "feast", "generate", "backfill", "train", "promote", "demo")
+COMMANDS = ("create-topics", "worker", "sink", "feast", "generate", "backfill", "train", "promote", "demo")
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,7 @@ from stream_app.contract import ErrorCode, Prediction
 from stream_app.core.engine import WindowState
 from stream_app.core.online_quality import OnlineQuality
 from stream_app.core.records import Indexed, LabelRow
-from stream_app.errors import LabelsAheadError, ServiceUnavailableError
+from stream_app.errors import LabelsAheadError, PermanentDeliveryError, ServiceUnavailableError
 from stream_app.settings import WorkerSettings
 from stream_app.worker.label_runner import LabelRunner
 from stream_app.worker.labels import LabelProcessor
@@ -77,7 +77,7 @@ def test_online_auc_is_undefined_until_both_classes_are_seen() -> None:
 
 
 class Effects:
-    """Publisher, label log and state in one journal, in the order the runner uses them."""
+    """Publisher and state in one journal, in the order the runner uses them."""
 
     def __init__(self, commit_outages: int = 0) -> None:
         self.effects: list[str] = []
@@ -85,12 +85,10 @@ class Effects:
         self.state = FakeState()
         self.outages = commit_outages
 
-    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[object]) -> None:
-        self.effects.append(f"publish {len(dead_letters)} dead")
-
-    def append(self, rows: Sequence[LabelRow], batch_id: str) -> None:
-        self.effects.append(f"log {batch_id}")
-        self.logged = [r.event_id for r in rows]
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[object],
+                      labels: Sequence[LabelRow] = ()) -> None:
+        self.effects.append(f"publish {len(dead_letters)} dead {len(labels)} joined")
+        self.logged.extend(r.event_id for r in labels)
 
     def load(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> WindowState:
         return self.state.load(user_ids, merchant_ids)
@@ -107,16 +105,16 @@ class Effects:
         self.effects.append("invalidate")
 
 
-def test_label_runner_logs_before_commit_and_counts_quality_once_across_retries() -> None:
+def test_label_runner_publishes_joined_labels_before_commit_and_counts_quality_once_across_retries() -> None:
     effects, quality = Effects(commit_outages=1), OnlineQuality()
     index = FakeIndex({"a": Indexed(7, 0.9, "v1"), "b": Indexed(7, 0.2, "v1")})
     runner = LabelRunner(processor=label_processor(effects, index),
-                         publisher=effects, log=effects, state=effects, quality=quality,
+                         publisher=effects, state=effects, quality=quality,
                          settings=WorkerSettings(retry_initial_s=0.001, retry_max_s=0.002))
     batch = [label(10, "a", True), label(11, "b", False), RawRecord("labels", 0, 12, b"1", b"{")]
     asyncio.run(runner.handle(batch))
-    assert effects.effects == ["publish 1 dead", "log p0-10-12", "commit failed", "invalidate",
-                               "log p0-10-12", "commit"]  # the retry does not publish the dead letter again
+    assert effects.effects == ["publish 1 dead 2 joined", "commit failed", "invalidate",
+                               "commit"]  # the retry publishes neither the dead letter nor the labels again
     assert effects.logged == ["a", "b"]
     assert quality.count("v1") == 2 and quality.roc_auc("v1") == 1.0  # once, although processed twice
     asyncio.run(runner.handle(batch))  # redelivered after the commit: replays, nothing counted again
@@ -149,7 +147,7 @@ def test_with_other_partition_counts_labels_wait_for_the_slowest_transactions_pa
 def test_the_label_runner_gives_up_holding_after_the_join_wait() -> None:
     effects = Effects()
     index = FakeIndex({}, watermarks={0: T0.timestamp()})  # transactions stuck before the label
-    runner = LabelRunner(processor=label_processor(effects, index), publisher=effects, log=effects,
+    runner = LabelRunner(processor=label_processor(effects, index), publisher=effects,
                          state=effects, quality=OnlineQuality(),
                          settings=WorkerSettings(retry_initial_s=0.01, retry_max_s=0.02, label_join_wait_s=0.1))
     started = time.monotonic()
@@ -161,7 +159,7 @@ def test_the_label_runner_gives_up_holding_after_the_join_wait() -> None:
 def test_stop_holding_lets_a_held_batch_finish_at_shutdown() -> None:
     effects = Effects()
     index = FakeIndex({}, watermarks={0: T0.timestamp()})
-    runner = LabelRunner(processor=label_processor(effects, index), publisher=effects, log=effects,
+    runner = LabelRunner(processor=label_processor(effects, index), publisher=effects,
                          state=effects, quality=OnlineQuality(),
                          settings=WorkerSettings(retry_initial_s=0.01, retry_max_s=0.02, label_join_wait_s=3600))
 
@@ -174,3 +172,29 @@ def test_stop_holding_lets_a_held_batch_finish_at_shutdown() -> None:
 
     asyncio.run(shutdown_soon())
     assert (runner.stats.unjoined, runner.stats.early) == (1, 1)
+
+
+class RefusingLabels(Effects):
+    """Refuses for good every joined label it is given (e.g. labels.joined not authorised)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[object],
+                      labels: Sequence[LabelRow] = ()) -> None:
+        self.calls += 1
+        await super().publish(predictions, dead_letters, [])
+        if labels:
+            first = len(predictions) + len(dead_letters)
+            raise PermanentDeliveryError({first + i: "TOPIC_AUTHORIZATION_FAILED: no" for i in range(len(labels))})
+
+
+def test_a_joined_label_refused_for_good_is_counted_and_dropped_and_the_batch_commits() -> None:
+    effects = RefusingLabels()
+    index = FakeIndex({"a": Indexed(7, 0.9, "v1")})
+    runner = LabelRunner(processor=label_processor(effects, index), publisher=effects, state=effects,
+                         quality=OnlineQuality(), settings=WorkerSettings(retry_initial_s=0.001, retry_max_s=0.002))
+    asyncio.run(runner.handle([label(0, "a", True)]))
+    assert effects.calls == 1 and runner.outbox.dropped == 1  # not sent again: retrying cannot deliver it
+    assert effects.effects[-1] == "commit" and runner.stats.applied == 1

@@ -9,7 +9,7 @@ import pytest
 
 from stream_app.contract import DeadLetter, ErrorCode, Prediction
 from stream_app.core.engine import WindowState
-from stream_app.core.records import WindowRow
+from stream_app.core.records import LabelRow, WindowRow
 from stream_app.errors import (
     BatchAbandonedError,
     LabelsAheadError,
@@ -40,18 +40,11 @@ class Publisher:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
-    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter]) -> None:
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter],
+                      labels: Sequence[LabelRow] = ()) -> None:
         self.journal.effects.append("publish")
         self.journal.predictions.extend(predictions)
         self.journal.dead.extend(dead_letters)
-
-
-class Offline:
-    def __init__(self, journal: Journal) -> None:
-        self.journal = journal
-
-    def append_rows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow], batch_id: str) -> None:
-        self.journal.effects.append(f"offline {batch_id}")
 
 
 class Online(FakeOnline):
@@ -82,14 +75,14 @@ class FlakyState(FakeState):
 def runner(journal: Journal, state: FakeState, processor: BatchProcessor | None = None) -> BatchRunner:
     online = Online(journal)
     processor = processor or BatchProcessor(allowed_lateness_s=300, state=state, online=online, model=FakeModel())
-    return BatchRunner(processor=processor, publisher=Publisher(journal), online=online, offline=Offline(journal),
+    return BatchRunner(processor=processor, publisher=Publisher(journal), online=online,
                        state=state, settings=FAST)
 
 
 def test_effects_happen_in_crash_safe_order() -> None:
     journal = Journal()
     asyncio.run(runner(journal, FlakyState(journal)).handle([record(0, txn(0)), record(1, txn(1, minutes=1))]))
-    assert journal.effects == ["publish", "offline p0-0-1", "online", "commit"]
+    assert journal.effects == ["publish", "online", "commit"]
 
 
 def test_a_dependency_outage_is_waited_out_and_repeated_predictions_are_identical() -> None:
@@ -237,7 +230,8 @@ class Refusing(Publisher):
         self.stand_ins = stand_ins
         self.calls: list[tuple[list[str], list[tuple[int, str]]]] = []
 
-    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter]) -> None:
+    async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter],
+                      labels: Sequence[LabelRow] = ()) -> None:
         self.calls.append(([p.event_id for p in predictions], [(d.offset, d.error.code) for d in dead_letters]))
         refused = {i: "MSG_SIZE_TOO_LARGE: too large" for i, p in enumerate(predictions)
                    if int(p.event_id[1:]) in self.offsets}
@@ -284,7 +278,7 @@ def test_shutdown_during_an_outage_gives_the_batch_up_at_once_without_committing
     slow = WorkerSettings(retry_initial_s=30.0, retry_max_s=30.0)
     the_runner = BatchRunner(processor=BatchProcessor(allowed_lateness_s=300, state=state, online=Online(journal),
                                                       model=FakeModel()),
-                             publisher=Publisher(journal), online=Online(journal), offline=Offline(journal),
+                             publisher=Publisher(journal), online=Online(journal),
                              state=state, settings=slow)
 
     async def scenario() -> float:

@@ -8,7 +8,7 @@ the 40 s run covers two minutes of windows, merchant windows (served a minute la
 
 * Scale-out: B's predictions equal A's, event for event (score, decision, every feature).
 * Consistency (>= 10k events): every window feature A served equals (1) ``get_historical_features`` for
-  that entity and event_time from the offline log the worker appended, (2) the shared core run over the
+  that entity and event_time from the offline log A's sink wrote from the predictions, (2) the shared core run over the
   raw events as the backfill runs it, and (3) a brute-force recomputation from the documented semantics.
 """
 
@@ -34,13 +34,13 @@ from stream_app.contract import Label, Topics, TopicSpec, Transaction, decode_la
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS
 from stream_app.errors import InvalidRecordError
 from stream_app.generator.live import PRODUCER_TUNING, stream_live
-from stream_app.settings import KafkaSettings, RedisSettings, Settings, WorkerSettings
+from stream_app.settings import KafkaSettings, RedisSettings, Settings, SinkSettings, WorkerSettings
 from stream_app.worker.process import WorkerProcess
 from tests.fixtures.kafka import Record, consume
 from tests.fixtures.reference import same
 from tests.fixtures.served import difference, frames, predictions_by_event, window_mismatches
 from tests.fixtures.services import Services
-from tests.fixtures.workers import StartWorker
+from tests.fixtures.workers import StartSink, StartWorker, wait_for_sink
 from tests.fixtures.world import MERCHANTS, SEED, USERS, prepare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -111,13 +111,14 @@ def _wait_for_group(settings: Settings, members: int, workers: list[WorkerProces
 
 @pytest.fixture(scope="module")
 def run(live_services: Services, tmp_path_factory: pytest.TempPathFactory,
-        worker_process: StartWorker) -> Iterator[Run]:
+        worker_process: StartWorker, sink_process: StartSink) -> Iterator[Run]:
     root = tmp_path_factory.mktemp("scale")
     unique = uuid.uuid4().hex[:10]
     base = Settings(kafka=KafkaSettings(bootstrap_servers=live_services.kafka_bootstrap),
                     redis=RedisSettings(url=live_services.redis_url), topics=_topics(f"a{unique}"),
                     data_dir=root / "data-a", models_dir=root / "registry",
-                    worker=WorkerSettings(app_id=f"scale-a-{unique}", batch_size=200))
+                    worker=WorkerSettings(app_id=f"scale-a-{unique}", batch_size=200),
+                    sink=SinkSettings(group_id=f"scale-sink-a-{unique}", part_max_age_s=1.0))
     a = prepare(base, root / "a", f"scale_{unique.lower()}")
     # B: the same Feast project and model (one registry, one online store), its own offline log and state
     b_repo = root / "b" / "feature_repo"
@@ -130,6 +131,7 @@ def run(live_services: Services, tmp_path_factory: pytest.TempPathFactory,
 
     log = root / "workers.log"
     workers = [worker_process(a, log), worker_process(b, log), worker_process(b, log)]
+    sink = sink_process(a, root / "sink.log")  # A's offline log (B's is not read)
     try:
         _wait_for_group(a, 1, workers[:1], log)
         _wait_for_group(b, 2, workers[1:], log)
@@ -151,11 +153,12 @@ def run(live_services: Services, tmp_path_factory: pytest.TempPathFactory,
 
         served_a = predictions_by_event(consume(a, a.topics.predictions.name, all_scored, timeout_s=180))
         served_b = predictions_by_event(consume(b, b.topics.predictions.name, all_scored, timeout_s=180))
+        wait_for_sink(a, sink)
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.stop()
+        for process in (*workers, sink):
+            process.terminate()
+        for process in (*workers, sink):
+            process.stop()
     transactions.sort(key=lambda t: t.event_time)  # the producer's order; one user's events stay in order
     yield Run(a, b, transactions, labels, served_a, served_b)
 
@@ -193,7 +196,7 @@ def test_served_features_equal_historical_features_and_the_core_recomputation(ru
         for name in WINDOW_FEATURES if not same(float(row[name]), _num(served[t.event_id]["features"][name]))]
     assert core_mismatches == []
 
-    # (1) Feast's point-in-time join over the offline log the worker appended
+    # (1) Feast's point-in-time join over the offline log the sink wrote
     store = open_store(run.a)
     entities = pd.DataFrame({"user_id": frame["user_id"], "merchant_id": frame["merchant_id"],
                              "event_timestamp": frame["event_time"].dt.as_unit("us")})

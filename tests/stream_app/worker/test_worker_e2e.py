@@ -1,6 +1,6 @@
 """The worker end to end on the real broker, Redis and Feast: generated events including hostile ones
 → every valid event has exactly one prediction, every invalid one a dead letter with its reason,
-nothing missing; the served feature rows reach the offline log and the online store."""
+nothing missing; the served feature rows reach the offline log (through the sink) and the online store."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from stream_app.generator.live import stream_live
 from stream_app.settings import Settings
 from stream_app.worker.wiring import build_worker
 from tests.fixtures.kafka import consume
+from tests.fixtures.workers import StartSink, wait_for_sink
 from tests.fixtures.world import MERCHANTS, SEED, USERS, prepare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -56,7 +57,8 @@ def _started(worker) -> bool:  # type: ignore[no-untyped-def]
 
 
 def test_every_valid_event_is_scored_once_and_every_invalid_one_dead_lettered(settings: Settings, unique: str,
-                                                                             tmp_path: Path) -> None:
+                                                                             tmp_path: Path,
+                                                                             sink_process: StartSink) -> None:
     settings = prepare(settings, tmp_path, f"worker_{unique}")
     ensure_topics(settings.kafka, settings.topics.all())
     counts = stream_live(settings, rate=400, duration_s=3.0, seed=SEED, users=USERS, merchants=MERCHANTS,
@@ -71,6 +73,7 @@ def test_every_valid_event_is_scored_once_and_every_invalid_one_dead_lettered(se
         except InvalidRecordError as error:
             expected_invalid[error.code] += 1
 
+    sink = sink_process(settings, tmp_path / "sink.log")
     run_worker_until(settings, total)
 
     predictions = consume(settings, settings.topics.predictions.name, len(expected_valid))
@@ -80,6 +83,7 @@ def test_every_valid_event_is_scored_once_and_every_invalid_one_dead_lettered(se
     assert set(predicted) == expected_valid
     reasons = Counter(json.loads(value)["error"]["code"] for _, value, _, _ in dead if value)
     assert reasons == expected_invalid
+    wait_for_sink(settings, sink)
     log_dir = settings.feast.repo_path / "data" / "offline" / "user_windows"
-    logged = pd.concat([pd.read_parquet(p) for p in log_dir.glob("part-*.parquet") if "backfill" not in p.name])
+    logged = pd.concat([pd.read_parquet(p) for p in log_dir.glob("**/part-*.parquet") if "backfill" not in p.name])
     assert len(logged) == len(expected_valid)

@@ -1,0 +1,33 @@
+"""``streamscore sink``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from types import FrameType
+
+from stream_app.cli.commands import Commands
+from stream_app.settings import get_settings
+from stream_app.sink.runner import build_sink
+
+
+def register(commands: Commands) -> None:
+    commands.add_parser(
+        "sink", help="write predictions and joined labels to the offline feature log and the label log "
+        "(SIGTERM writes the open parts, commits, then stops)",
+        description="Consume predictions and labels.joined in the consumer group STREAMSCORE_SINK__GROUP_ID; "
+        "write hourly, rolled parquet parts into the Feast repository's offline log and <data_dir>/labels, "
+        "committing offsets only once their parts are durable.").set_defaults(run=run_sink)
+
+
+def run_sink(_: argparse.Namespace) -> int:
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    build_sink(get_settings()).run(stop)
+    return 0

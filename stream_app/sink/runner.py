@@ -1,0 +1,216 @@
+"""The sink's consumer loop: a plain confluent-kafka consumer group (auto-commit off) over
+``predictions`` and ``labels.joined``. Each prediction becomes one row per window view (derived from
+the feature vector it carries, ``core.served_rows``), each joined label one label-log row; rows go to
+``RollingParts`` under the hour of their event (label) time, and offsets are committed only up to
+records whose parts are durable."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from stream_app.adapters.label_log import label_frame
+from stream_app.adapters.offline_log import rows_frame
+from stream_app.contract import decode_joined_label, decode_prediction
+from stream_app.core.offline_layout import LABEL_LOG, MERCHANT_WINDOW_LOG, USER_WINDOW_LOG, hour_dir
+from stream_app.core.records import LabelRow
+from stream_app.core.served_rows import view_row
+from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS
+from stream_app.errors import InvalidRecordError, ServiceUnavailableError
+from stream_app.settings import Settings
+from stream_app.sink.parts import LogTarget, Position, RollingParts
+
+log = logging.getLogger(__name__)
+USER_LOG, MERCHANT_LOG, LABELS_LOG = "user_windows", "merchant_windows", "labels"
+CONSUME_BATCH = 5000
+RETRY_MAX_S = 5.0
+
+
+class MessageLike(Protocol):
+    """The part of confluent_kafka.Message the sink reads."""
+
+    def error(self) -> KafkaError | None: ...
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def value(self) -> bytes | None: ...
+
+
+class ConsumerLike(Protocol):
+    """The part of confluent_kafka.Consumer the sink uses."""
+
+    def subscribe(self, topics: list[str], on_revoke: Callable[[Any, list[TopicPartition]], None]) -> None: ...
+    def consume(self, num_messages: int, timeout: float) -> Sequence[MessageLike]: ...
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> Any: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class SinkStats:
+    """What a sink has done since it started."""
+
+    predictions: int = 0
+    labels: int = 0
+    invalid: int = 0  # records that did not decode: logged and skipped
+    missing: Counter[str] = field(default_factory=Counter)  # predictions lacking a view's feature, by view
+    commits: int = 0
+
+
+def logs_of(settings: Settings) -> dict[str, LogTarget]:
+    """The logs the sink writes: the two window views inside the Feast repository, and the label log."""
+    repo = Path(settings.feast.repo_path)
+    return {
+        USER_LOG: LogTarget(repo / USER_WINDOW_LOG, lambda rows: rows_frame(rows, USER_WINDOWS)),
+        MERCHANT_LOG: LogTarget(repo / MERCHANT_WINDOW_LOG, lambda rows: rows_frame(rows, MERCHANT_WINDOWS)),
+        LABELS_LOG: LogTarget(settings.data_dir / LABEL_LOG, label_frame),
+    }
+
+
+class Sink:
+    """Consumes predictions and joined labels into ``parts``; ``step`` is one poll, ``run`` loops until
+    stopped. Offsets are committed synchronously after the parts due are written, only up to
+    ``RollingParts.commit_positions``; on revocation (and on stop) every open part is written first."""
+
+    def __init__(self, consumer: ConsumerLike, parts: RollingParts, *, predictions_topic: str, labels_topic: str,
+                 poll_s: float) -> None:
+        self.consumer = consumer
+        self.parts = parts
+        self.predictions_topic = predictions_topic
+        self.labels_topic = labels_topic
+        self.poll_s = poll_s
+        self.stats = SinkStats()
+        self._committed: dict[tuple[str, int], int] = {}
+
+    def start(self) -> None:
+        self.consumer.subscribe([self.predictions_topic, self.labels_topic], on_revoke=self._revoked)
+
+    def step(self) -> None:
+        """Consume what arrived (waiting up to ``poll_s``), write the parts due, commit what they made safe."""
+        for message in self.consumer.consume(CONSUME_BATCH, self.poll_s):
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", error)
+                continue
+            self._record(message)
+        self.parts.close_due()
+        self.commit()
+
+    def run(self, stop: threading.Event) -> None:
+        """``step`` until ``stop`` is set, waiting out an unwritable disk (nothing is committed meanwhile);
+        then write every open part, commit, and leave the group."""
+        self.start()
+        delay = 0.2
+        try:
+            while not stop.is_set():
+                try:
+                    self.step()
+                    delay = 0.2
+                except ServiceUnavailableError as exc:
+                    log.warning("sink: %s; retrying in %.1f s", exc, delay)
+                    stop.wait(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
+            self.parts.close_all()
+            self.commit()
+        finally:
+            self.consumer.close()
+
+    def commit(self, only: Sequence[tuple[str, int]] | None = None) -> None:
+        """Commit the positions that changed since the last commit (of ``only`` these partitions, if given).
+        A commit the broker refuses (e.g. during a rebalance) is logged and tried again next time."""
+        positions = self.parts.commit_positions()
+        changed = {where: offset for where, offset in positions.items()
+                   if self._committed.get(where) != offset and (only is None or where in only)}
+        if not changed:
+            return
+        try:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in sorted(changed.items())],
+                                 asynchronous=False)
+        except KafkaException as exc:
+            log.warning("sink: commit refused, retrying later: %s", exc)
+            return
+        self._committed.update(changed)
+        self.stats.commits += 1
+
+    def _revoked(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        revoked = [(tp.topic, tp.partition) for tp in partitions]
+        try:
+            self.parts.close_all()
+        except ServiceUnavailableError as exc:  # the new owner replays from the last commit: duplicates at worst
+            log.error("sink: parts of revoked partitions could not be written: %s", exc)
+            return
+        self.commit(only=revoked)
+        self.parts.forget(revoked)
+        for where in revoked:
+            self._committed.pop(where, None)
+
+    def _record(self, message: MessageLike) -> None:
+        where: Position = (message.topic() or "", int(message.partition() or 0), int(message.offset() or 0))
+        try:
+            if where[0] == self.predictions_topic:
+                self._prediction(message.value(), where)
+            else:
+                self._label(message.value(), where)
+        except InvalidRecordError as exc:
+            self.stats.invalid += 1
+            log.error("sink: skipping %s partition %d offset %d: %s", *where, exc)
+            self.parts.consumed(where)
+
+    def _prediction(self, value: bytes | None, where: Position) -> None:
+        prediction = decode_prediction(value)
+        self.stats.predictions += 1
+        hour = hour_dir(prediction.event_time)
+        added = False
+        for name, entity_id, specs in ((USER_LOG, prediction.user_id, USER_WINDOWS),
+                                       (MERCHANT_LOG, prediction.merchant_id, MERCHANT_WINDOWS)):
+            row = view_row(entity_id, prediction.event_time, prediction.features, specs)
+            if row is None:
+                self.stats.missing[name] += 1
+                if self.stats.missing[name] in (1, 10, 100) or self.stats.missing[name] % 10_000 == 0:
+                    log.warning("sink: %d predictions (latest %s, model %s) lack a feature of %s: no row logged",
+                                self.stats.missing[name], prediction.event_id, prediction.model_version, name)
+                continue
+            self.parts.add(name, hour, row, where)
+            added = True
+        if not added:
+            self.parts.consumed(where)
+
+    def _label(self, value: bytes | None, where: Position) -> None:
+        joined = decode_joined_label(value)
+        self.stats.labels += 1
+        row = LabelRow(event_id=joined.event_id, user_id=joined.user_id, merchant_id=joined.merchant_id,
+                       is_fraud=joined.is_fraud, label_time=joined.label_time, score=joined.score,
+                       model_version=joined.model_version)
+        self.parts.add(LABELS_LOG, hour_dir(joined.label_time), row, where)
+
+
+def sink_id() -> str:
+    """This process's name in temporary file names: host and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """The sink's consumer: its own group, offsets committed by hand, from the start of the topics."""
+    return {**settings.kafka.confluent(), "group.id": settings.sink.group_id, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "session.timeout.ms": int(settings.sink.session_timeout_s * 1000),
+            "log_level": 3}
+
+
+def build_sink(settings: Settings, consumer: ConsumerLike | None = None) -> Sink:
+    """A sink over the real consumer and the logs' directories from ``settings``."""
+    parts = RollingParts(logs_of(settings), max_rows=settings.sink.part_max_rows,
+                         max_age_s=settings.sink.part_max_age_s, writer_id=sink_id())
+    # confluent_kafka's own annotations are looser than ConsumerLike (e.g. consume's defaults)
+    real = consumer or cast(ConsumerLike, Consumer(consumer_config(settings)))
+    return Sink(real, parts,
+                predictions_topic=settings.topics.predictions.name,
+                labels_topic=settings.topics.labels_joined.name, poll_s=settings.sink.poll_s)
