@@ -10,6 +10,8 @@ paths: docs/decisions/0004-online-store-through-provider.md.
 from __future__ import annotations
 
 import math
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +31,7 @@ USER_PROFILE_VIEW: Final = "user_profile"
 MERCHANT_PROFILE_VIEW: Final = "merchant_profile"
 
 _INT_CACHE_SIZE: Final = 65_536
+_UNSEEN: Final = object()
 
 # Data passed to the provider: (entity key, feature name -> value, event time, created time).
 _ProtoRow = tuple[Any, dict[str, Any], datetime, datetime | None]
@@ -54,18 +57,84 @@ class _ProfileView:
     key_template: Any
 
 
+class ProfileCache:
+    """Profiles by (view, entity id), each view's LRU-bounded to ``size`` entries, all dropped when
+    ``stamp()`` changes.
+
+    ``stamp()`` names what the online store holds (the profile views' materialization intervals in the
+    registry, which Feast records after a materialization's rows are written); it is asked at most every
+    ``refresh_s`` seconds of ``clock``, so a materialization is served at most ``refresh_s`` after it
+    lands. ``size`` 0 keeps nothing and never asks."""
+
+    def __init__(self, size: int, refresh_s: float, stamp: Callable[[], object],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if size < 0 or not refresh_s > 0:
+            raise ConfigError(f"profile cache needs size >= 0 and refresh_s > 0, got {size}, {refresh_s}")
+        self.size = size
+        self.refresh_s = refresh_s
+        self._stamp = stamp
+        self._clock = clock
+        self._held: dict[str, OrderedDict[int, dict[str, Any]]] = {}
+        self._seen: object = _UNSEEN
+        self._next_check = float("-inf")
+        self.hits = 0
+        self.misses = 0
+        self.drops = 0  # times a new materialization emptied the cache
+
+    def refresh(self) -> None:
+        """Drop everything if a materialization landed since the last look (looks at most every
+        ``refresh_s``)."""
+        if not self.size:
+            return
+        now = self._clock()
+        if now < self._next_check:
+            return
+        self._next_check = now + self.refresh_s
+        stamp = self._stamp()
+        if stamp != self._seen:
+            if self._seen is not _UNSEEN:
+                self.drops += 1
+            self._seen = stamp
+            self._held.clear()
+
+    def get(self, view: str, entity_id: int) -> dict[str, Any] | None:
+        """The cached profile (shared: do not mutate it), None when not held."""
+        held = self._held.get(view)
+        if held is not None:
+            profile = held.get(entity_id)
+            if profile is not None:
+                self.hits += 1
+                held.move_to_end(entity_id)
+                return profile
+        self.misses += 1
+        return None
+
+    def put(self, view: str, entity_id: int, profile: dict[str, Any]) -> None:
+        if not self.size:
+            return
+        held = self._held.setdefault(view, OrderedDict())
+        held[entity_id] = profile
+        if len(held) > self.size:
+            held.popitem(last=False)
+
+
 class OnlineFeatures:
     """Batched writes of window rows and reads of profiles through the store's provider.
 
     Feature views are looked up once here, so batches make no registry calls; a later ``feast apply``
     that changes their schemas needs a new instance (the worker builds one at start-up).
 
+    Profiles change once a day: with ``profile_cache_size`` > 0 they are kept in a ``ProfileCache``
+    (per view, LRU) and read from Redis only when not held; the cache is dropped when the registry shows
+    a new materialization of a profile view (looked at every ``profile_refresh_s``).
+
     Redis failures that mean "not now" become ServiceUnavailableError (adapters.redis_errors). How fast
     they surface is the connection string's business: ``RedisSettings.feast_connection_string`` sets
     socket timeouts and turns redis-py's own retries off.
     """
 
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: FeatureStore, *, profile_cache_size: int = 0, profile_refresh_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         # feast is imported by whoever built ``store``; importing this module must not import it (~5 s)
         from feast.errors import FeatureViewNotFoundException  # noqa: PLC0415
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: PLC0415
@@ -85,6 +154,16 @@ class OnlineFeatures:
             self._merchant_profile = self._profile_view(store.get_feature_view(MERCHANT_PROFILE_VIEW))
         except FeatureViewNotFoundException as exc:
             raise ConfigError(f"{exc} (run `python -m stream_app feast apply`)") from exc
+        self._registry = store.registry
+        self._project = store.project
+        self.profiles = ProfileCache(profile_cache_size, profile_refresh_s, self._materializations, clock)
+
+    def _materializations(self) -> object:
+        """The profile views' materialization intervals as the registry holds them now (a file registry
+        is re-read only when its file changed)."""
+        return tuple(tuple(self._registry.get_feature_view(spec.view.name, self._project,
+                                                           allow_cache=True).materialization_intervals)
+                     for spec in (self._user_profile, self._merchant_profile))
 
     # --- construction -------------------------------------------------------------------------------
 
@@ -188,31 +267,40 @@ class OnlineFeatures:
 
     def read_profiles(self, user_ids: Sequence[int], merchant_ids: Sequence[int],
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Profiles for each requested id, in request order (duplicates allowed, each read once), with
-        MISSING_PROFILE defaults for unknown entities and absent values. One provider call per view.
-        Like ``get_online_features``, it does not enforce the view's TTL: stale rows are served."""
+        """Profiles for each requested id, in request order (duplicates allowed), each its own dict, with
+        MISSING_PROFILE defaults for unknown entities and absent values. Ids the cache does not hold are
+        read with one provider call per view (none when all are held) and then kept. Like
+        ``get_online_features``, it does not enforce the view's TTL: stale rows are served."""
+        self.profiles.refresh()
         return self._read(self._user_profile, user_ids), self._read(self._merchant_profile, merchant_ids)
 
     def _read(self, spec: _ProfileView, ids: Sequence[int]) -> list[dict[str, Any]]:
         if not ids:
             return []
-        unique = list(dict.fromkeys(ids))
-        keys = [self._key(spec.key_template, i) for i in unique]
-        with unavailable_when_down(f"online store read {spec.view.name}"):
-            # a fresh list: the Redis store appends its timestamp field to the one it is given
-            rows = self._provider.online_read(self._config, spec.view, keys, list(spec.names))
+        cache, view = self.profiles, spec.view.name
         found: dict[int, dict[str, Any]] = {}
-        for entity_id, (_, values) in zip(unique, rows, strict=True):
-            profile = dict(spec.defaults)
-            if values:
-                for name, proto in values.items():
-                    kind = proto.WhichOneof("val")
-                    if kind is not None and name in profile:
-                        profile[name] = getattr(proto, kind)
-            found[entity_id] = profile
-        if len(unique) == len(ids):
-            return [found[i] for i in ids]
-        return [dict(found[i]) for i in ids]  # duplicates get their own dicts: callers may mutate them
+        missing: list[int] = []
+        for entity_id in dict.fromkeys(ids):
+            held = cache.get(view, entity_id)
+            if held is None:
+                missing.append(entity_id)
+            else:
+                found[entity_id] = held
+        if missing:
+            keys = [self._key(spec.key_template, i) for i in missing]
+            with unavailable_when_down(f"online store read {view}"):
+                # a fresh list: the Redis store appends its timestamp field to the one it is given
+                rows = self._provider.online_read(self._config, spec.view, keys, list(spec.names))
+            for entity_id, (_, values) in zip(missing, rows, strict=True):
+                profile = dict(spec.defaults)
+                if values:
+                    for name, proto in values.items():
+                        kind = proto.WhichOneof("val")
+                        if kind is not None and name in profile:
+                            profile[name] = getattr(proto, kind)
+                found[entity_id] = profile
+                cache.put(view, entity_id, profile)
+        return [dict(found[i]) for i in ids]  # copies: callers may mutate them, the cache's stay as read
 
 
 def _as_int(raw: float, name: str) -> int:

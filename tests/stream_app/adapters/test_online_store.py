@@ -239,3 +239,53 @@ def test_unapplied_definitions_are_a_config_error(settings: Settings, tmp_path: 
     ws = open_workspace(settings, tmp_path, f"empty_{unique}")
     with pytest.raises(ConfigError, match="user_windows"):
         OnlineFeatures(ws.store)
+
+
+def test_cached_profiles_are_served_until_the_next_materialization_is_seen(
+        workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a cache: profiles are read from Redis once, then served from the worker; a materialization of
+    new values is served after the next registry look (profile_refresh_s later), not before."""
+    from stream_app.adapters.feast_store import in_repo  # noqa: PLC0415  (imports feast, ~5 s: kept off test collection)
+    from stream_app.core.offline_layout import BATCH_DIR  # noqa: PLC0415
+
+    now = [0.0]
+    online = OnlineFeatures(workspace.store, profile_cache_size=100, profile_refresh_s=10.0, clock=lambda: now[0])
+    calls = count_calls(monkeypatch, online, "online_read")
+    day = pd.Timestamp.now(tz="UTC").floor("D")
+    batch = workspace.path / BATCH_DIR
+    batch.mkdir(parents=True, exist_ok=True)
+
+    def materialize(snapshot: pd.Timestamp, avg: float) -> None:
+        at = pd.DatetimeIndex([snapshot]).as_unit("us")  # Feast's DuckDB store reads microseconds only
+        pd.DataFrame({"user_id": [1], "event_timestamp": at, "home_country": ["DE"],
+                      "user_account_age_days": [10.0], "user_avg_amount_30d": [avg], "user_txn_count_30d": [3]},
+                     ).to_parquet(batch / "user_profile.parquet", index=False)
+        pd.DataFrame({"merchant_id": [7], "event_timestamp": at, "merchant_avg_amount_30d": [avg],
+                      "merchant_txn_count_30d": [5]}).to_parquet(batch / "merchant_profile.parquet", index=False)
+        with in_repo(workspace.store):
+            workspace.store.materialize(start_date=(snapshot - pd.Timedelta(hours=1)).to_pydatetime(),
+                                        end_date=(snapshot + pd.Timedelta(hours=1)).to_pydatetime(),
+                                        feature_views=["user_profile", "merchant_profile"])
+
+    def served_avg() -> tuple[float, float]:
+        users, merchants = online.read_profiles([1], [7])
+        return users[0]["user_avg_amount_30d"], merchants[0]["merchant_avg_amount_30d"]
+
+    materialize(day - pd.Timedelta(days=1), 1.5)
+    assert served_avg() == (1.5, 1.5)
+    assert len(calls) == 2
+    now[0] += 60.0  # the registry is looked at again: nothing new, still no read
+    assert served_avg() == (1.5, 1.5)
+    assert len(calls) == 2
+
+    materialize(day, 2.5)
+    assert served_avg() == (1.5, 1.5)  # before the next look: the cached values
+    assert len(calls) == 2
+    now[0] += 9.0
+    assert served_avg() == (1.5, 1.5)
+    now[0] += 1.0  # profile_refresh_s after the last look: the materialization is seen
+    assert served_avg() == (2.5, 2.5)
+    assert len(calls) == 4  # read once more per view, then cached again
+    assert served_avg() == (2.5, 2.5)
+    assert len(calls) == 4
+    assert online.profiles.drops == 1
