@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from stream_app.adapters.redis_errors import unavailable_when_down
+from stream_app.adapters.redis_writes import NewerHash
 from stream_app.core.profiles import MISSING_PROFILE
 from stream_app.core.records import WindowRow
 from stream_app.errors import ConfigError
@@ -46,6 +47,8 @@ class _WindowView:
     int_names: tuple[str, ...]  # Int64 features (counts, distinct counts)
     float_names: tuple[str, ...]  # Float64 features
     key_template: Any
+    ts_field: str  # Feast's Redis layout: the hash field of the row's timestamp
+    fields: dict[str, bytes]  # feature name -> hash field
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +140,21 @@ class OnlineFeatures:
                  clock: Callable[[], float] = time.monotonic) -> None:
         # feast is imported by whoever built ``store``; importing this module must not import it (~5 s)
         from feast.errors import FeatureViewNotFoundException  # noqa: PLC0415
+        from feast.infra.online_stores.helpers import _redis_key  # noqa: PLC0415
+        from feast.infra.online_stores.redis import RedisOnlineStoreConfig  # noqa: PLC0415
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: PLC0415
         from feast.protos.feast.types.Value_pb2 import Value  # noqa: PLC0415
+        from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]  # noqa: PLC0415
 
         self._config = store.config
         self._provider = store.provider
+        online_config = store.config.online_store
+        if not isinstance(online_config, RedisOnlineStoreConfig):
+            raise ConfigError(f"the worker needs Feast's redis online store, the repository has {online_config}")
+        self._redis_key: Callable[..., bytes] = _redis_key
+        self._timestamp: Callable[[], Any] = Timestamp
+        self._key_ttl_s: int | None = online_config.key_ttl_seconds
+        self._newer_only = not online_config.skip_dedup
         self._entity_key: Callable[..., Any] = EntityKey
         self._value: Callable[..., Any] = Value
         # Shared, never mutated protos: the provider only serialises them. Counts repeat a lot.
@@ -177,13 +190,17 @@ class OnlineFeatures:
         return str(columns[0].name)
 
     def _window_view(self, view: FeatureView) -> _WindowView:
+        from feast.infra.online_stores.helpers import _mmh3  # noqa: PLC0415  (see __init__)
+        from feast.infra.online_stores.redis import _versioned_fv_name  # noqa: PLC0415  (see __init__)
         from feast.types import Float64, Int64  # noqa: PLC0415  (see __init__)
 
         unsupported = [f"{field.name}: {field.dtype}" for field in view.features if field.dtype not in (Int64, Float64)]
         if unsupported:
             raise ConfigError(f"window view {view.name} has features {unsupported}; only Int64 and Float64 are written")
+        name = _versioned_fv_name(view, self._config)  # what Feast's Redis store names the view's fields by
         return _WindowView(view, self._join_key(view), tuple(f.name for f in view.features if f.dtype == Int64),
-                           tuple(f.name for f in view.features if f.dtype == Float64), self._key_template(view))
+                           tuple(f.name for f in view.features if f.dtype == Float64), self._key_template(view),
+                           f"_ts:{name}", {f.name: _mmh3(f"{name}:{f.name}") for f in view.features})
 
     def _profile_view(self, view: FeatureView) -> _ProfileView:
         names = tuple(field.name for field in view.features)
@@ -229,6 +246,34 @@ class OnlineFeatures:
         for spec, data in batches:
             with unavailable_when_down(f"online store write {spec.view.name}"):
                 self._provider.online_write_batch(self._config, spec.view, data, None)
+
+    def window_writes(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow],
+                      ) -> list[NewerHash]:
+        """What ``write_windows`` writes, as writes for the window-state commit's script (one atomic
+        step with the state and the prediction index), in Feast's own Redis layout: the hash of the
+        entity key and project (Feast's ``_redis_key``), fields ``mmh3("<view>:<feature>")`` (Feast's
+        ``_mmh3``) holding serialized ``Value`` protos and ``_ts:<view>`` holding the serialized
+        ``Timestamp``, with Feast's per-entity rule (a row not newer than the stored ``_ts:<view>`` is
+        skipped, unless ``skip_dedup``) checked in the script and ``key_ttl_seconds`` applied. Same
+        rules as ``write_windows`` otherwise: one row per entity (the latest), NaN absent, a malformed
+        row refuses the whole batch (ValueError) before anything is returned."""
+        batches = [(spec, self._encode_windows(spec, rows))
+                   for spec, rows in ((self._user_windows, user_rows), (self._merchant_windows, merchant_rows))
+                   if rows]
+        project, version = self._config.project, self._config.entity_key_serialization_version
+        redis_key, timestamp, ttl, newer_only = self._redis_key, self._timestamp, self._key_ttl_s, self._newer_only
+        out: list[NewerHash] = []
+        for spec, data in batches:
+            ts_field, hashed = spec.ts_field, spec.fields
+            for key, values, stamp, _ in data:
+                ts = timestamp()
+                ts.FromDatetime(stamp)
+                fields: dict[bytes | str, bytes] = {ts_field: ts.SerializeToString()}
+                for name, proto in values.items():
+                    fields[hashed[name]] = proto.SerializeToString()
+                out.append(NewerHash(redis_key(project, key, entity_key_serialization_version=version), ts_field,
+                                     ts.seconds, ts.nanos, fields, ttl, newer_only))
+        return out
 
     def _encode_windows(self, spec: _WindowView, rows: Sequence[WindowRow]) -> list[_ProtoRow]:
         """Protos for the latest row of each entity (by timestamp, then position in the batch)."""

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from stream_app.adapters.redis_errors import unavailable_when_down
+from stream_app.adapters.redis_writes import APPLY_LUA, Write, encode
 from stream_app.core.engine import MERCHANT_LABEL_SPECS, MERCHANT_TXN_SPECS, USER_TXN_SPECS, WindowState
 from stream_app.core.window_spec import DAY, WindowSpec
 from stream_app.core.windows import KeyWindows
@@ -48,27 +49,30 @@ end
 return out
 """
 
-# KEYS: the keys to write; ARGV: n loaded tokens ("" = the key did not exist), n new values ("" = delete),
-# n TTLs in ms ("0" = none). Writes nothing and returns the 1-based indices of the keys whose token changed
-# since they were loaded, or writes every key and returns {}. "#!lua" without flags: Redis refuses the whole
-# script up front when over maxmemory, so it cannot stop half-way on OOM.
-_COMMIT_SCRIPT = """#!lua
-local n = #KEYS
+# KEYS: the n state keys to write, then one key per other write; ARGV: n, then n loaded tokens ("" = the key
+# did not exist), n new values ("" = delete), n TTLs in ms ("0" = none), then the other writes
+# (redis_writes.encode). Writes nothing and returns the 1-based indices of the state keys whose token changed
+# since they were loaded, or writes every key and the other writes and returns {}. "#!lua" without flags:
+# Redis refuses the whole script up front when over maxmemory, so it cannot stop half-way on OOM.
+_COMMIT_SCRIPT = "#!lua\n" + APPLY_LUA + """
+local n = tonumber(ARGV[1])
 local stale = {}
 for i = 1, n do
-  if redis.call('GETRANGE', KEYS[i], 0, 7) ~= ARGV[i] then stale[#stale + 1] = i end
+  if redis.call('GETRANGE', KEYS[i], 0, 7) ~= ARGV[1 + i] then stale[#stale + 1] = i end
 end
 if #stale > 0 then return stale end
 for i = 1, n do
-  local value = ARGV[n + i]
+  local value = ARGV[1 + n + i]
+  local ttl = ARGV[1 + 2 * n + i]
   if value == '' then
     redis.call('DEL', KEYS[i])
-  elseif ARGV[2 * n + i] == '0' then
+  elseif ttl == '0' then
     redis.call('SET', KEYS[i], value)
   else
-    redis.call('SET', KEYS[i], value, 'PX', ARGV[2 * n + i])
+    redis.call('SET', KEYS[i], value, 'PX', ttl)
   end
 end
+apply_writes(n + 1, 3 * n + 2)
 return stale
 """
 
@@ -272,8 +276,10 @@ class RedisWindowStore:
             self._fetch(unit, wanted)
         return unit.state
 
-    def commit(self, state: WindowState) -> None:
-        """Persist every key of ``state`` whose bytes changed, in one atomic script, or nothing.
+    def commit(self, state: WindowState, also: Sequence[Write] = ()) -> None:
+        """Persist every key of ``state`` whose bytes changed, and the batch's other writes ``also`` (the
+        prediction index entries and the Feast online rows, adapters.redis_writes), in one atomic script,
+        or nothing.
 
         Writes only if every key still holds the token this unit loaded (optimistic concurrency). The
         positions inside each KeyWindows then say exactly which events are applied, so replaying a batch
@@ -283,11 +289,13 @@ class RedisWindowStore:
         Why: docs/decisions/0002-window-state-optimistic-commit.md.
 
         ``state`` must come from this store's ``load``; an empty plain WindowState (a batch that loaded
-        nothing) is accepted and ignored. Raises StateConflictError if another writer got there first,
+        nothing) is accepted (only ``also`` is written). Raises StateConflictError if another writer got there first,
         ServiceUnavailableError if Redis failed; either way the state is closed and must be re-loaded.
         """
         unit = self._unit_of(state)
         if unit is None:
+            if also:
+                self._transact([], [], [], b"", also)
             return
         unit.open = False
         names: list[str] = []
@@ -308,13 +316,13 @@ class RedisWindowStore:
                     continue
                 writes.append((kind, entity, entry, payload))
         self.stats.keys_unchanged += unchanged
-        if writes:
+        if writes or also:
             token = os.urandom(_TOKEN_BYTES)
             for kind, entity, pending, _data in writes:
                 names.append(self.key(kind, entity))
                 expected.append(pending.token)
             for attempt in range(_MERGE_ATTEMPTS + 1):
-                stale = self._transact(names, expected, writes, token)
+                stale = self._transact(names, expected, writes, token, also)
                 if not stale:
                     break
                 self.stats.conflicts += 1
@@ -411,9 +419,10 @@ class RedisWindowStore:
         return _Entry(windows, token, _digest(payload))
 
     def _transact(self, names: list[str], expected: list[bytes],
-                  writes: list[tuple[Kind, int, _Entry, bytes | None]], token: bytes) -> list[int]:
-        """Check the loaded tokens and write every key, atomically in one script. Returns the (0-based)
-        indices of the keys changed since they were loaded; then nothing was written.
+                  writes: list[tuple[Kind, int, _Entry, bytes | None]], token: bytes,
+                  also: Sequence[Write]) -> list[int]:
+        """Check the loaded tokens and write every key and ``also``, atomically in one script. Returns the
+        (0-based) indices of the keys changed since they were loaded; then nothing was written.
 
         A Lua script rather than MULTI/EXEC: Redis runs it with no other command in between, as it runs
         EXEC, and it checks the tokens before its first write in the same round trip (MULTI/EXEC needs
@@ -422,8 +431,10 @@ class RedisWindowStore:
         it never stops half-way."""
         values = [b"" if payload is None else token + payload for _kind, _entity, _entry, payload in writes]
         ttls = [self._ttl_ms[kind] or 0 for kind, _entity, _entry, _payload in writes]
+        other_keys, other_args = encode(also)
         with unavailable_when_down("commit window state"):
-            stale = self._commit_script(keys=names, args=[*expected, *values, *ttls], client=self._client)
+            stale = self._commit_script(keys=[*names, *other_keys],
+                                        args=[len(names), *expected, *values, *ttls, *other_args], client=self._client)
         return [int(i) - 1 for i in stale]
 
     def _merge(self, unit: _Unit, writes: list[tuple[Kind, int, _Entry, bytes | None]], expected: list[bytes],

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from stream_app.adapters.redis_writes import Write
 from stream_app.contract import DeadLetter, Prediction
 from stream_app.core.engine import WindowState
 from stream_app.core.records import Indexed, LabelRow, WindowRow
@@ -36,6 +37,9 @@ class DeadLetterPort(Protocol):
 class PredictionIndexPort(Protocol):
     """The event_id → prediction index the label join reads, with per-partition watermarks."""
 
+    def writes(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None,
+               ) -> Sequence[Write]:
+        """What indexes ``predictions`` and moves the ``watermarks``, for the state commit to apply."""
     def remember(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None) -> None: ...
     def lookup(self, event_ids: Sequence[str]) -> list[Indexed | None]: ...
     def watermarks(self, partitions: Sequence[int]) -> list[float | None]: ...
@@ -45,14 +49,16 @@ class StatePort(Protocol):
     """Loads and commits window state (``invalidate`` drops any cached state)."""
 
     def load(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> WindowState: ...
-    def commit(self, state: WindowState) -> None: ...
+    def commit(self, state: WindowState, also: Sequence[Write] = ()) -> None:
+        """Persist ``state`` and the batch's other writes ``also`` in one atomic step, or nothing."""
     def invalidate(self) -> None: ...
 
 
 class OnlineStorePort(Protocol):
-    """Writes the served window rows and reads the batch profiles."""
+    """Stages the served window rows (written by the state commit) and reads the batch profiles."""
 
-    def write_windows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow]) -> None: ...
+    def window_writes(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow],
+                      ) -> Sequence[Write]: ...
     def read_profiles(self, user_ids: Sequence[int], merchant_ids: Sequence[int],
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
 

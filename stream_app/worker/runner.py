@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
+from stream_app.adapters.redis_writes import Write
 from stream_app.contract import DeadLetter, ErrorCode, Prediction
 from stream_app.errors import (
     BatchAbandonedError,
@@ -220,9 +221,11 @@ class BatchRunner:
 
     1. compute (``BatchProcessor.process``: reads state and profiles, writes nothing);
     2. deliver predictions and dead letters through the ``Outbox`` and wait for the broker's
-       acknowledgement, then index the predictions (and the partitions' watermarks) for the label join;
-    3. append the served feature rows to the offline log, then write them to the online store;
-    4. commit the window state (one atomic write): from here on the batch's events are replays;
+       acknowledgement;
+    3. append the served feature rows to the offline log;
+    4. commit, in one atomic Redis step, the window state, the prediction index entries (and the
+       partitions' watermarks) for the label join and the served rows to the online store: from here on
+       the batch's events are replays;
     5. return; the caller acks the records, and Faust commits the offsets later.
 
     A crash before 4 replays the batch from the old state: same features, same predictions (duplicates
@@ -277,14 +280,14 @@ class BatchRunner:
             list(zip(result.predictions, result.sources, strict=True)), result.dead_letters)
         result.predictions = [p for p, _ in answered]
         result.sources = [r for _, r in answered]
+        writes: list[Write] = []  # committed with the state: one atomic step in Redis
         if self.index is not None:
-            # before the commit: a replay remembers them again
-            self.index.remember(result.predictions, result.watermarks)
+            writes += self.index.writes(result.predictions, result.watermarks)
         if result.user_rows:
             identity = batch_id(records)
             self.offline.append_rows(result.user_rows, result.merchant_rows, identity)
-            self.online.write_windows(result.user_rows, result.merchant_rows)
-        self.state.commit(result.state)
+            writes += self.online.window_writes(result.user_rows, result.merchant_rows)
+        self.state.commit(result.state, writes)
         return result
 
 

@@ -289,3 +289,76 @@ def test_cached_profiles_are_served_until_the_next_materialization_is_seen(
     assert served_avg() == (2.5, 2.5)
     assert len(calls) == 4
     assert online.profiles.drops == 1
+
+
+def test_rows_committed_with_the_state_are_byte_for_byte_what_the_provider_writes(
+        workspace: Workspace, online: OnlineFeatures, settings: Settings, unique: str) -> None:
+    """The same batches written through Feast's provider (write_windows) and through the window-state
+    commit's script (window_writes + RedisWindowStore.commit) leave the same raw Redis hashes after every
+    batch, and get_online_features serves the same values: NaN absent, the latest row per entity, replays
+    and late or same-instant rows skipped, a row newer by 1 µs applied, and the windows sharing each
+    entity's hash with its profile (one hash per entity key and project)."""
+    import redis  # noqa: PLC0415
+
+    from stream_app.adapters.state_store import RedisWindowStore  # noqa: PLC0415
+
+    client = redis.Redis(**settings.redis.client_kwargs())
+    state = RedisWindowStore(client, f"test-commit-{unique}", allowed_lateness_s=300.0)
+    project = workspace.store.project.encode()
+    t = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    s = timedelta(seconds=1)
+    batches = [
+        ([(1, t, user_row(1)), (2, t, user_row(20, since_prev=NAN) | {"user_amount_max_24h": NAN}),
+          (1, t + s, user_row(3)), (1, t + s, user_row(4)), (3, t.replace(tzinfo=None), user_row(30))],
+         [(1, t, merchant_row(7)), (11, t - s, merchant_row(9))]),
+        ([(1, t + s, user_row(4)), (2, t, user_row(20, since_prev=NAN) | {"user_amount_max_24h": NAN})],
+         [(1, t, merchant_row(7))]),  # a replayed batch
+        ([(1, t - s, user_row(5)), (2, t, user_row(21)), (3, t + timedelta(microseconds=1), user_row(31))],
+         [(11, t, merchant_row(10))]),  # late, same instant with other values, newer by 1 µs, newer
+    ]
+
+    def seed_profiles() -> None:  # users 1 and 3 already have a profile in their hash
+        workspace.store.write_to_online_store("user_profile", pd.DataFrame({
+            "user_id": [1, 3], "event_timestamp": [t - timedelta(days=1)] * 2, "home_country": ["DE", "FR"],
+            "user_account_age_days": [4.0, 5.0], "user_avg_amount_30d": [6.0, 7.0], "user_txn_count_30d": [8, 9]}))
+
+    def raw() -> dict[bytes, tuple[dict[bytes, bytes], int]]:
+        keys = [k for k in client.scan_iter(count=1000) if k.endswith(project)]
+        return {k: (client.hgetall(k), client.ttl(k)) for k in keys}
+
+    def served_now() -> list[list[dict[str, Any]]]:
+        return [online_rows(workspace, USER_REFS, "user_id", [1, 2, 3]),
+                online_rows(workspace, MERCHANT_REFS, "merchant_id", [1, 11]),
+                online_rows(workspace, ["user_profile:home_country"], "user_id", [1, 3])]
+
+    def provider(users: list[Any], merchants: list[Any]) -> None:
+        online.write_windows(users, merchants)
+
+    def committed(users: list[Any], merchants: list[Any]) -> None:
+        unit = state.load([u for u, _, _ in users], [m for m, _, _ in merchants])
+        state.commit(unit, online.window_writes(users, merchants))
+
+    runs = []
+    for write in (provider, committed):
+        for key in raw():
+            client.delete(key)
+        seed_profiles()
+        snapshots = []
+        for users, merchants in batches:
+            write(users, merchants)
+            snapshots.append((raw(), served_now()))
+        runs.append(snapshots)
+    theirs, ours = runs
+    assert len(theirs[0][0]) == 5  # users 1, 2, 3 and merchants 1, 11: one hash each, windows beside profiles
+    for (raw_theirs, served_theirs), (raw_ours, served_ours) in zip(theirs, ours, strict=True):
+        assert raw_ours == raw_theirs
+        assert [[_nan_safe(r) for r in rows] for rows in served_ours] == [
+            [_nan_safe(r) for r in rows] for rows in served_theirs]
+    users_served = ours[-1][1][0]
+    assert users_served[0] == served(user_row(4))  # late row skipped
+    assert users_served[1] == served(user_row(20, since_prev=NAN) | {"user_amount_max_24h": NAN})  # same instant
+    assert users_served[2] == served(user_row(31))  # newer by 1 µs
+    assert users_served[1]["user_seconds_since_prev"] is None
+    assert ours[-1][1][2] == [{"home_country": "DE"}, {"home_country": "FR"}]  # profiles kept in the same hash
+    assert ours[-1][1][1][1] == served(merchant_row(10))
+    client.close()
