@@ -3,10 +3,10 @@
 It is ``streamscore worker`` built the same way (``stream_app.worker.wiring.build_runners`` inside
 ``create_app``), with wrappers added from the outside (no package code changed): per batch, the runner's
 steps (process / publish / offline log / encoding the online rows and index entries / the state commit
-that writes them with the window state) and, inside ``process``, state
-load, profile reads and scoring; per event, decode, the window engine, request features, feature-dict
-building and prediction encoding. Each wrapper adds two perf_counter reads per call. The counters are
-written to ``$BENCH_PROBE_OUT`` after every batch.
+that writes them with the window state) and, inside ``process``, the profile cache, the state load (with
+the profiles the cache does not hold) and scoring; per event, decode, the window engine, request
+features, feature-dict building and prediction encoding. Each wrapper adds two perf_counter reads per
+call. The counters are written to ``$BENCH_PROBE_OUT`` after every batch.
 
     STREAMSCORE_* settings in the environment; BENCH_PROBE_OUT=probe.json .venv/bin/python bench/probe_worker.py
 """
@@ -109,10 +109,10 @@ def instrument(runner: Any, timers: Timers, dump: Callable[[], None]) -> None:
     if index is not None:  # the prediction index for label joins, when the runner has one
         index.writes = timers.sync("prediction_index_writes (encode)", index.writes)
     state: Any = runner.state
-    state.load = timers.sync("process.state_load", state.load)
+    state.load_with = timers.sync("process.state_load (+ profile cache misses)", state.load_with)
     state.commit = timers.sync("state_commit (+ online rows + index)", state.commit)
     online: Any = runner.online
-    online.read_profiles = timers.sync("process.score_batch.read_profiles", online.read_profiles)
+    online.lookup_profiles = timers.sync("process.profile_cache_lookup", online.lookup_profiles)
     online.window_writes = timers.sync("online_window_writes (encode)", online.window_writes)
     offline: Any = runner.offline
     offline.append_rows = timers.sync("offline_log_append", offline.append_rows)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from stream_app.adapters.redis_errors import unavailable_when_down
-from stream_app.adapters.redis_writes import NewerHash
+from stream_app.adapters.redis_writes import HashRead, NewerHash
 from stream_app.core.profiles import MISSING_PROFILE
 from stream_app.core.records import WindowRow
 from stream_app.errors import ConfigError
@@ -32,6 +32,8 @@ USER_PROFILE_VIEW: Final = "user_profile"
 MERCHANT_PROFILE_VIEW: Final = "merchant_profile"
 
 _INT_CACHE_SIZE: Final = 65_536
+_KEY_CACHE_SIZE: Final = 200_000  # Redis keys of entities remembered (emptied when full)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _UNSEEN: Final = object()
 
 # Data passed to the provider: (entity key, feature name -> value, event time, created time).
@@ -58,6 +60,28 @@ class _ProfileView:
     names: tuple[str, ...]
     defaults: dict[str, Any]
     key_template: Any
+    fields: tuple[bytes, ...]  # Feast's Redis layout: the hash field of each of ``names``
+
+
+Profiles = dict[int, dict[str, Any]]
+
+
+class ProfileLookup:
+    """A batch's profiles: those the worker's cache holds, and ``reads`` (HMGETs in Feast's Redis layout)
+    for the rest, for whoever reads Redis for the batch to run (the window-state load's script);
+    ``resolve`` takes their replies."""
+
+    def __init__(self, resolve: Callable[[Sequence[Sequence[bytes | None]]], tuple[Profiles, Profiles]],
+                 reads: list[HashRead]) -> None:
+        self.reads = reads
+        self._resolve = resolve
+
+    def resolve(self, replies: Sequence[Sequence[bytes | None]]) -> tuple[Profiles, Profiles]:
+        """User and merchant profiles by id (MISSING_PROFILE defaults for unknown entities), given one
+        reply per read, in order. The dicts may be the cache's: read them, do not mutate them."""
+        if len(replies) != len(self.reads):
+            raise ValueError(f"{len(self.reads)} profile reads, {len(replies)} replies")
+        return self._resolve(replies)
 
 
 class ProfileCache:
@@ -152,9 +176,10 @@ class OnlineFeatures:
         if not isinstance(online_config, RedisOnlineStoreConfig):
             raise ConfigError(f"the worker needs Feast's redis online store, the repository has {online_config}")
         self._redis_key: Callable[..., bytes] = _redis_key
-        self._timestamp: Callable[[], Any] = Timestamp
+        self._timestamp: Callable[..., Any] = Timestamp
         self._key_ttl_s: int | None = online_config.key_ttl_seconds
         self._newer_only = not online_config.skip_dedup
+        self._hash_keys: dict[tuple[str, int], bytes] = {}
         self._entity_key: Callable[..., Any] = EntityKey
         self._value: Callable[..., Any] = Value
         # Shared, never mutated protos: the provider only serialises them. Counts repeat a lot.
@@ -203,16 +228,32 @@ class OnlineFeatures:
                            f"_ts:{name}", {f.name: _mmh3(f"{name}:{f.name}") for f in view.features})
 
     def _profile_view(self, view: FeatureView) -> _ProfileView:
+        from feast.infra.online_stores.helpers import _mmh3  # noqa: PLC0415  (see __init__)
+        from feast.infra.online_stores.redis import _versioned_fv_name  # noqa: PLC0415  (see __init__)
+
         names = tuple(field.name for field in view.features)
         undefined = [name for name in names if name not in MISSING_PROFILE]
         if undefined:
             raise ConfigError(f"profile features {undefined} of {view.name} have no MISSING_PROFILE default")
+        stored = _versioned_fv_name(view, self._config)
         return _ProfileView(view, self._join_key(view), names, {name: MISSING_PROFILE[name] for name in names},
-                            self._key_template(view))
+                            self._key_template(view), tuple(_mmh3(f"{stored}:{name}") for name in names))
 
     def _key_template(self, view: FeatureView) -> Any:
         """An EntityKey with the view's join key and id 0: copying it is cheaper than building one."""
         return self._entity_key(join_keys=[self._join_key(view)], entity_values=[self._value(int64_val=0)])
+
+    def _hash_key(self, join_key: str, template: Any, entity_id: int) -> bytes:
+        """Feast's Redis key of an entity (``_redis_key``: the serialized entity key and the project),
+        remembered: every view of an entity shares it."""
+        held = self._hash_keys.get((join_key, entity_id))
+        if held is None:
+            if len(self._hash_keys) >= _KEY_CACHE_SIZE:
+                self._hash_keys.clear()
+            held = self._redis_key(self._config.project, self._key(template, entity_id),
+                                   entity_key_serialization_version=self._config.entity_key_serialization_version)
+            self._hash_keys[(join_key, entity_id)] = held
+        return held
 
     def _key(self, template: Any, entity_id: int) -> Any:
         key = self._entity_key()
@@ -240,9 +281,10 @@ class OnlineFeatures:
           skipped, the rest applied.
         """
         # Encode both sides first: a malformed row refuses the batch before anything is written.
-        batches = [(spec, self._encode_windows(spec, rows))
-                   for spec, rows in ((self._user_windows, user_rows), (self._merchant_windows, merchant_rows))
-                   if rows]
+        batches: list[tuple[_WindowView, list[_ProtoRow]]] = [
+            (spec, [(self._key(spec.key_template, entity_id), encoded, stamp, None)
+                    for entity_id, encoded, stamp in self._encode_windows(spec, rows)])
+            for spec, rows in ((self._user_windows, user_rows), (self._merchant_windows, merchant_rows)) if rows]
         for spec, data in batches:
             with unavailable_when_down(f"online store write {spec.view.name}"):
                 self._provider.online_write_batch(self._config, spec.view, data, None)
@@ -260,23 +302,26 @@ class OnlineFeatures:
         batches = [(spec, self._encode_windows(spec, rows))
                    for spec, rows in ((self._user_windows, user_rows), (self._merchant_windows, merchant_rows))
                    if rows]
-        project, version = self._config.project, self._config.entity_key_serialization_version
-        redis_key, timestamp, ttl, newer_only = self._redis_key, self._timestamp, self._key_ttl_s, self._newer_only
+        timestamp, ttl, newer_only = self._timestamp, self._key_ttl_s, self._newer_only
         out: list[NewerHash] = []
         for spec, data in batches:
             ts_field, hashed = spec.ts_field, spec.fields
-            for key, values, stamp, _ in data:
-                ts = timestamp()
-                ts.FromDatetime(stamp)
-                fields: dict[bytes | str, bytes] = {ts_field: ts.SerializeToString()}
+            for entity_id, values, stamp in data:
+                # what Timestamp.FromDatetime sets (timegm of the UTC time tuple, microseconds as nanos)
+                since = stamp - _EPOCH
+                seconds, nanos = since.days * 86_400 + since.seconds, since.microseconds * 1000
+                fields: dict[bytes | str, bytes] = {
+                    ts_field: timestamp(seconds=seconds, nanos=nanos).SerializeToString()}
                 for name, proto in values.items():
                     fields[hashed[name]] = proto.SerializeToString()
-                out.append(NewerHash(redis_key(project, key, entity_key_serialization_version=version), ts_field,
-                                     ts.seconds, ts.nanos, fields, ttl, newer_only))
+                out.append(NewerHash(self._hash_key(spec.join_key, spec.key_template, entity_id), ts_field,
+                                     seconds, nanos, fields, ttl, newer_only))
         return out
 
-    def _encode_windows(self, spec: _WindowView, rows: Sequence[WindowRow]) -> list[_ProtoRow]:
-        """Protos for the latest row of each entity (by timestamp, then position in the batch)."""
+    def _encode_windows(self, spec: _WindowView, rows: Sequence[WindowRow],
+                        ) -> list[tuple[int, dict[str, Any], datetime]]:
+        """Value protos for the latest row of each entity (by timestamp, then position in the batch), with
+        the entity id and the row's (aware) timestamp."""
         latest: dict[int, tuple[datetime, Mapping[str, float]]] = {}
         for entity_id, timestamp, values in rows:
             stamp = timestamp if timestamp.tzinfo is not None else timestamp.replace(tzinfo=UTC)
@@ -285,7 +330,7 @@ class OnlineFeatures:
                 latest[entity_id] = (stamp, values)
 
         value, absent, ints, isnan = self._value, self._absent, self._int_values, math.isnan
-        data: list[_ProtoRow] = []
+        data: list[tuple[int, dict[str, Any], datetime]] = []
         for entity_id, (stamp, values) in latest.items():
             encoded: dict[str, Any] = {}
             try:
@@ -305,10 +350,37 @@ class OnlineFeatures:
                     encoded[name] = absent if isnan(raw) else value(double_val=raw)
             except KeyError as exc:
                 raise ValueError(f"{spec.view.name} row for {spec.join_key}={entity_id} lacks {exc.args[0]}") from None
-            data.append((self._key(spec.key_template, entity_id), encoded, stamp, None))
+            data.append((entity_id, encoded, stamp))
         return data
 
     # --- reads --------------------------------------------------------------------------------------
+
+    def lookup_profiles(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> ProfileLookup:
+        """The batch's profiles from the cache, and the reads for the ids it does not hold (Feast's hash
+        of each entity key, the view's feature fields: what ``online_read`` reads), for the caller to run
+        in its own round trip (``RedisWindowStore.load_with``); ``ProfileLookup.resolve`` decodes the
+        replies exactly as ``read_profiles`` decodes the provider's and keeps them in the cache."""
+        self.profiles.refresh()
+        sides = [(spec, *self._held_and_missing(spec, ids))
+                 for spec, ids in ((self._user_profile, user_ids), (self._merchant_profile, merchant_ids))]
+        reads = [HashRead(self._hash_key(spec.join_key, spec.key_template, i), spec.fields)
+                 for spec, _found, missing in sides for i in missing]
+
+        def resolve(replies: Sequence[Sequence[bytes | None]]) -> tuple[Profiles, Profiles]:
+            value, at = self._value, 0
+            for spec, found, missing in sides:
+                for entity_id, reply in zip(missing, replies[at:at + len(missing)], strict=True):
+                    protos: dict[str, Any] = {}
+                    for name, raw in zip(spec.names, reply, strict=True):
+                        if raw:  # absent and empty (a NaN written) alike: the default
+                            proto = value()
+                            proto.ParseFromString(raw)
+                            protos[name] = proto
+                    found[entity_id] = self._keep(spec, entity_id, protos)
+                at += len(missing)
+            return sides[0][1], sides[1][1]
+
+        return ProfileLookup(resolve, reads)
 
     def read_profiles(self, user_ids: Sequence[int], merchant_ids: Sequence[int],
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -319,11 +391,10 @@ class OnlineFeatures:
         self.profiles.refresh()
         return self._read(self._user_profile, user_ids), self._read(self._merchant_profile, merchant_ids)
 
-    def _read(self, spec: _ProfileView, ids: Sequence[int]) -> list[dict[str, Any]]:
-        if not ids:
-            return []
+    def _held_and_missing(self, spec: _ProfileView, ids: Sequence[int]) -> tuple[Profiles, list[int]]:
+        """The cached profiles of ``ids`` by id, and the ids (each once) the cache does not hold."""
         cache, view = self.profiles, spec.view.name
-        found: dict[int, dict[str, Any]] = {}
+        found: Profiles = {}
         missing: list[int] = []
         for entity_id in dict.fromkeys(ids):
             held = cache.get(view, entity_id)
@@ -331,20 +402,29 @@ class OnlineFeatures:
                 missing.append(entity_id)
             else:
                 found[entity_id] = held
+        return found, missing
+
+    def _keep(self, spec: _ProfileView, entity_id: int, protos: Mapping[str, Any]) -> dict[str, Any]:
+        """The profile the stored ``protos`` (feature name -> Value) make, kept in the cache."""
+        profile = dict(spec.defaults)
+        for name, proto in protos.items():
+            kind = proto.WhichOneof("val")
+            if kind is not None and name in profile:
+                profile[name] = getattr(proto, kind)
+        self.profiles.put(spec.view.name, entity_id, profile)
+        return profile
+
+    def _read(self, spec: _ProfileView, ids: Sequence[int]) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        found, missing = self._held_and_missing(spec, ids)
         if missing:
             keys = [self._key(spec.key_template, i) for i in missing]
-            with unavailable_when_down(f"online store read {view}"):
+            with unavailable_when_down(f"online store read {spec.view.name}"):
                 # a fresh list: the Redis store appends its timestamp field to the one it is given
                 rows = self._provider.online_read(self._config, spec.view, keys, list(spec.names))
             for entity_id, (_, values) in zip(missing, rows, strict=True):
-                profile = dict(spec.defaults)
-                if values:
-                    for name, proto in values.items():
-                        kind = proto.WhichOneof("val")
-                        if kind is not None and name in profile:
-                            profile[name] = getattr(proto, kind)
-                found[entity_id] = profile
-                cache.put(view, entity_id, profile)
+                found[entity_id] = self._keep(spec, entity_id, values or {})
         return [dict(found[i]) for i in ids]  # copies: callers may mutate them, the cache's stay as read
 
 

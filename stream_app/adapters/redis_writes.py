@@ -1,4 +1,5 @@
-"""Writes of a batch's other Redis effects, applied inside the window-state commit's Lua script.
+"""Writes of a batch's other Redis effects, applied inside the window-state commit's Lua script, and
+the hash reads (``HashRead``) the window-state load runs in its own script.
 
 The prediction index entries (``SetValue``, ``RaiseScores``) and the Feast online rows (``NewerHash``)
 are described here as data; ``encode`` turns them into the script's KEYS and ARGV and ``APPLY_LUA`` is
@@ -50,6 +51,14 @@ class NewerHash:
 
 
 Write = SetValue | RaiseScores | NewerHash
+
+
+@dataclass(frozen=True, slots=True)
+class HashRead:
+    """``HMGET key field ...``: the reply is one value (or None) per field."""
+
+    key: bytes
+    fields: tuple[bytes | str, ...]
 
 # apply_writes(k, a): applies the writes whose keys start at KEYS[k] and whose arguments start at ARGV[a]
 # (to the end of ARGV), one key per write:

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from stream_app.adapters.redis_errors import unavailable_when_down
-from stream_app.adapters.redis_writes import APPLY_LUA, Write, encode
+from stream_app.adapters.redis_writes import APPLY_LUA, HashRead, Write, encode
 from stream_app.core.engine import MERCHANT_LABEL_SPECS, MERCHANT_TXN_SPECS, USER_TXN_SPECS, WindowState
 from stream_app.core.window_spec import DAY, WindowSpec
 from stream_app.core.windows import KeyWindows
@@ -33,18 +33,26 @@ DEFAULT_USER_TTL_S = 30.0 * DAY
 DEFAULT_CACHE_SIZE = 100_000
 _MERGE_ATTEMPTS = 20  # merchant merges per commit before giving up (each means another worker committed)
 
-# KEYS: the batch's keys; ARGV[i]: the token of the pooled copy of KEYS[i], or "" if none.
-# Returns per key: 1 = the pooled copy is current, 0 = no such key, else the stored value.
+# KEYS: the batch's n state keys, then one key per hash read; ARGV: n, then per state key the token of its
+# pooled copy ("" = none), then per hash read its field count m and m fields. Returns per state key: 1 = the
+# pooled copy is current, 0 = no such key, else the stored value; then per hash read its HMGET reply.
 _LOAD_SCRIPT = """#!lua flags=no-writes
+local n = tonumber(ARGV[1])
 local out = {}
-for i, key in ipairs(KEYS) do
-  local known = ARGV[i]
+for i = 1, n do
+  local key, known = KEYS[i], ARGV[1 + i]
   if known ~= '' and redis.call('GETRANGE', key, 0, 7) == known then
     out[i] = 1
   else
     local value = redis.call('GET', key)
     if value then out[i] = value else out[i] = 0 end
   end
+end
+local a = n + 2
+for r = n + 1, #KEYS do
+  local m = tonumber(ARGV[a])
+  out[r] = redis.call('HMGET', KEYS[r], unpack(ARGV, a + 1, a + m))
+  a = a + 1 + m
 end
 return out
 """
@@ -265,6 +273,12 @@ class RedisWindowStore:
         from the pooled copy's). The returned WindowState records which keys the engine touches; keys
         beyond these are fetched one by one (one round trip each, still correct). A state that is never
         committed changes nothing."""
+        return self.load_with(user_ids, merchant_ids, ())[0]
+
+    def load_with(self, user_ids: Iterable[int], merchant_ids: Iterable[int], reads: Sequence[HashRead],
+                  ) -> tuple[WindowState, list[list[bytes | None]]]:
+        """``load``, and the batch's other ``reads`` (the profiles the worker does not hold) in the same
+        script: one round trip. Returns the state and one HMGET reply per read, in order."""
         unit = _Unit(self)
         unit.state.journal = True
         merchants = list(dict.fromkeys(int(m) for m in merchant_ids))
@@ -272,9 +286,8 @@ class RedisWindowStore:
         wanted += [(Kind.MERCHANT_TXN, m) for m in merchants]
         wanted += [(Kind.MERCHANT_LABEL, m) for m in merchants]
         self.stats.loads += 1
-        if wanted:
-            self._fetch(unit, wanted)
-        return unit.state
+        replies = self._fetch(unit, wanted, reads) if wanted or reads else []
+        return unit.state, replies
 
     def commit(self, state: WindowState, also: Sequence[Write] = ()) -> None:
         """Persist every key of ``state`` whose bytes changed, and the batch's other writes ``also`` (the
@@ -383,10 +396,12 @@ class RedisWindowStore:
             raise RuntimeError("this window state was already committed or abandoned; load() a new one")
         return unit
 
-    def _fetch(self, unit: _Unit, wanted: Sequence[tuple[Kind, int]]) -> None:
-        """Fill ``unit`` with ``wanted`` keys: pooled copies whose token Redis still holds, else Redis's."""
-        names: list[str] = []
-        known: list[bytes] = []
+    def _fetch(self, unit: _Unit, wanted: Sequence[tuple[Kind, int]], reads: Sequence[HashRead] = (),
+               ) -> list[list[bytes | None]]:
+        """Fill ``unit`` with ``wanted`` keys: pooled copies whose token Redis still holds, else Redis's.
+        Returns the replies of ``reads``, run in the same script."""
+        names: list[bytes | str] = []
+        known: list[bytes | str | int] = []
         pooled: list[_Entry | None] = []
         pool = self._pool
         for kind, entity in wanted:
@@ -394,10 +409,13 @@ class RedisWindowStore:
             names.append(self.key(kind, entity))
             known.append(entry.token if entry is not None else b"")
             pooled.append(entry)
+        for read in reads:
+            names.append(read.key)
+            known += [len(read.fields), *read.fields]
         with unavailable_when_down("load window state"):
-            replies = self._load_script(keys=names, args=known, client=self._client)
+            replies = self._load_script(keys=names, args=[len(wanted), *known], client=self._client)
         self.stats.keys_loaded += len(wanted)
-        for (kind, entity), name, reply, cached in zip(wanted, names, replies, pooled, strict=True):
+        for (kind, entity), name, reply, cached in zip(wanted, names, replies, pooled, strict=False):
             if reply == 1 and cached is not None:
                 self.stats.pool_hits += 1
                 cached.touched = False
@@ -406,8 +424,9 @@ class RedisWindowStore:
                 self.stats.missing += 1
                 entry = _Entry(None, b"", None)
             else:
-                entry = self._decode(kind, name, bytes(reply))
+                entry = self._decode(kind, str(name), bytes(reply))
             unit.entries[kind][entity] = entry
+        return list(replies[len(wanted):])
 
     def _decode(self, kind: Kind, name: str, value: bytes) -> _Entry:
         token, payload = value[:_TOKEN_BYTES], value[_TOKEN_BYTES:]

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stream_app.adapters.redis_writes import Write
+from stream_app.adapters.redis_writes import HashRead, Write
 from stream_app.contract import DeadLetter, Prediction
 from stream_app.core.engine import WindowState
 from stream_app.core.records import Indexed, LabelRow, WindowRow
@@ -54,13 +54,30 @@ class StatePort(Protocol):
     def invalidate(self) -> None: ...
 
 
+class BatchStatePort(StatePort, Protocol):
+    """StatePort whose load also runs the batch's other reads, in the same round trip."""
+
+    def load_with(self, user_ids: Sequence[int], merchant_ids: Sequence[int], reads: Sequence[HashRead],
+                  ) -> tuple[WindowState, list[list[bytes | None]]]:
+        """The window state and one reply per read, in order."""
+
+
+class ProfileLookupPort(Protocol):
+    """A batch's profiles: the reads still to run for them, and how their replies become profiles."""
+
+    @property
+    def reads(self) -> Sequence[HashRead]: ...
+    def resolve(self, replies: Sequence[Sequence[bytes | None]],
+                ) -> tuple[Mapping[int, Mapping[str, Any]], Mapping[int, Mapping[str, Any]]]:
+        """User and merchant profiles by id (read-only)."""
+
+
 class OnlineStorePort(Protocol):
-    """Stages the served window rows (written by the state commit) and reads the batch profiles."""
+    """Stages the served window rows (written by the state commit) and looks up the batch's profiles."""
 
     def window_writes(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow],
                       ) -> Sequence[Write]: ...
-    def read_profiles(self, user_ids: Sequence[int], merchant_ids: Sequence[int],
-                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
+    def lookup_profiles(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> ProfileLookupPort: ...
 
 
 class ModelPort(Protocol):

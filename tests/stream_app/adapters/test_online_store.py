@@ -12,9 +12,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import redis
 
 from models.dataset import apply_definitions
+from stream_app.adapters.feast_store import in_repo
 from stream_app.adapters.online_store import OnlineFeatures
+from stream_app.adapters.redis_writes import SetValue
+from stream_app.adapters.state_store import RedisWindowStore
+from stream_app.core.offline_layout import BATCH_DIR
 from stream_app.core.profiles import MISSING_PROFILE
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, Function
 from stream_app.errors import ConfigError, ServiceUnavailableError
@@ -245,8 +250,6 @@ def test_cached_profiles_are_served_until_the_next_materialization_is_seen(
         workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a cache: profiles are read from Redis once, then served from the worker; a materialization of
     new values is served after the next registry look (profile_refresh_s later), not before."""
-    from stream_app.adapters.feast_store import in_repo  # noqa: PLC0415  (imports feast, ~5 s: kept off test collection)
-    from stream_app.core.offline_layout import BATCH_DIR  # noqa: PLC0415
 
     now = [0.0]
     online = OnlineFeatures(workspace.store, profile_cache_size=100, profile_refresh_s=10.0, clock=lambda: now[0])
@@ -298,10 +301,6 @@ def test_rows_committed_with_the_state_are_byte_for_byte_what_the_provider_write
     batch, and get_online_features serves the same values: NaN absent, the latest row per entity, replays
     and late or same-instant rows skipped, a row newer by 1 µs applied, and the windows sharing each
     entity's hash with its profile (one hash per entity key and project)."""
-    import redis  # noqa: PLC0415
-
-    from stream_app.adapters.state_store import RedisWindowStore  # noqa: PLC0415
-
     client = redis.Redis(**settings.redis.client_kwargs())
     state = RedisWindowStore(client, f"test-commit-{unique}", allowed_lateness_s=300.0)
     project = workspace.store.project.encode()
@@ -361,4 +360,51 @@ def test_rows_committed_with_the_state_are_byte_for_byte_what_the_provider_write
     assert users_served[1]["user_seconds_since_prev"] is None
     assert ours[-1][1][2] == [{"home_country": "DE"}, {"home_country": "FR"}]  # profiles kept in the same hash
     assert ours[-1][1][1][1] == served(merchant_row(10))
+    client.close()
+
+
+def test_profiles_read_in_the_state_load_are_what_the_provider_reads_in_one_round_trip(
+        workspace: Workspace, settings: Settings, unique: str) -> None:
+    """lookup_profiles + RedisWindowStore.load_with: the profiles the cache does not hold are read in the
+    state load's one script, decoded as read_profiles decodes the provider's rows, then served from the
+    cache (no read left); the commit with the online rows is one more script call."""
+    day = pd.Timestamp.now(tz="UTC").floor("D")
+    workspace.store.write_to_online_store("user_profile", pd.DataFrame({
+        "user_id": [1, 2], "event_timestamp": [day, day], "home_country": ["DE", None],
+        "user_account_age_days": [400.5, NAN], "user_avg_amount_30d": [42.25, NAN], "user_txn_count_30d": [17, 0],
+    }))
+    workspace.store.write_to_online_store("merchant_profile", pd.DataFrame({
+        "merchant_id": [10], "event_timestamp": [day], "merchant_avg_amount_30d": [99.5],
+        "merchant_txn_count_30d": [1234]}))
+    client = redis.Redis(**settings.redis.client_kwargs())
+    state = RedisWindowStore(client, f"test-load-{unique}", allowed_lateness_s=300.0)
+    cached = OnlineFeatures(workspace.store, profile_cache_size=100)
+    users, merchants = [1, 2, 999], [10, 777]
+    expected = OnlineFeatures(workspace.store).read_profiles(users, merchants)
+
+    warm, _ = state.load_with([5], [6], [])  # each script is loaded into Redis once; count from here
+    state.commit(warm, [SetValue(f"test-load-{unique}:warm", "x", 60_000)])
+    commands: list[str] = []
+    real = client.execute_command
+
+    def spy(*args: Any, **options: Any) -> Any:
+        commands.append(str(args[0]))
+        return real(*args, **options)
+
+    client.execute_command = spy  # type: ignore[method-assign]
+    lookup = cached.lookup_profiles(users, merchants)
+    assert len(lookup.reads) == 5
+    unit, replies = state.load_with(users, merchants, lookup.reads)
+    assert commands == ["EVALSHA"]  # window state and profiles: one round trip
+    state.commit(unit, cached.window_writes([(1, datetime.now(UTC), user_row(1))], [(10, datetime.now(UTC),
+                                                                                       merchant_row(1))]))
+    assert commands == ["EVALSHA", "EVALSHA"]  # and one to commit, the online rows with it
+    got_users, got_merchants = lookup.resolve(replies)
+    assert [_nan_safe(got_users[i]) for i in users] == [_nan_safe(p) for p in expected[0]]
+    assert [_nan_safe(got_merchants[i]) for i in merchants] == [_nan_safe(p) for p in expected[1]]
+    assert [type(got_users[1][n]) for n in USER_PROFILE_NAMES] == [str, float, float, int]
+
+    again = cached.lookup_profiles(users, merchants)
+    assert again.reads == []  # all held now
+    assert again.resolve([]) == (got_users, got_merchants)
     client.close()
