@@ -136,7 +136,7 @@ def letter_position(letter: DeadLetter) -> Position:
 class Outbox:
     """Delivers one batch's outputs across its attempts (``start`` before each batch). An output the
     broker acknowledged, or refused for good, is not sent again by a later attempt of the batch (a retry
-    after the online store or the state commit failed re-publishes nothing). A prediction refused for
+    after the state commit failed re-publishes nothing). A prediction refused for
     good is replaced by a dead letter of its record (code ``undeliverable``); a dead letter refused for
     good is logged and counted in ``dropped``: retrying cannot deliver it, and no output may stall a
     partition."""
