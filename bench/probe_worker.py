@@ -2,10 +2,11 @@
 
 It is ``streamscore worker`` built the same way (``stream_app.worker.wiring.build_runners`` inside
 ``create_app``), with wrappers added from the outside (no package code changed): per batch, the runner's
-steps (process / publish / online write / state commit) and, inside ``process``, state
-load, profile reads and scoring; per event, decode, the window engine, request features, feature-dict
-building and prediction encoding. Each wrapper adds two perf_counter reads per call. The counters are
-written to ``$BENCH_PROBE_OUT`` after every batch.
+steps (process / publish / encoding the online rows and index entries / the state commit that writes
+them with the window state) and, inside ``process``, the profile cache, the state load (with the
+profiles the cache does not hold) and scoring; per event, decode, the window engine, request features,
+feature-dict building and prediction encoding. Each wrapper adds two perf_counter reads per call. The
+counters are written to ``$BENCH_PROBE_OUT`` after every batch.
 
     STREAMSCORE_* settings in the environment; BENCH_PROBE_OUT=probe.json .venv/bin/python bench/probe_worker.py
 """
@@ -106,13 +107,13 @@ def instrument(runner: Any, timers: Timers, dump: Callable[[], None]) -> None:
     proc._score = timers.sync("process.score_batch", proc._score)
     index = getattr(runner, "index", None)
     if index is not None:  # the prediction index for label joins, when the runner has one
-        index.remember = timers.sync("prediction_index_remember", index.remember)
+        index.writes = timers.sync("prediction_index_writes (encode)", index.writes)
     state: Any = runner.state
-    state.load = timers.sync("process.state_load", state.load)
-    state.commit = timers.sync("state_commit", state.commit)
+    state.load_with = timers.sync("process.state_load (+ profile cache misses)", state.load_with)
+    state.commit = timers.sync("state_commit (+ online rows + index)", state.commit)
     online: Any = runner.online
-    online.read_profiles = timers.sync("process.score_batch.read_profiles", online.read_profiles)
-    online.write_windows = timers.sync("online_write_windows", online.write_windows)
+    online.lookup_profiles = timers.sync("process.profile_cache_lookup", online.lookup_profiles)
+    online.window_writes = timers.sync("online_window_writes (encode)", online.window_writes)
     publisher: Any = runner.publisher
     publisher.publish = timers.coro("publish", publisher.publish)
     module: Any = processor_module  # names the processor module looks up at call time

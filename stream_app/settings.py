@@ -185,6 +185,11 @@ class WorkerSettings(BaseModel):
     # How long the broker waits for a silent member before moving its partitions (a worker that died
     # for good); the broker's group.min.session.timeout.ms (6 s by default) is the floor.
     session_timeout_s: float = Field(default=10.0, ge=1, le=90)
+    # Daily profiles kept in the worker, per view (LRU; 0 = read every batch's profiles from Redis), and how
+    # often the Feast registry is asked whether a materialization of the profile views landed (which
+    # drops them): a new materialization is served at most this long after it lands.
+    profile_cache_size: int = Field(default=200_000, ge=0)
+    profile_refresh_s: float = Field(default=10.0, gt=0)
     # A label whose prediction is not indexed yet, while transactions are behind its label_time, is held
     # (its batch retried) for up to this long before it is counted as unjoinable.
     label_join_wait_s: float = Field(default=30.0, ge=0)

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import redis
 
 from stream_app.adapters.redis_errors import unavailable_when_down
+from stream_app.adapters.redis_writes import RaiseScores, SetValue, Write, applier
 from stream_app.contract import Prediction
 from stream_app.core.records import Indexed
 
@@ -21,7 +22,8 @@ class PredictionIndex:
 
     Bounded by time, not count: each entry expires ``ttl_s`` after it was written (default 14 days, longer
     than the generator's longest label delay, ``generator.labels.FRAUD_DELAY_US``); a label older than
-    that is counted as unjoinable, not an error. One pipelined round trip per batch in each direction.
+    that is counted as unjoinable, not an error. The worker commits a batch's entries (``writes``) in
+    its window-state commit; ``remember`` applies them alone. One round trip per batch in each direction.
     """
 
     def __init__(self, client: redis.Redis[bytes], namespace: str, ttl_s: int = DEFAULT_TTL_S) -> None:
@@ -29,19 +31,23 @@ class PredictionIndex:
         self.prefix = f"{namespace}:pred:"
         self.watermark_key = f"{namespace}:watermark"
         self.ttl_s = ttl_s
+        self._apply = applier(client)
+
+    def writes(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None,
+               ) -> list[Write]:
+        """The writes that index ``predictions`` and move the partitions' ``watermarks`` (epoch seconds)
+        forward (ZADD GT)."""
+        out: list[Write] = [
+            SetValue(self.prefix + p.event_id, json.dumps([p.merchant_id, p.score, p.model_version]),
+                     self.ttl_s * 1000) for p in predictions]
+        if watermarks:
+            out.append(RaiseScores(self.watermark_key, {str(k): v for k, v in watermarks.items()}))
+        return out
 
     def remember(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None) -> None:
-        """Index ``predictions`` and move the partitions' ``watermarks`` (epoch seconds) forward."""
-        if not predictions and not watermarks:
-            return
+        """Apply ``writes(predictions, watermarks)`` now, in one round trip."""
         with unavailable_when_down("remember predictions"):
-            pipe = self.client.pipeline(transaction=False)
-            for p in predictions:
-                pipe.set(self.prefix + p.event_id, json.dumps([p.merchant_id, p.score, p.model_version]),
-                         ex=self.ttl_s)
-            if watermarks:
-                pipe.zadd(self.watermark_key, {str(k): v for k, v in watermarks.items()}, gt=True)
-            pipe.execute()
+            self._apply(self.writes(predictions, watermarks))
 
     def watermarks(self, partitions: Sequence[int]) -> list[float | None]:
         """The transactions partitions' watermarks (epoch seconds), None where none was recorded yet.

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from stream_app.adapters.redis_errors import unavailable_when_down
+from stream_app.adapters.redis_writes import APPLY_LUA, HashRead, Write, encode
 from stream_app.core.engine import MERCHANT_LABEL_SPECS, MERCHANT_TXN_SPECS, USER_TXN_SPECS, WindowState
 from stream_app.core.window_spec import DAY, WindowSpec
 from stream_app.core.windows import KeyWindows
@@ -32,12 +33,14 @@ DEFAULT_USER_TTL_S = 30.0 * DAY
 DEFAULT_CACHE_SIZE = 100_000
 _MERGE_ATTEMPTS = 20  # merchant merges per commit before giving up (each means another worker committed)
 
-# KEYS: the batch's keys; ARGV[i]: the token of the pooled copy of KEYS[i], or "" if none.
-# Returns per key: 1 = the pooled copy is current, 0 = no such key, else the stored value.
+# KEYS: the batch's n state keys, then one key per hash read; ARGV: n, then per state key the token of its
+# pooled copy ("" = none), then per hash read its field count m and m fields. Returns per state key: 1 = the
+# pooled copy is current, 0 = no such key, else the stored value; then per hash read its HMGET reply.
 _LOAD_SCRIPT = """#!lua flags=no-writes
+local n = tonumber(ARGV[1])
 local out = {}
-for i, key in ipairs(KEYS) do
-  local known = ARGV[i]
+for i = 1, n do
+  local key, known = KEYS[i], ARGV[1 + i]
   if known ~= '' and redis.call('GETRANGE', key, 0, 7) == known then
     out[i] = 1
   else
@@ -45,30 +48,39 @@ for i, key in ipairs(KEYS) do
     if value then out[i] = value else out[i] = 0 end
   end
 end
+local a = n + 2
+for r = n + 1, #KEYS do
+  local m = tonumber(ARGV[a])
+  out[r] = redis.call('HMGET', KEYS[r], unpack(ARGV, a + 1, a + m))
+  a = a + 1 + m
+end
 return out
 """
 
-# KEYS: the keys to write; ARGV: n loaded tokens ("" = the key did not exist), n new values ("" = delete),
-# n TTLs in ms ("0" = none). Writes nothing and returns the 1-based indices of the keys whose token changed
-# since they were loaded, or writes every key and returns {}. "#!lua" without flags: Redis refuses the whole
-# script up front when over maxmemory, so it cannot stop half-way on OOM.
-_COMMIT_SCRIPT = """#!lua
-local n = #KEYS
+# KEYS: the n state keys to write, then one key per other write; ARGV: n, then n loaded tokens ("" = the key
+# did not exist), n new values ("" = delete), n TTLs in ms ("0" = none), then the other writes
+# (redis_writes.encode). Writes nothing and returns the 1-based indices of the state keys whose token changed
+# since they were loaded, or writes every key and the other writes and returns {}. "#!lua" without flags:
+# Redis refuses the whole script up front when over maxmemory, so it cannot stop half-way on OOM.
+_COMMIT_SCRIPT = "#!lua\n" + APPLY_LUA + """
+local n = tonumber(ARGV[1])
 local stale = {}
 for i = 1, n do
-  if redis.call('GETRANGE', KEYS[i], 0, 7) ~= ARGV[i] then stale[#stale + 1] = i end
+  if redis.call('GETRANGE', KEYS[i], 0, 7) ~= ARGV[1 + i] then stale[#stale + 1] = i end
 end
 if #stale > 0 then return stale end
 for i = 1, n do
-  local value = ARGV[n + i]
+  local value = ARGV[1 + n + i]
+  local ttl = ARGV[1 + 2 * n + i]
   if value == '' then
     redis.call('DEL', KEYS[i])
-  elseif ARGV[2 * n + i] == '0' then
+  elseif ttl == '0' then
     redis.call('SET', KEYS[i], value)
   else
-    redis.call('SET', KEYS[i], value, 'PX', ARGV[2 * n + i])
+    redis.call('SET', KEYS[i], value, 'PX', ttl)
   end
 end
+apply_writes(n + 1, 3 * n + 2)
 return stale
 """
 
@@ -261,6 +273,12 @@ class RedisWindowStore:
         from the pooled copy's). The returned WindowState records which keys the engine touches; keys
         beyond these are fetched one by one (one round trip each, still correct). A state that is never
         committed changes nothing."""
+        return self.load_with(user_ids, merchant_ids, ())[0]
+
+    def load_with(self, user_ids: Iterable[int], merchant_ids: Iterable[int], reads: Sequence[HashRead],
+                  ) -> tuple[WindowState, list[list[bytes | None]]]:
+        """``load``, and the batch's other ``reads`` (the profiles the worker does not hold) in the same
+        script: one round trip. Returns the state and one HMGET reply per read, in order."""
         unit = _Unit(self)
         unit.state.journal = True
         merchants = list(dict.fromkeys(int(m) for m in merchant_ids))
@@ -268,12 +286,13 @@ class RedisWindowStore:
         wanted += [(Kind.MERCHANT_TXN, m) for m in merchants]
         wanted += [(Kind.MERCHANT_LABEL, m) for m in merchants]
         self.stats.loads += 1
-        if wanted:
-            self._fetch(unit, wanted)
-        return unit.state
+        replies = self._fetch(unit, wanted, reads) if wanted or reads else []
+        return unit.state, replies
 
-    def commit(self, state: WindowState) -> None:
-        """Persist every key of ``state`` whose bytes changed, in one atomic script, or nothing.
+    def commit(self, state: WindowState, also: Sequence[Write] = ()) -> None:
+        """Persist every key of ``state`` whose bytes changed, and the batch's other writes ``also`` (the
+        prediction index entries and the Feast online rows, adapters.redis_writes), in one atomic script,
+        or nothing.
 
         Writes only if every key still holds the token this unit loaded (optimistic concurrency). The
         positions inside each KeyWindows then say exactly which events are applied, so replaying a batch
@@ -283,11 +302,13 @@ class RedisWindowStore:
         Why: docs/decisions/0002-window-state-optimistic-commit.md.
 
         ``state`` must come from this store's ``load``; an empty plain WindowState (a batch that loaded
-        nothing) is accepted and ignored. Raises StateConflictError if another writer got there first,
+        nothing) is accepted (only ``also`` is written). Raises StateConflictError if another writer got there first,
         ServiceUnavailableError if Redis failed; either way the state is closed and must be re-loaded.
         """
         unit = self._unit_of(state)
         if unit is None:
+            if also:
+                self._transact([], [], [], b"", also)
             return
         unit.open = False
         names: list[str] = []
@@ -308,13 +329,13 @@ class RedisWindowStore:
                     continue
                 writes.append((kind, entity, entry, payload))
         self.stats.keys_unchanged += unchanged
-        if writes:
+        if writes or also:
             token = os.urandom(_TOKEN_BYTES)
             for kind, entity, pending, _data in writes:
                 names.append(self.key(kind, entity))
                 expected.append(pending.token)
             for attempt in range(_MERGE_ATTEMPTS + 1):
-                stale = self._transact(names, expected, writes, token)
+                stale = self._transact(names, expected, writes, token, also)
                 if not stale:
                     break
                 self.stats.conflicts += 1
@@ -375,10 +396,12 @@ class RedisWindowStore:
             raise RuntimeError("this window state was already committed or abandoned; load() a new one")
         return unit
 
-    def _fetch(self, unit: _Unit, wanted: Sequence[tuple[Kind, int]]) -> None:
-        """Fill ``unit`` with ``wanted`` keys: pooled copies whose token Redis still holds, else Redis's."""
-        names: list[str] = []
-        known: list[bytes] = []
+    def _fetch(self, unit: _Unit, wanted: Sequence[tuple[Kind, int]], reads: Sequence[HashRead] = (),
+               ) -> list[list[bytes | None]]:
+        """Fill ``unit`` with ``wanted`` keys: pooled copies whose token Redis still holds, else Redis's.
+        Returns the replies of ``reads``, run in the same script."""
+        names: list[bytes | str] = []
+        known: list[bytes | str | int] = []
         pooled: list[_Entry | None] = []
         pool = self._pool
         for kind, entity in wanted:
@@ -386,10 +409,13 @@ class RedisWindowStore:
             names.append(self.key(kind, entity))
             known.append(entry.token if entry is not None else b"")
             pooled.append(entry)
+        for read in reads:
+            names.append(read.key)
+            known += [len(read.fields), *read.fields]
         with unavailable_when_down("load window state"):
-            replies = self._load_script(keys=names, args=known, client=self._client)
+            replies = self._load_script(keys=names, args=[len(wanted), *known], client=self._client)
         self.stats.keys_loaded += len(wanted)
-        for (kind, entity), name, reply, cached in zip(wanted, names, replies, pooled, strict=True):
+        for (kind, entity), name, reply, cached in zip(wanted, names, replies, pooled, strict=False):
             if reply == 1 and cached is not None:
                 self.stats.pool_hits += 1
                 cached.touched = False
@@ -398,8 +424,9 @@ class RedisWindowStore:
                 self.stats.missing += 1
                 entry = _Entry(None, b"", None)
             else:
-                entry = self._decode(kind, name, bytes(reply))
+                entry = self._decode(kind, str(name), bytes(reply))
             unit.entries[kind][entity] = entry
+        return list(replies[len(wanted):])
 
     def _decode(self, kind: Kind, name: str, value: bytes) -> _Entry:
         token, payload = value[:_TOKEN_BYTES], value[_TOKEN_BYTES:]
@@ -411,9 +438,10 @@ class RedisWindowStore:
         return _Entry(windows, token, _digest(payload))
 
     def _transact(self, names: list[str], expected: list[bytes],
-                  writes: list[tuple[Kind, int, _Entry, bytes | None]], token: bytes) -> list[int]:
-        """Check the loaded tokens and write every key, atomically in one script. Returns the (0-based)
-        indices of the keys changed since they were loaded; then nothing was written.
+                  writes: list[tuple[Kind, int, _Entry, bytes | None]], token: bytes,
+                  also: Sequence[Write]) -> list[int]:
+        """Check the loaded tokens and write every key and ``also``, atomically in one script. Returns the
+        (0-based) indices of the keys changed since they were loaded; then nothing was written.
 
         A Lua script rather than MULTI/EXEC: Redis runs it with no other command in between, as it runs
         EXEC, and it checks the tokens before its first write in the same round trip (MULTI/EXEC needs
@@ -422,8 +450,10 @@ class RedisWindowStore:
         it never stops half-way."""
         values = [b"" if payload is None else token + payload for _kind, _entity, _entry, payload in writes]
         ttls = [self._ttl_ms[kind] or 0 for kind, _entity, _entry, _payload in writes]
+        other_keys, other_args = encode(also)
         with unavailable_when_down("commit window state"):
-            stale = self._commit_script(keys=names, args=[*expected, *values, *ttls], client=self._client)
+            stale = self._commit_script(keys=[*names, *other_keys],
+                                        args=[len(names), *expected, *values, *ttls, *other_args], client=self._client)
         return [int(i) - 1 for i in stale]
 
     def _merge(self, unit: _Unit, writes: list[tuple[Kind, int, _Entry, bytes | None]], expected: list[bytes],

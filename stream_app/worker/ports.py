@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from stream_app.adapters.redis_writes import HashRead, Write
 from stream_app.contract import DeadLetter, Prediction
 from stream_app.core.engine import WindowState
 from stream_app.core.records import Indexed, LabelRow, WindowRow
@@ -36,6 +37,9 @@ class DeadLetterPort(Protocol):
 class PredictionIndexPort(Protocol):
     """The event_id → prediction index the label join reads, with per-partition watermarks."""
 
+    def writes(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None,
+               ) -> Sequence[Write]:
+        """What indexes ``predictions`` and moves the ``watermarks``, for the state commit to apply."""
     def remember(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None) -> None: ...
     def lookup(self, event_ids: Sequence[str]) -> list[Indexed | None]: ...
     def watermarks(self, partitions: Sequence[int]) -> list[float | None]: ...
@@ -45,16 +49,35 @@ class StatePort(Protocol):
     """Loads and commits window state (``invalidate`` drops any cached state)."""
 
     def load(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> WindowState: ...
-    def commit(self, state: WindowState) -> None: ...
+    def commit(self, state: WindowState, also: Sequence[Write] = ()) -> None:
+        """Persist ``state`` and the batch's other writes ``also`` in one atomic step, or nothing."""
     def invalidate(self) -> None: ...
 
 
-class OnlineStorePort(Protocol):
-    """Writes the served window rows and reads the batch profiles."""
+class BatchStatePort(StatePort, Protocol):
+    """StatePort whose load also runs the batch's other reads, in the same round trip."""
 
-    def write_windows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow]) -> None: ...
-    def read_profiles(self, user_ids: Sequence[int], merchant_ids: Sequence[int],
-                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]: ...
+    def load_with(self, user_ids: Sequence[int], merchant_ids: Sequence[int], reads: Sequence[HashRead],
+                  ) -> tuple[WindowState, list[list[bytes | None]]]:
+        """The window state and one reply per read, in order."""
+
+
+class ProfileLookupPort(Protocol):
+    """A batch's profiles: the reads still to run for them, and how their replies become profiles."""
+
+    @property
+    def reads(self) -> Sequence[HashRead]: ...
+    def resolve(self, replies: Sequence[Sequence[bytes | None]],
+                ) -> tuple[Mapping[int, Mapping[str, Any]], Mapping[int, Mapping[str, Any]]]:
+        """User and merchant profiles by id (read-only)."""
+
+
+class OnlineStorePort(Protocol):
+    """Stages the served window rows (written by the state commit) and looks up the batch's profiles."""
+
+    def window_writes(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow],
+                      ) -> Sequence[Write]: ...
+    def lookup_profiles(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> ProfileLookupPort: ...
 
 
 class ModelPort(Protocol):

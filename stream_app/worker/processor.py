@@ -1,14 +1,15 @@
 """One micro-batch of ``transactions`` records in, everything the worker must emit out.
 
-``BatchProcessor.process`` computes: it reads window state and batch profiles (one call each) but
-writes nothing; the runner applies the effects afterwards (``BatchRunner``).
+``BatchProcessor.process`` computes: it reads window state and the profiles the worker does not hold in
+one round trip, and writes nothing; the runner applies the effects afterwards (``BatchRunner``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from stream_app.contract import (
     DeadLetter,
@@ -29,7 +30,7 @@ from stream_app.core.records import WindowRow
 from stream_app.core.scoring import as_features, assemble
 from stream_app.core.windows import Outcome
 from stream_app.errors import InvalidRecordError
-from stream_app.worker.ports import ModelPort, OnlineStorePort, RawRecord, StatePort
+from stream_app.worker.ports import BatchStatePort, ModelPort, OnlineStorePort, RawRecord
 
 
 @dataclass
@@ -64,7 +65,7 @@ def _now() -> datetime:
 class BatchProcessor:
     """Decodes, validates, windows, enriches and scores a batch of transactions; writes nothing."""
 
-    def __init__(self, *, allowed_lateness_s: float, state: StatePort, online: OnlineStorePort, model: ModelPort,
+    def __init__(self, *, allowed_lateness_s: float, state: BatchStatePort, online: OnlineStorePort, model: ModelPort,
                  clock: Callable[[], datetime] = _now, max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> None:
         self.allowed_lateness_s = allowed_lateness_s
         self.max_future_skew_s = max_future_skew_s
@@ -83,7 +84,10 @@ class BatchProcessor:
                 result.dead_letters.append(self.dead_letter(record, error))
         if not decoded:
             return result
-        state = self.state.load(sorted({t.user_id for _, t in decoded}), sorted({t.merchant_id for _, t in decoded}))
+        user_ids, merchant_ids = sorted({t.user_id for _, t in decoded}), sorted({t.merchant_id for _, t in decoded})
+        lookup = self.online.lookup_profiles(user_ids, merchant_ids)
+        state, replies = self.state.load_with(user_ids, merchant_ids, lookup.reads)
+        profiles = lookup.resolve(replies)
         engine = FeatureEngine(self.allowed_lateness_s, state, self.max_future_skew_s)
         served: list[_Served] = []
         for record, txn in decoded:
@@ -114,16 +118,16 @@ class BatchProcessor:
                     result.watermarks[record.partition] = t
         result.state = state
         if served:
-            self._score(served, result)
+            self._score(served, result, *profiles)
         return result
 
-    def _score(self, served: list[_Served], result: BatchResult) -> None:
+    def _score(self, served: list[_Served], result: BatchResult, users: Mapping[int, Mapping[str, Any]],
+               merchants: Mapping[int, Mapping[str, Any]]) -> None:
         scorer = self.model.current()
-        users, merchants = self.online.read_profiles([s.txn.user_id for s in served],
-                                                     [s.txn.merchant_id for s in served])
         parts = []
-        for item, user_profile, merchant_profile in zip(served, users, merchants, strict=True):
+        for item in served:
             txn = item.txn
+            user_profile, merchant_profile = users[txn.user_id], merchants[txn.merchant_id]
             request = request_features.compute(
                 amount=txn.amount, country=txn.country, channel=txn.channel, event_hour=txn.event_time.hour,
                 user_mean_24h=item.rows.user.get("user_amount_mean_24h"),

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
+from stream_app.adapters.redis_writes import Write
 from stream_app.contract import DeadLetter, ErrorCode, Prediction
 from stream_app.core.records import LabelRow
 from stream_app.errors import (
@@ -135,7 +136,7 @@ def letter_position(letter: DeadLetter) -> Position:
 class Outbox:
     """Delivers one batch's outputs across its attempts (``start`` before each batch). An output the
     broker acknowledged, or refused for good, is not sent again by a later attempt of the batch (a retry
-    after the online store or the state commit failed re-publishes nothing). A prediction refused for
+    after the state commit failed re-publishes nothing). A prediction refused for
     good is replaced by a dead letter of its record (code ``undeliverable``); a dead letter or a joined
     label refused for good is logged and counted in ``dropped``: retrying cannot deliver it, and no output may stall a
     partition."""
@@ -230,14 +231,14 @@ class BatchRunner:
 
     1. compute (``BatchProcessor.process``: reads state and profiles, writes nothing);
     2. deliver predictions and dead letters through the ``Outbox`` and wait for the broker's
-       acknowledgement, then index the predictions (and the partitions' watermarks) for the label join;
-    3. write the served feature rows to the online store (the offline log is the sink's: it reads the
-       rows back from the predictions);
-    4. commit the window state (one atomic write): from here on the batch's events are replays;
-    5. return; the caller acks the records, and Faust commits the offsets later.
+       acknowledgement (the offline log is the sink's: it reads the rows back from the predictions);
+    3. commit, in one atomic Redis step, the window state, the prediction index entries (and the
+       partitions' watermarks) for the label join and the served rows to the online store: from here on
+       the batch's events are replays;
+    4. return; the caller acks the records, and Faust commits the offsets later.
 
-    A crash before 4 replays the batch from the old state: same features, same predictions (duplicates
-    are identical). A crash after 4 replays recognised events:
+    A crash before 3 replays the batch from the old state: same features, same predictions (duplicates
+    are identical). A crash after 3 replays recognised events:
     nothing is emitted twice and no aggregate counts an event twice.
 
     Nothing escapes ``handle``: Faust acks a whole ``take_events`` batch when an exception escapes
@@ -287,12 +288,12 @@ class BatchRunner:
             list(zip(result.predictions, result.sources, strict=True)), result.dead_letters)
         result.predictions = [p for p, _ in answered]
         result.sources = [r for _, r in answered]
+        writes: list[Write] = []  # committed with the state: one atomic step in Redis
         if self.index is not None:
-            # before the commit: a replay remembers them again
-            self.index.remember(result.predictions, result.watermarks)
+            writes += self.index.writes(result.predictions, result.watermarks)
         if result.user_rows:
-            self.online.write_windows(result.user_rows, result.merchant_rows)
-        self.state.commit(result.state)
+            writes += self.online.window_writes(result.user_rows, result.merchant_rows)
+        self.state.commit(result.state, writes)
         return result
 
 

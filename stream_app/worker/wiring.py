@@ -24,7 +24,8 @@ from stream_app.worker.runner import BatchRunner
 def build_runners(settings: Settings, app: faust.App) -> Runners:
     """The transactions and labels runners over the real adapters (Feast, Redis, Kafka)."""
     store = open_store(settings)
-    online = OnlineFeatures(store)
+    online = OnlineFeatures(store, profile_cache_size=settings.worker.profile_cache_size,
+                            profile_refresh_s=settings.worker.profile_refresh_s)
     client = redis.Redis(**settings.redis.client_kwargs())
     namespace = f"{store.project}:{settings.worker.app_id}"
     state = RedisWindowStore(client, namespace=namespace, allowed_lateness_s=settings.worker.allowed_lateness_s)

@@ -12,9 +12,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import redis
 
 from models.dataset import apply_definitions
+from stream_app.adapters.feast_store import in_repo
 from stream_app.adapters.online_store import OnlineFeatures
+from stream_app.adapters.redis_writes import SetValue
+from stream_app.adapters.state_store import RedisWindowStore
+from stream_app.core.offline_layout import BATCH_DIR
 from stream_app.core.profiles import MISSING_PROFILE
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, Function
 from stream_app.errors import ConfigError, ServiceUnavailableError
@@ -239,3 +244,167 @@ def test_unapplied_definitions_are_a_config_error(settings: Settings, tmp_path: 
     ws = open_workspace(settings, tmp_path, f"empty_{unique}")
     with pytest.raises(ConfigError, match="user_windows"):
         OnlineFeatures(ws.store)
+
+
+def test_cached_profiles_are_served_until_the_next_materialization_is_seen(
+        workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a cache: profiles are read from Redis once, then served from the worker; a materialization of
+    new values is served after the next registry look (profile_refresh_s later), not before."""
+
+    now = [0.0]
+    online = OnlineFeatures(workspace.store, profile_cache_size=100, profile_refresh_s=10.0, clock=lambda: now[0])
+    calls = count_calls(monkeypatch, online, "online_read")
+    day = pd.Timestamp.now(tz="UTC").floor("D")
+    batch = workspace.path / BATCH_DIR
+    batch.mkdir(parents=True, exist_ok=True)
+
+    def materialize(snapshot: pd.Timestamp, avg: float) -> None:
+        at = pd.DatetimeIndex([snapshot]).as_unit("us")  # Feast's DuckDB store reads microseconds only
+        pd.DataFrame({"user_id": [1], "event_timestamp": at, "home_country": ["DE"],
+                      "user_account_age_days": [10.0], "user_avg_amount_30d": [avg], "user_txn_count_30d": [3]},
+                     ).to_parquet(batch / "user_profile.parquet", index=False)
+        pd.DataFrame({"merchant_id": [7], "event_timestamp": at, "merchant_avg_amount_30d": [avg],
+                      "merchant_txn_count_30d": [5]}).to_parquet(batch / "merchant_profile.parquet", index=False)
+        with in_repo(workspace.store):
+            workspace.store.materialize(start_date=(snapshot - pd.Timedelta(hours=1)).to_pydatetime(),
+                                        end_date=(snapshot + pd.Timedelta(hours=1)).to_pydatetime(),
+                                        feature_views=["user_profile", "merchant_profile"])
+
+    def served_avg() -> tuple[float, float]:
+        users, merchants = online.read_profiles([1], [7])
+        return users[0]["user_avg_amount_30d"], merchants[0]["merchant_avg_amount_30d"]
+
+    materialize(day - pd.Timedelta(days=1), 1.5)
+    assert served_avg() == (1.5, 1.5)
+    assert len(calls) == 2
+    now[0] += 60.0  # the registry is looked at again: nothing new, still no read
+    assert served_avg() == (1.5, 1.5)
+    assert len(calls) == 2
+
+    materialize(day, 2.5)
+    assert served_avg() == (1.5, 1.5)  # before the next look: the cached values
+    assert len(calls) == 2
+    now[0] += 9.0
+    assert served_avg() == (1.5, 1.5)
+    now[0] += 1.0  # profile_refresh_s after the last look: the materialization is seen
+    assert served_avg() == (2.5, 2.5)
+    assert len(calls) == 4  # read once more per view, then cached again
+    assert served_avg() == (2.5, 2.5)
+    assert len(calls) == 4
+    assert online.profiles.drops == 1
+
+
+def test_rows_committed_with_the_state_are_byte_for_byte_what_the_provider_writes(
+        workspace: Workspace, online: OnlineFeatures, settings: Settings, unique: str) -> None:
+    """The same batches written through Feast's provider (write_windows) and through the window-state
+    commit's script (window_writes + RedisWindowStore.commit) leave the same raw Redis hashes after every
+    batch, and get_online_features serves the same values: NaN absent, the latest row per entity, replays
+    and late or same-instant rows skipped, a row newer by 1 µs applied, and the windows sharing each
+    entity's hash with its profile (one hash per entity key and project)."""
+    client = redis.Redis(**settings.redis.client_kwargs())
+    state = RedisWindowStore(client, f"test-commit-{unique}", allowed_lateness_s=300.0)
+    project = workspace.store.project.encode()
+    t = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    s = timedelta(seconds=1)
+    batches = [
+        ([(1, t, user_row(1)), (2, t, user_row(20, since_prev=NAN) | {"user_amount_max_24h": NAN}),
+          (1, t + s, user_row(3)), (1, t + s, user_row(4)), (3, t.replace(tzinfo=None), user_row(30))],
+         [(1, t, merchant_row(7)), (11, t - s, merchant_row(9))]),
+        ([(1, t + s, user_row(4)), (2, t, user_row(20, since_prev=NAN) | {"user_amount_max_24h": NAN})],
+         [(1, t, merchant_row(7))]),  # a replayed batch
+        ([(1, t - s, user_row(5)), (2, t, user_row(21)), (3, t + timedelta(microseconds=1), user_row(31))],
+         [(11, t, merchant_row(10))]),  # late, same instant with other values, newer by 1 µs, newer
+    ]
+
+    def seed_profiles() -> None:  # users 1 and 3 already have a profile in their hash
+        workspace.store.write_to_online_store("user_profile", pd.DataFrame({
+            "user_id": [1, 3], "event_timestamp": [t - timedelta(days=1)] * 2, "home_country": ["DE", "FR"],
+            "user_account_age_days": [4.0, 5.0], "user_avg_amount_30d": [6.0, 7.0], "user_txn_count_30d": [8, 9]}))
+
+    def raw() -> dict[bytes, tuple[dict[bytes, bytes], int]]:
+        keys = [k for k in client.scan_iter(count=1000) if k.endswith(project)]
+        return {k: (client.hgetall(k), client.ttl(k)) for k in keys}
+
+    def served_now() -> list[list[dict[str, Any]]]:
+        return [online_rows(workspace, USER_REFS, "user_id", [1, 2, 3]),
+                online_rows(workspace, MERCHANT_REFS, "merchant_id", [1, 11]),
+                online_rows(workspace, ["user_profile:home_country"], "user_id", [1, 3])]
+
+    def provider(users: list[Any], merchants: list[Any]) -> None:
+        online.write_windows(users, merchants)
+
+    def committed(users: list[Any], merchants: list[Any]) -> None:
+        unit = state.load([u for u, _, _ in users], [m for m, _, _ in merchants])
+        state.commit(unit, online.window_writes(users, merchants))
+
+    runs = []
+    for write in (provider, committed):
+        for key in raw():
+            client.delete(key)
+        seed_profiles()
+        snapshots = []
+        for users, merchants in batches:
+            write(users, merchants)
+            snapshots.append((raw(), served_now()))
+        runs.append(snapshots)
+    theirs, ours = runs
+    assert len(theirs[0][0]) == 5  # users 1, 2, 3 and merchants 1, 11: one hash each, windows beside profiles
+    for (raw_theirs, served_theirs), (raw_ours, served_ours) in zip(theirs, ours, strict=True):
+        assert raw_ours == raw_theirs
+        assert [[_nan_safe(r) for r in rows] for rows in served_ours] == [
+            [_nan_safe(r) for r in rows] for rows in served_theirs]
+    users_served = ours[-1][1][0]
+    assert users_served[0] == served(user_row(4))  # late row skipped
+    assert users_served[1] == served(user_row(20, since_prev=NAN) | {"user_amount_max_24h": NAN})  # same instant
+    assert users_served[2] == served(user_row(31))  # newer by 1 µs
+    assert users_served[1]["user_seconds_since_prev"] is None
+    assert ours[-1][1][2] == [{"home_country": "DE"}, {"home_country": "FR"}]  # profiles kept in the same hash
+    assert ours[-1][1][1][1] == served(merchant_row(10))
+    client.close()
+
+
+def test_profiles_read_in_the_state_load_are_what_the_provider_reads_in_one_round_trip(
+        workspace: Workspace, settings: Settings, unique: str) -> None:
+    """lookup_profiles + RedisWindowStore.load_with: the profiles the cache does not hold are read in the
+    state load's one script, decoded as read_profiles decodes the provider's rows, then served from the
+    cache (no read left); the commit with the online rows is one more script call."""
+    day = pd.Timestamp.now(tz="UTC").floor("D")
+    workspace.store.write_to_online_store("user_profile", pd.DataFrame({
+        "user_id": [1, 2], "event_timestamp": [day, day], "home_country": ["DE", None],
+        "user_account_age_days": [400.5, NAN], "user_avg_amount_30d": [42.25, NAN], "user_txn_count_30d": [17, 0],
+    }))
+    workspace.store.write_to_online_store("merchant_profile", pd.DataFrame({
+        "merchant_id": [10], "event_timestamp": [day], "merchant_avg_amount_30d": [99.5],
+        "merchant_txn_count_30d": [1234]}))
+    client = redis.Redis(**settings.redis.client_kwargs())
+    state = RedisWindowStore(client, f"test-load-{unique}", allowed_lateness_s=300.0)
+    cached = OnlineFeatures(workspace.store, profile_cache_size=100)
+    users, merchants = [1, 2, 999], [10, 777]
+    expected = OnlineFeatures(workspace.store).read_profiles(users, merchants)
+
+    warm, _ = state.load_with([5], [6], [])  # each script is loaded into Redis once; count from here
+    state.commit(warm, [SetValue(f"test-load-{unique}:warm", "x", 60_000)])
+    commands: list[str] = []
+    real = client.execute_command
+
+    def spy(*args: Any, **options: Any) -> Any:
+        commands.append(str(args[0]))
+        return real(*args, **options)
+
+    client.execute_command = spy  # type: ignore[method-assign]
+    lookup = cached.lookup_profiles(users, merchants)
+    assert len(lookup.reads) == 5
+    unit, replies = state.load_with(users, merchants, lookup.reads)
+    assert commands == ["EVALSHA"]  # window state and profiles: one round trip
+    state.commit(unit, cached.window_writes([(1, datetime.now(UTC), user_row(1))], [(10, datetime.now(UTC),
+                                                                                       merchant_row(1))]))
+    assert commands == ["EVALSHA", "EVALSHA"]  # and one to commit, the online rows with it
+    got_users, got_merchants = lookup.resolve(replies)
+    assert [_nan_safe(got_users[i]) for i in users] == [_nan_safe(p) for p in expected[0]]
+    assert [_nan_safe(got_merchants[i]) for i in merchants] == [_nan_safe(p) for p in expected[1]]
+    assert [type(got_users[1][n]) for n in USER_PROFILE_NAMES] == [str, float, float, int]
+
+    again = cached.lookup_profiles(users, merchants)
+    assert again.reads == []  # all held now
+    assert again.resolve([]) == (got_users, got_merchants)
+    client.close()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from stream_app.adapters.redis_writes import Write
 from stream_app.contract import ErrorCode, Prediction
 from stream_app.core.engine import WindowState
 from stream_app.core.online_quality import OnlineQuality
@@ -93,13 +94,13 @@ class Effects:
     def load(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> WindowState:
         return self.state.load(user_ids, merchant_ids)
 
-    def commit(self, state: WindowState) -> None:
+    def commit(self, state: WindowState, also: Sequence[Write] = ()) -> None:
         if self.outages:
             self.outages -= 1
             self.effects.append("commit failed")
             raise ServiceUnavailableError("redis down")
         self.effects.append("commit")
-        self.state.commit(state)
+        self.state.commit(state, also)
 
     def invalidate(self) -> None:
         self.effects.append("invalidate")

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
+from stream_app.adapters.redis_writes import SetValue, Write
 from stream_app.contract import DeadLetter, ErrorCode, Prediction
 from stream_app.core.engine import WindowState
 from stream_app.core.records import LabelRow, WindowRow
@@ -51,8 +52,9 @@ class Online(FakeOnline):
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
-    def write_windows(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow]) -> None:
+    def window_writes(self, user_rows: Sequence[WindowRow], merchant_rows: Sequence[WindowRow]) -> list[Write]:
         self.journal.effects.append("online")
+        return [SetValue(f"online:{user}", "row") for user, _, _ in user_rows]
 
 
 class FlakyState(FakeState):
@@ -63,13 +65,13 @@ class FlakyState(FakeState):
         self.journal = journal
         self.outages = outages
 
-    def commit(self, state: WindowState) -> None:
+    def commit(self, state: WindowState, also: Sequence[Write] = ()) -> None:
         if self.outages:
             self.outages -= 1
             self.journal.effects.append("commit failed")
             raise ServiceUnavailableError("redis down")
         self.journal.effects.append("commit")
-        super().commit(state)
+        super().commit(state, also)
 
 
 def runner(journal: Journal, state: FakeState, processor: BatchProcessor | None = None) -> BatchRunner:
@@ -81,8 +83,10 @@ def runner(journal: Journal, state: FakeState, processor: BatchProcessor | None 
 
 def test_effects_happen_in_crash_safe_order() -> None:
     journal = Journal()
-    asyncio.run(runner(journal, FlakyState(journal)).handle([record(0, txn(0)), record(1, txn(1, minutes=1))]))
+    state = FlakyState(journal)
+    asyncio.run(runner(journal, state).handle([record(0, txn(0)), record(1, txn(1, minutes=1))]))
     assert journal.effects == ["publish", "online", "commit"]
+    assert state.also == [SetValue("online:1", "row")] * 2  # the online rows are written by the commit
 
 
 def test_a_dependency_outage_is_waited_out_and_repeated_predictions_are_identical() -> None:
