@@ -30,7 +30,8 @@ class _NoState:
 
 
 class PassthroughRunner:
-    """What the agent calls (``handle``) and what rebalances touch (``state.invalidate``)."""
+    """What the agent calls (``handle``), what rebalances touch (``state.invalidate``) and what shutdown
+    calls (``stop``: nothing to give up, a batch is one publish)."""
 
     def __init__(self, app: faust.App, settings: Settings, send: str) -> None:
         self.out = settings.topics.predictions.name
@@ -52,6 +53,9 @@ class PassthroughRunner:
         else:
             await self.publisher.publish_raw([(self.out, r.key, r.value or b"") for r in records])
         self.records += len(records)
+
+    def stop(self) -> None:
+        pass
 
 
 def main() -> None:
