@@ -1,11 +1,13 @@
 """End-to-end benchmark of the stream worker (not a test), in one run on one box with its broker and Redis:
 
 (d) naive (``bench_naive``), one event at a time through Feast's public API; (b) e2e, the worker draining
-a backlog, and (a) passthrough, the Kafka limit without work (``bench_throughput``); (c) latency under
-the live generator (``bench_latency``); (e) RSS (``bench_rss``). Needs Kafka and Redis from the
+a backlog with ``streamscore sink`` alongside (its parts counted), and (a) passthrough, the Kafka limit
+without work, also under other Faust settings and transports (``bench_throughput``, ``bench_ceiling``);
+(f) 2 workers vs 1 on one backlog (``bench_scale``); (g) a cProfile of the worker (``profile_worker``);
+(c) latency under the live generator (``bench_latency``); (e) RSS (``bench_rss``). Needs Kafka and Redis from the
 environment (bench/run.sh starts private ones); BENCH_QUICK=1 shrinks everything for a harness check.
 Writes bench/results/e2e.json (summary, ratios, targets), e2e_latency.json and worker_rss.json (each
-with the command that produced it) and worker_profile.txt.
+with the command that produced it), worker_profile.txt and worker_cprofile.txt.
 
     .venv/bin/python bench/bench_e2e.py [--users 100000 --merchants 5000 --sustain 60 ...]
 """
@@ -13,10 +15,12 @@ with the command that produced it) and worker_profile.txt.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
 import platform
+import pstats
 import shutil
 import signal
 import statistics
@@ -38,6 +42,7 @@ from confluent_kafka import Consumer
 from feast import FeatureStore
 from harness import (
     QUICK,
+    RESULTS,
     Backlog,
     FastProducer,
     OutputMeter,
@@ -62,11 +67,27 @@ from stream_app.adapters.model_registry import ModelRegistry
 from stream_app.contract import decode_transaction
 from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
 from stream_app.settings import REPO_ROOT, Settings, settings_env
-from stream_app.worker.process import WorkerProcess
+from stream_app.sink.runner import logs_of
+from stream_app.worker.process import SINK_ARGS, WORKER_ARGS, WorkerProcess, free_port
 
 BENCH = Path(__file__).resolve().parent
-TARGETS = {"e2e_events_per_s": 20_000, "e2e_over_naive": 60, "e2e_over_passthrough": 0.6,
-           "p99_ms_at_2k": 25, "rss_mb_1m_users": 1024}
+TARGETS = {"e2e_events_per_s": 4_000, "e2e_over_naive": 60, "e2e_over_passthrough": 0.65,
+           "p50_ms_at_1k": 15, "p99_ms_at_1k": 50, "p99_ms_at_2k": 25, "two_workers_over_one": 1.4,
+           "sink_parts_per_view_per_10min": 36, "rss_mb_1m_users": 1024}
+LOWER_IS_BETTER = {"p50_ms_at_1k", "p99_ms_at_1k", "p99_ms_at_2k", "sink_parts_per_view_per_10min",
+                   "rss_mb_1m_users"}
+# Faust's own ceiling: the passthrough (same records, own consumer group each) with the worker's faust.App
+# arguments overridden (bench/passthrough_worker.py, BENCH_FAUST_CONF)
+CEILING_VARIANTS: dict[str, dict[str, Any]] = {
+    "stream_buffer_maxsize=32768": {"stream_buffer_maxsize": 32_768},
+    "consumer_max_fetch_size=8MiB": {"consumer_max_fetch_size": 8 * 2**20},
+    "broker_max_poll_records=10000": {"broker_max_poll_records": 10_000},
+    "all three": {"stream_buffer_maxsize": 32_768, "consumer_max_fetch_size": 8 * 2**20,
+                  "broker_max_poll_records": 10_000},
+    "confluent:// driver": {"broker_scheme": "confluent"},
+}
+PROFILE_START, PROFILE_STOP = signal.SIGRTMIN, signal.SIGRTMIN + 1  # bench/profiled_worker.py's signals
+SINK_PART = "part-stream-*.parquet"  # the sink's parts (the backfill's part is named otherwise)
 
 
 def percentiles(values: list[float]) -> dict[str, float] | None:
@@ -262,17 +283,222 @@ def bench_throughput(world: World, backlog: Backlog, root: Path, args: argparse.
         finally:
             child.stop()
 
-    log(f"e2e: python -m stream_app worker draining {main_n:,} records")
+    bench_ceiling(world, root, args, pt_prefix=pt_prefix, meter=meter_pt, pt_n=pt_n, out=out)
+
+    log(f"e2e: python -m stream_app worker draining {main_n:,} records, streamscore sink alongside")
+    sink_env = {**e2e.env, "STREAMSCORE_SINK__GROUP_ID": f"bench-{run_id}-sink"}
+    logs = logs_of(e2e.settings)
+    parts_before = {name: set(target.directory.rglob(SINK_PART)) for name, target in logs.items()}
+    sink = start_child(sink_env, root / "logs" / "sink_e2e.log", root, SINK_ARGS)
+    sink_started = time.monotonic()
     child = start_child(e2e.env, root / "logs" / "worker_e2e.log", root)
     try:
         out["e2e"] = measure_drain(meter, child, main_n, timeout_s=args.sustain * 3 + 30).summary()
     finally:
         child.stop()
+        sink.stop()  # SIGTERM: the sink writes every open part before it exits
     out["e2e"]["sustained_at_least_s"] = args.sustain
     out["e2e"]["sustained_ok"] = out["e2e"]["drain_seconds"] >= args.sustain
+    out["e2e"]["with_sink_running"] = True
     log(f"e2e: {out['e2e']['events_per_s']:,} ev/s over {out['e2e']['drain_seconds']} s")
+    out["sink"] = sink_files(logs, parts_before, time.monotonic() - sink_started, e2e.settings, main_n)
+    log(f"sink: {out['sink']['parts']} parts; per view per 10 min {out['sink']['parts_per_view_per_10min']}")
     meter.close()
     meter_pt.close()
+
+
+def sink_files(logs: dict[str, Any], before: dict[str, set[Path]], wall_s: float, settings: Settings,
+               records: int) -> dict[str, Any]:
+    """The parts ``streamscore sink`` wrote while it ran (wall_s seconds next to the e2e drain), per log,
+    and that count scaled to 10 minutes and to an hour of stream. The sink closes a part per log and
+    event hour every ``part_max_age_s`` seconds or ``part_max_rows`` rows, and the open ones when it
+    stops, so the count is scaled by max(wall_s, part_max_age_s): a run shorter than a part's age
+    writes the one part that the steady state writes per age."""
+    per_log: dict[str, Any] = {}
+    for name, target in logs.items():
+        new = sorted(set(target.directory.rglob(SINK_PART)) - before[name])
+        per_log[name] = {"parts": len(new), "hour_dirs": len({p.parent for p in new}),
+                         "bytes": sum(p.stat().st_size for p in new)}
+    views = [v for k, v in per_log.items() if k != "labels"]
+    worst = max((v["parts"] for v in views), default=0)
+    sink = settings.sink
+    span = max(wall_s, sink.part_max_age_s)
+    return {"how": "streamscore sink (own consumer group) over the e2e run's predictions and labels.joined, "
+                   "started before the e2e worker and stopped (SIGTERM: open parts written) after its drain; "
+                   f"parts named {SINK_PART} counted per log",
+            "records_streamed": records, "sink_wall_s": round(wall_s, 1), "per_log": per_log,
+            "parts": sum(v["parts"] for v in per_log.values()),
+            "parts_per_view_per_10min": round(worst * 600 / span, 1),
+            "parts_per_view_per_hour": round(worst * 3600 / span, 1),
+            "part_max_age_s": sink.part_max_age_s, "part_max_rows": sink.part_max_rows,
+            "bound_per_view_per_hour": f"3600 / part_max_age_s = {3600 / sink.part_max_age_s:g}, plus one per "
+                                       f"part_max_rows rows and per event hour crossed"}
+
+
+def bench_ceiling(world: World, root: Path, args: argparse.Namespace, *, pt_prefix: str, meter: OutputMeter,
+                  pt_n: int, out: dict[str, Any]) -> None:
+    """Faust's ceiling under other settings: the passthrough (each variant its own consumer group over the
+    passthrough backlog) with the worker's faust.App arguments overridden (CEILING_VARIANTS), the first
+    ``--ceiling-records`` records each. A variant that forwards nothing within 60 s is stopped and its
+    log's tail recorded."""
+    n = min(pt_n, args.ceiling_records)
+    results: dict[str, Any] = {}
+    for i, name in enumerate(args.ceiling):
+        conf = CEILING_VARIANTS[name]
+        run = make_run(world, f"bench-{args.run_id}-ceil{i}", topics_of=pt_prefix)
+        env = {**run.env, "BENCH_FAUST_CONF": json.dumps(conf)}
+        log(f"ceiling {name}: passthrough draining {n:,} records")
+        child = start_child(env, root / "logs" / f"ceiling{i}.log", root, [str(BENCH / "passthrough_worker.py")])
+        row: dict[str, Any] = {"faust_app_overrides": conf,
+                               "command": f"BENCH_FAUST_CONF='{json.dumps(conf)}' .venv/bin/python "
+                                          "bench/passthrough_worker.py"}
+        try:
+            row.update(measure_drain(meter, child, n, timeout_s=max(60, args.sustain * 2),
+                                     first_output_within_s=60).summary())
+            log(f"ceiling {name}: {row['events_per_s']:,} ev/s")
+        except Exception as exc:  # noqa: BLE001 - a variant that does not run is a finding, not a failure
+            row["failed"] = str(exc).splitlines()[0]
+            row["log_tail"] = child.tail(15)
+            log(f"ceiling {name}: {row['failed']}")
+        finally:
+            child.stop(timeout_s=20)
+        results[name] = row
+    base = (out.get("passthrough") or {}).get("events_per_s")
+    for row in results.values():
+        rate = row.get("events_per_s")
+        row["over_default_passthrough"] = round(rate / base, 3) if rate and base else None
+    out["ceiling"] = {"records_each": n, "variants": results}
+
+
+# ------------------------------------------------------------------------------------ scale-out, profile
+
+
+def drain_with(meter: OutputMeter, children: list[WorkerProcess], expected: int, timeout_s: float) -> dict[str, Any]:
+    """``measure_drain`` watching the first child, with every child's CPU seconds over the drain."""
+    cpu0 = [cpu_seconds(c.pid) for c in children]
+    result = measure_drain(meter, children[0], expected, timeout_s=timeout_s).summary()
+    result["cpu_seconds_each_worker"] = [round(cpu_seconds(c.pid) - c0, 1) for c, c0 in zip(children, cpu0,
+                                                                                           strict=True)]
+    result["cpu_seconds"] = round(sum(result["cpu_seconds_each_worker"]), 1)
+    result["events_per_cpu_second"] = (round(result["output_records"] / result["cpu_seconds"])
+                                       if result["cpu_seconds"] > 0 else None)
+    return result
+
+
+def group_settled(children: list[WorkerProcess]) -> bool:
+    """Every worker has synced the same (latest) group generation and is ready after it (Faust's log)."""
+    generations: set[str] = set()
+    for child in children:
+        text = child.output()
+        synced = [line for line in text.splitlines() if "Successfully synced group" in line]
+        if not synced or "Worker ready" not in text[text.rindex(synced[-1]):]:
+            return False
+        generations.add(synced[-1].rsplit("generation", 1)[-1].strip())
+    return len(generations) == 1
+
+
+def scale_run(run: Run, name: str, workers: int, source: Backlog, *, n: int, root: Path,
+              timeout_s: float, profile_to: Path | None = None) -> dict[str, Any]:
+    """``workers`` workers in one consumer group: a warm-up slice until the group has settled (joined,
+    rebalanced, ready), then ``n`` records produced at once and their drain measured. With
+    ``profile_to``: the workers are bench/profiled_worker.py, profiling the drain only (one worker)."""
+    producer = FastProducer(run.settings.kafka)
+    topic = run.settings.topics.transactions.name
+    warm = source.take(500 * workers)
+    producer.send(topic, warm)
+    producer.flush()
+    meter = outputs(run)
+    base = meter.count()
+    env = {**run.env, "BENCH_PROFILE_OUT": str(profile_to)} if profile_to else run.env
+    args = [str(BENCH / "profiled_worker.py")] if profile_to else WORKER_ARGS
+    children = [start_child({**env, "STREAMSCORE_WORKER__WEB_PORT": str(free_port())},
+                            root / "logs" / f"{name}-{i}.log", root, args) for i in range(workers)]
+    try:
+        deadline = time.monotonic() + 120
+        while not (meter.count() - base >= len(warm) and group_settled(children)):
+            if time.monotonic() > deadline or not all(c.alive() for c in children):
+                raise RuntimeError(f"{name}: the group did not settle:\n{children[0].tail()}")
+            time.sleep(0.5)
+        if profile_to:
+            children[0].proc.send_signal(PROFILE_START)
+        for start in range(0, n, 100_000):
+            producer.send(topic, source.take(min(100_000, n - start)))
+        producer.flush()
+        result = drain_with(meter, children, n, timeout_s)
+        if profile_to:
+            children[0].proc.send_signal(PROFILE_STOP)
+            deadline = time.monotonic() + 30
+            while not profile_to.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1.0)  # dump_stats has created the file; let it finish writing
+        return result
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.stop()
+        meter.close()
+
+
+def bench_scale(world: World, root: Path, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """2 worker processes vs 1 on the same backlog (4-partition topics): one worker (its own consumer
+    group and state namespace), then two workers in one consumer group (another group and namespace),
+    each run after a warm-up that lets the group settle, so the figure is the steady state (a
+    rebalance costs a few seconds once). The two runs drain the same records from their own topics.
+    """
+    prefix = f"bench-{args.run_id}-scale"
+    rate = float((out.get("e2e") or {}).get("events_per_s") or 1000.0)
+    n = int(min(max(1.3 * rate * args.scale_seconds, 20_000), args.max_backlog))
+    timeout = args.scale_seconds * 4 + 60
+    result: dict[str, Any] = {"records": n, "how": "each run: its own topics (4 partitions) and consumer group; "
+                              "500 warm-up records per worker until every worker has synced the group's "
+                              "latest generation and is ready; then the backlog, produced at once"}
+    for workers, key in ((1, "one_worker"), (2, "two_workers")):
+        run = make_run(world, f"{prefix}{workers}")
+        source = Backlog(world.users, world.merchants, world.seed + 2, args.nominal_rate,
+                         datetime.now(UTC) - timedelta(minutes=30), args.base_records)
+        log(f"scale: {workers} worker(s) in one group draining {n:,} records")
+        result[key] = scale_run(run, f"worker_scale{workers}", workers, source, n=n, root=root, timeout_s=timeout)
+        result["partitions"] = run.settings.topics.transactions.partitions
+        log(f"scale: {workers} worker(s) {result[key]['events_per_s']:,} ev/s")
+    one_rate, two_rate = result["one_worker"]["events_per_s"], result["two_workers"]["events_per_s"]
+    result["two_over_one"] = round(two_rate / one_rate, 2) if one_rate and two_rate else None
+    out["scale"] = result
+
+
+def profile_worker(world: World, root: Path, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """A CPU profile of one worker's steady state: bench/profiled_worker.py (the worker with cProfile
+    switched on after the warm-up and off after the drain of ``--profile-records`` records, own topics
+    and group); top functions by own time and by cumulative time to bench/results/worker_cprofile.txt.
+    cProfile sees the event loop's thread only (not librdkafka's, the publisher's poll thread or worker
+    threads) and slows the process: its rate is not a figure."""
+    run = make_run(world, f"bench-{args.run_id}-prof")
+    stats_file = root / "worker.cprofile"
+    source = Backlog(world.users, world.merchants, world.seed + 3, args.nominal_rate,
+                     datetime.now(UTC) - timedelta(minutes=30), args.base_records)
+    n = args.profile_records
+    log(f"profile: the worker under cProfile draining {n:,} records")
+    drain = scale_run(run, "worker_cprofile", 1, source, n=n, root=root, timeout_s=args.scale_seconds * 6 + 120,
+                      profile_to=stats_file)
+    text = io.StringIO()
+    command = (f"BENCH_PROFILE_OUT=worker.cprofile .venv/bin/python bench/profiled_worker.py, profiling "
+               f"on (SIGRTMIN) after warm-up, off (SIGRTMIN+1) after draining {n:,} records")
+    text.write(f"{command}\n{n:,} records drained at {drain['events_per_s']} ev/s under cProfile "
+               "(the event loop's thread only)\n")
+    stats = pstats.Stats(str(stats_file), stream=text)
+    stats.sort_stats("tottime").print_stats(args.profile_top)
+    stats.sort_stats("cumulative").print_stats(args.profile_top)
+    path = RESULTS / "worker_cprofile.txt"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.getvalue())
+    rows: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in rows.values()) or 1.0
+    top = sorted(rows.items(), key=lambda kv: -kv[1][2])[:12]
+    out["cpu_profile"] = {"file": "bench/results/worker_cprofile.txt", "command": command, "records": n,
+                          "events_per_s_under_cprofile": drain["events_per_s"],
+                          "top_own_time": [{"function": f"{Path(k[0]).name}:{k[1]}({k[2]})",
+                                            "share_of_profiled_time": round(v[2] / total, 3)} for k, v in top]}
+    log(f"profile: {path}")
 
 
 # ---------------------------------------------------------------------------------------------- latency
@@ -436,25 +662,33 @@ def summarize(out: dict[str, Any]) -> dict[str, Any]:
     e2e = get("e2e", "events_per_s")
     naive = get("naive", "events_per_s")
     passthrough = get("passthrough", "events_per_s")
-    p99_2k = None
-    for config in out.get("latency") or []:
-        for phase in config["phases"]:
-            if phase["rate"] == 2000 and config["worker"].startswith("default"):
-                p99_2k = (phase["produce_to_arrival_ms"] or {}).get("p99")
+    def arrival(rate: float, key: str) -> Any:
+        for config in out.get("latency") or []:
+            for phase in config["phases"]:
+                if phase["rate"] == rate and config["worker"].startswith("default"):
+                    return (phase["produce_to_arrival_ms"] or {}).get(key)
+        return None
+
     rss = get("rss", "vm_hwm_mb")
     values = {
         "e2e_events_per_s": e2e,
         "e2e_over_naive": round(e2e / naive, 1) if e2e and naive else None,
         "e2e_over_passthrough": round(e2e / passthrough, 3) if e2e and passthrough else None,
-        "p99_ms_at_2k": p99_2k,
+        "p50_ms_at_1k": arrival(1000, "p50"),
+        "p99_ms_at_1k": arrival(1000, "p99"),
+        "p99_ms_at_2k": arrival(2000, "p99"),
+        "two_workers_over_one": get("scale", "two_over_one"),
+        "sink_parts_per_view_per_10min": get("sink", "parts_per_view_per_10min"),
         "rss_mb_1m_users": rss,
     }
-    lower_is_better = {"p99_ms_at_2k", "rss_mb_1m_users"}
     targets: dict[str, Any] = {
         name: {"value": value, "target": TARGETS[name],
-               "met": None if value is None else (value <= TARGETS[name] if name in lower_is_better
+               "met": None if value is None else (value <= TARGETS[name] if name in LOWER_IS_BETTER
                                                   else value >= TARGETS[name])}
         for name, value in values.items()}
+    ceiling = get("ceiling", "variants") or {}
+    targets["faust_ceiling_passthrough_events_per_s"] = {
+        "default": passthrough, **{name: row.get("events_per_s") or row.get("failed") for name, row in ceiling.items()}}
     # the same ratios per CPU-second of the measured process (Kafka's and Redis's CPU not counted): what the
     # ratios would be if each process had a core to itself, as on a quiet machine
     e2e_cpu = get("e2e", "events_per_cpu_second")
@@ -487,6 +721,13 @@ def print_summary(out: dict[str, Any]) -> None:
             print(f"  {phase['rate']:>6g} ev/s: produce->arrival p50 {a.get('p50')} p95 {a.get('p95')} "
                   f"p99 {a.get('p99')} ms; produce->scored_at p99 {s.get('p99')} ms (n={a.get('n')})"
                   + ("" if phase["complete"] else f" INCOMPLETE: {phase['predictions']}/{phase['valid_produced']}"))
+    scale, sink = out.get("scale"), out.get("sink")
+    if isinstance(scale, dict):
+        print(f"scale-out: 1 worker {scale['one_worker']['events_per_s']} ev/s, 2 workers (one group) "
+              f"{scale['two_workers']['events_per_s']} ev/s = {scale['two_over_one']}x ({scale['records']:,} records)")
+    if isinstance(sink, dict):
+        print(f"sink: {sink['parts']} parts in {sink['sink_wall_s']} s ({sink['per_log']}); per view "
+              f"{sink['parts_per_view_per_10min']} per 10 min, {sink['parts_per_view_per_hour']} per hour")
     rss = out.get("rss")
     if isinstance(rss, dict):
         print(f"rss: {rss['users']:,} distinct users ({rss['full_path_users']:,} through the whole runner): "
@@ -500,6 +741,9 @@ def print_summary(out: dict[str, Any]) -> None:
     for name, row in out["targets"].items():
         if name == "per_cpu_second":
             print(f"  per CPU-second of each process: {row}")
+            continue
+        if name == "faust_ceiling_passthrough_events_per_s":
+            print(f"  Faust passthrough ceiling by settings (ev/s): {row}")
             continue
         state = {True: "met", False: "MISSED", None: "n/a"}[row["met"]]
         print(f"  {name:<22} {row['value']!s:>10}  target {row['target']!s:>6}  {state}")
@@ -524,6 +768,14 @@ def main() -> int:
                         "the e2e backlog)")
     parser.add_argument("--passthrough-variants", nargs="*", default=["worker"], choices=["worker", "faust"],
                         help="publishers for the passthrough: the worker's, and/or Faust's topic.send")
+    parser.add_argument("--ceiling", nargs="*", default=list(CEILING_VARIANTS), choices=list(CEILING_VARIANTS),
+                        help="passthrough variants with other Faust settings / transport (Faust's ceiling)")
+    parser.add_argument("--ceiling-records", type=int, default=30_000 if QUICK else 200_000,
+                        help="records each ceiling variant drains (at most the passthrough backlog)")
+    parser.add_argument("--scale-seconds", type=float, default=8.0 if QUICK else 30.0,
+                        help="seconds of one worker's drain that size the scale-out backlog")
+    parser.add_argument("--profile-records", type=int, default=10_000 if QUICK else 60_000)
+    parser.add_argument("--profile-top", type=int, default=40, help="functions listed per ordering")
     parser.add_argument("--rates", type=float, nargs="*", default=[1000, 2000, 5000])
     parser.add_argument("--tuned-rates", type=float, nargs="*", default=[2000])
     parser.add_argument("--rate-seconds", type=float, default=6.0 if QUICK else 15.0)
@@ -531,7 +783,8 @@ def main() -> int:
     parser.add_argument("--rss-users", type=int, default=30_000 if QUICK else 1_000_000)
     parser.add_argument("--rss-full-users", type=int, default=10_000 if QUICK else 120_000,
                         help="of --rss-users, through the whole runner (the rest: window-state path)")
-    parser.add_argument("--only", nargs="*", default=["naive", "throughput", "latency", "rss"])
+    parser.add_argument("--only", nargs="*", default=["naive", "throughput", "scale", "profile", "latency",
+                                                         "rss"])
     parser.add_argument("--keep", action="store_true", help="keep the run directory (workspace, logs)")
     args = parser.parse_args()
     args.run_id = uuid.uuid4().hex[:6]
@@ -580,6 +833,8 @@ def main() -> int:
 
     section("naive", naive)
     section("throughput", throughput)
+    section("scale", lambda: bench_scale(world, root, args, out))
+    section("profile", lambda: profile_worker(world, root, args, out))
     section("latency", lambda: bench_latency(world, root, args, out))
     section("rss", lambda: bench_rss(world, root, args, out))
     out["targets"] = summarize(out)

@@ -333,8 +333,9 @@ class Drain:
 
 
 def measure_drain(meter: OutputMeter, child: WorkerProcess, expected: int, *, timeout_s: float,
-                  interval_s: float = 0.2) -> Drain:
-    """Poll the output count until ``expected`` more records are out (or timeout / the child dies)."""
+                  interval_s: float = 0.2, first_output_within_s: float | None = None) -> Drain:
+    """Poll the output count until ``expected`` more records are out (or timeout / the child dies; or,
+    with ``first_output_within_s``, no output by then: RuntimeError)."""
     base = meter.count()
     drain = Drain(expected)
     started = time.monotonic()
@@ -352,6 +353,8 @@ def measure_drain(meter: OutputMeter, child: WorkerProcess, expected: int, *, ti
             break
         if not child.alive():
             raise RuntimeError(f"{child.log.name} exited early:\n{child.tail()}")
+        if first_output_within_s is not None and count == 0 and now > first_output_within_s:
+            raise RuntimeError(f"{child.log.name}: no output within {first_output_within_s:.0f} s:\n{child.tail()}")
         if now > timeout_s:
             log(f"drain timed out after {timeout_s:.0f} s at {count:,}/{expected:,}")
             break

@@ -4,7 +4,10 @@ consumer settings, same ``take_events`` agent, same batch size and wait) and the
 every record of a batch is sent unchanged (same key, same value) to the predictions topic and the batch
 waits for the broker's acknowledgements, exactly as the worker's runner waits for its outputs.
 ``BENCH_PASSTHROUGH_SEND=faust`` sends with the Faust app's ``topic.send`` per record instead, for
-comparison. Run by bench/bench_e2e.py; stop it with SIGTERM.
+comparison. ``BENCH_FAUST_CONF`` (a JSON object) overrides keyword arguments of the worker's ``faust.App``
+(e.g. ``{"stream_buffer_maxsize": 32768}``; ``"broker_scheme": "confluent"`` swaps the transport driver of
+the broker URLs), for measuring Faust's own ceiling under other settings. Run by bench/bench_e2e.py; stop
+it with SIGTERM.
 
     STREAMSCORE_* settings in the environment; .venv/bin/python bench/passthrough_worker.py
 """
@@ -12,6 +15,7 @@ comparison. Run by bench/bench_e2e.py; stop it with SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Awaitable, Sequence
 from typing import Any, cast
@@ -58,9 +62,26 @@ class PassthroughRunner:
         pass
 
 
+def app_with_overrides(overrides: dict[str, Any]) -> Any:
+    """``faust.App`` with ``overrides`` replacing the caller's keyword arguments (``broker_scheme``: the
+    broker URLs' transport, e.g. ``confluent``)."""
+    make_app = faust.App
+    scheme = overrides.pop("broker_scheme", None)
+
+    def build(*args: Any, **kwargs: Any) -> faust.App:
+        if scheme is not None:
+            kwargs["broker"] = ";".join(f"{scheme}://{url.split('://', 1)[1]}" for url in kwargs["broker"].split(";"))
+        return make_app(*args, **{**kwargs, **overrides})
+
+    return build
+
+
 def main() -> None:
     settings = get_settings()
     send = os.environ.get("BENCH_PASSTHROUGH_SEND", "worker")
+    overrides = json.loads(os.environ.get("BENCH_FAUST_CONF") or "{}")
+    if overrides:
+        faust.App = app_with_overrides(overrides)  # type: ignore[misc]  # create_app builds its app through it
     worker = create_app(settings, lambda app: Runners(cast(Any, PassthroughRunner(app, settings, send)), None),
                         web_enabled=False)
     faust.Worker(worker.app, loglevel="INFO").execute_from_commandline()
