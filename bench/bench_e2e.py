@@ -373,10 +373,18 @@ def bench_ceiling(world: World, root: Path, args: argparse.Namespace, *, pt_pref
 # ------------------------------------------------------------------------------------ scale-out, profile
 
 
-def drain_with(meter: OutputMeter, children: list[WorkerProcess], expected: int, timeout_s: float) -> dict[str, Any]:
-    """``measure_drain`` watching the first child, with every child's CPU seconds over the drain."""
+def drain_with(meter: OutputMeter, children: list[WorkerProcess], expected: int, timeout_s: float,
+               produce: Callable[[], None]) -> dict[str, Any]:
+    """``measure_drain`` watching the first child while ``produce`` (in a thread) sends the backlog, with
+    every child's CPU seconds over the drain."""
     cpu0 = [cpu_seconds(c.pid) for c in children]
-    result = measure_drain(meter, children[0], expected, timeout_s=timeout_s).summary()
+    base = meter.count()
+    producing = threading.Thread(target=produce, daemon=True)
+    producing.start()
+    try:
+        result = measure_drain(meter, children[0], expected, timeout_s=timeout_s, base=base).summary()
+    finally:
+        producing.join()
     result["cpu_seconds_each_worker"] = [round(cpu_seconds(c.pid) - c0, 1) for c, c0 in zip(children, cpu0,
                                                                                            strict=True)]
     result["cpu_seconds"] = round(sum(result["cpu_seconds_each_worker"]), 1)
@@ -419,12 +427,15 @@ def scale_run(run: Run, name: str, workers: int, source: Backlog, *, n: int, roo
             if time.monotonic() > deadline or not all(c.alive() for c in children):
                 raise RuntimeError(f"{name}: the group did not settle:\n{children[0].tail()}")
             time.sleep(0.5)
+        records = source.take(n)
+
+        def produce() -> None:
+            producer.send(topic, records)
+            producer.flush()
+
         if profile_to:
             children[0].proc.send_signal(PROFILE_START)
-        for start in range(0, n, 100_000):
-            producer.send(topic, source.take(min(100_000, n - start)))
-        producer.flush()
-        result = drain_with(meter, children, n, timeout_s)
+        result = drain_with(meter, children, n, timeout_s, produce)
         if profile_to:
             children[0].proc.send_signal(PROFILE_STOP)
             deadline = time.monotonic() + 30

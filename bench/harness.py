@@ -333,10 +333,12 @@ class Drain:
 
 
 def measure_drain(meter: OutputMeter, child: WorkerProcess, expected: int, *, timeout_s: float,
-                  interval_s: float = 0.2, first_output_within_s: float | None = None) -> Drain:
-    """Poll the output count until ``expected`` more records are out (or timeout / the child dies; or,
-    with ``first_output_within_s``, no output by then: RuntimeError)."""
-    base = meter.count()
+                  interval_s: float = 0.2, first_output_within_s: float | None = None,
+                  base: int | None = None) -> Drain:
+    """Poll the output count until ``expected`` more records than ``base`` (default: the count now) are
+    out (or timeout / the child dies; or, with ``first_output_within_s``, no output by then:
+    RuntimeError)."""
+    base = meter.count() if base is None else base
     drain = Drain(expected)
     started = time.monotonic()
     cpu0 = cpu_seconds(child.pid)
