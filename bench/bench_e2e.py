@@ -85,6 +85,7 @@ CEILING_VARIANTS: dict[str, dict[str, Any]] = {
     "all three": {"stream_buffer_maxsize": 32_768, "consumer_max_fetch_size": 8 * 2**20,
                   "broker_max_poll_records": 10_000},
     "confluent:// driver": {"broker_scheme": "confluent"},
+    "worker's settings, again (order and noise)": {},
 }
 PROFILE_START, PROFILE_STOP = signal.SIGRTMIN, signal.SIGRTMIN + 1  # bench/profiled_worker.py's signals
 SINK_PART = "part-stream-*.parquet"  # the sink's parts (the backfill's part is named otherwise)
