@@ -442,7 +442,6 @@ def scale_run(run: Run, name: str, workers: int, source: Backlog, *, n: int, roo
             deadline = time.monotonic() + 30
             while not profile_to.exists() and time.monotonic() < deadline:
                 time.sleep(0.2)
-            time.sleep(1.0)  # dump_stats has created the file; let it finish writing
         return result
     finally:
         for child in children:

@@ -27,7 +27,8 @@ def install(profiler: cProfile.Profile, out: str) -> None:
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         profiler.disable()
-        profiler.dump_stats(out)
+        profiler.dump_stats(f"{out}.tmp")
+        os.replace(f"{out}.tmp", out)  # the file appears complete
 
     signal.signal(START, start)
     signal.signal(STOP, stop)
