@@ -62,6 +62,7 @@ from stream_app.adapters.model_registry import ModelRegistry
 from stream_app.contract import decode_transaction
 from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
 from stream_app.settings import REPO_ROOT, Settings, settings_env
+from stream_app.worker.loop_lag import worst_stall_ms
 from stream_app.worker.process import WorkerProcess
 
 BENCH = Path(__file__).resolve().parent
@@ -331,6 +332,8 @@ def live(run: Run, world: World, *, rate: float, seconds: float, log_path: Path,
 
 def latency_phase(tap: PredictionTap, run: Run, world: World, *, rate: float, seconds: float, warm_s: float,
                   worker: WorkerProcess, root: Path, name: str, expected_rate: float) -> dict[str, Any]:
+    """One paced live run; ``max_loop_stall_ms`` is the worker's longest event-loop stall meanwhile (its
+    loop-lag probe, ``worker.loop_lag_file``)."""
     log(f"latency: {name} at {rate:g} ev/s for {seconds:g} s")
     cpu0 = cpu_seconds(worker.pid)
     launched, exited, valid = live(run, world, rate=rate, seconds=seconds, log_path=root / "logs" / "generator.log",
@@ -360,6 +363,8 @@ def latency_phase(tap: PredictionTap, run: Run, world: World, *, rate: float, se
         "drained_s_after_generator_exit": round(drained - exited, 1),
         "worker_cpu_cores": round((cpu_seconds(worker.pid) - cpu0) / max(1e-9, drained - launched), 2),
         "worker_rss_mb": round(rss_mb(worker.pid)[0], 1),
+        "max_loop_stall_ms": (worst_stall_ms(run.settings.worker.loop_lag_file, launched, drained)
+                              if run.settings.worker.loop_lag_file else None),
     }
 
 
@@ -378,7 +383,8 @@ def bench_latency(world: World, root: Path, args: argparse.Namespace, out: dict[
     for i, (label, knobs, rates) in enumerate(configs):
         if not rates:
             continue
-        run = make_run(world, f"bench-{args.run_id}-lat{i}", worker=knobs)
+        run = make_run(world, f"bench-{args.run_id}-lat{i}",
+                       worker={**knobs, "loop_lag_file": root / "logs" / f"loop_lag_{i}.jsonl"})
         tap = PredictionTap(run.settings, f"bench-{args.run_id}-lat{i}-tap")
         worker = start_child(run.env, root / "logs" / f"worker_lat{i}.log", root)
         try:
@@ -485,7 +491,8 @@ def print_summary(out: dict[str, Any]) -> None:
         for phase in config["phases"]:
             a, s = phase["produce_to_arrival_ms"] or {}, phase["produce_to_scored_at_ms"] or {}
             print(f"  {phase['rate']:>6g} ev/s: produce->arrival p50 {a.get('p50')} p95 {a.get('p95')} "
-                  f"p99 {a.get('p99')} ms; produce->scored_at p99 {s.get('p99')} ms (n={a.get('n')})"
+                  f"p99 {a.get('p99')} ms; produce->scored_at p99 {s.get('p99')} ms (n={a.get('n')}); "
+                  f"longest loop stall {phase.get('max_loop_stall_ms')} ms"
                   + ("" if phase["complete"] else f" INCOMPLETE: {phase['predictions']}/{phase['valid_produced']}"))
     rss = out.get("rss")
     if isinstance(rss, dict):

@@ -193,6 +193,9 @@ class WorkerSettings(BaseModel):
     # A label whose prediction is not indexed yet, while transactions are behind its label_time, is held
     # (its batch retried) for up to this long before it is counted as unjoinable.
     label_join_wait_s: float = Field(default=30.0, ge=0)
+    # When set, the worker measures its event loop's stalls and appends them to this file once a second
+    # (stream_app.worker.loop_lag; the bench sets it).
+    loop_lag_file: Path | None = None
 
 
 class SinkSettings(BaseModel):

@@ -19,6 +19,7 @@ import faust
 from stream_app.errors import BatchAbandonedError
 from stream_app.settings import Settings, WorkerSettings
 from stream_app.worker.label_runner import LabelRunner
+from stream_app.worker.loop_lag import probe_loop_lag
 from stream_app.worker.ports import RawRecord
 from stream_app.worker.runner import BatchRunner
 
@@ -184,6 +185,13 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
         await app.wait_until_stopped()
         if "runners" in holder:
             holder["runners"].stop()
+
+    if worker.loop_lag_file is not None:
+        lag_file = worker.loop_lag_file
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def probe_loop() -> None:
+            await probe_loop_lag(lag_file)
 
     @app.agent(transactions, concurrency=1)  # type: ignore[untyped-decorator]
     async def score(stream: Any) -> None:
