@@ -8,6 +8,7 @@ the LabelRunner. The worker is a static group member (``group_instance_id``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -171,6 +172,11 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
     def runners() -> Runners:
         if "runners" not in holder:
             holder["runners"] = runner_factory(app)
+            # What startup left alive (Feast's registry, the model, imported modules) is
+            # kept out of the cyclic collector's scans; otherwise every full collection walks it all while
+            # holding the GIL, stalling the event loop for hundreds of milliseconds. Reference counting
+            # still frees these objects.
+            gc.freeze()
         return holder["runners"]
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type, untyped-decorator]
