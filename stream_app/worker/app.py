@@ -175,7 +175,8 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
             # What startup left alive (Feast's registry, the model, imported modules) is
             # kept out of the cyclic collector's scans; otherwise every full collection walks it all while
             # holding the GIL, stalling the event loop for hundreds of milliseconds. Reference counting
-            # still frees these objects.
+            # still frees these objects; startup's cyclic garbage is collected first, or it would stay.
+            gc.collect()
             gc.freeze()
         return holder["runners"]
 
