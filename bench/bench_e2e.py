@@ -375,7 +375,7 @@ def bench_latency(world: World, root: Path, args: argparse.Namespace, out: dict[
     scored_at minus it) to the prediction's arrival at a consumer in this process; produce -> scored_at
     is reported too."""
     configs: list[tuple[str, dict[str, Any], list[float]]] = [
-        ("default settings (batch_size 1000, batch_within_s 0.05, producer_linger_ms 5)", {}, args.rates),
+        ("default settings (batch_size 1000, batch_within_s 0.02, producer_linger_ms 5)", {}, args.rates),
         ("batch_within_s 0.005", {"batch_within_s": 0.005}, args.tuned_rates),
     ]
     results: list[dict[str, Any]] = []
