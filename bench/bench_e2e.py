@@ -68,14 +68,15 @@ from stream_app.contract import decode_transaction
 from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
 from stream_app.settings import REPO_ROOT, Settings, settings_env
 from stream_app.sink.runner import logs_of
+from stream_app.worker.loop_lag import worst_stall_ms
 from stream_app.worker.process import SINK_ARGS, WORKER_ARGS, WorkerProcess, free_port
 
 BENCH = Path(__file__).resolve().parent
 TARGETS = {"e2e_events_per_s": 4_000, "e2e_over_naive": 60, "e2e_over_passthrough": 0.65,
            "p50_ms_at_1k": 15, "p99_ms_at_1k": 50, "p99_ms_at_2k": 25, "two_workers_over_one": 1.4,
-           "sink_parts_per_view_per_10min": 36, "rss_mb_1m_users": 1024}
+           "sink_parts_per_view_per_10min": 36, "rss_mb_1m_users": 1024, "max_loop_stall_ms_at_1k": 20}
 LOWER_IS_BETTER = {"p50_ms_at_1k", "p99_ms_at_1k", "p99_ms_at_2k", "sink_parts_per_view_per_10min",
-                   "rss_mb_1m_users"}
+                   "rss_mb_1m_users", "max_loop_stall_ms_at_1k"}
 # Faust's own ceiling: the passthrough (same records, own consumer group each) with the worker's faust.App
 # arguments overridden (bench/passthrough_worker.py, BENCH_FAUST_CONF)
 CEILING_VARIANTS: dict[str, dict[str, Any]] = {
@@ -568,6 +569,8 @@ def live(run: Run, world: World, *, rate: float, seconds: float, log_path: Path,
 
 def latency_phase(tap: PredictionTap, run: Run, world: World, *, rate: float, seconds: float, warm_s: float,
                   worker: WorkerProcess, root: Path, name: str, expected_rate: float) -> dict[str, Any]:
+    """One paced live run; ``max_loop_stall_ms`` is the worker's longest event-loop stall meanwhile (its
+    loop-lag probe, ``worker.loop_lag_file``)."""
     log(f"latency: {name} at {rate:g} ev/s for {seconds:g} s")
     cpu0 = cpu_seconds(worker.pid)
     launched, exited, valid = live(run, world, rate=rate, seconds=seconds, log_path=root / "logs" / "generator.log",
@@ -597,6 +600,8 @@ def latency_phase(tap: PredictionTap, run: Run, world: World, *, rate: float, se
         "drained_s_after_generator_exit": round(drained - exited, 1),
         "worker_cpu_cores": round((cpu_seconds(worker.pid) - cpu0) / max(1e-9, drained - launched), 2),
         "worker_rss_mb": round(rss_mb(worker.pid)[0], 1),
+        "max_loop_stall_ms": (worst_stall_ms(run.settings.worker.loop_lag_file, launched, drained)
+                              if run.settings.worker.loop_lag_file else None),
     }
 
 
@@ -607,7 +612,7 @@ def bench_latency(world: World, root: Path, args: argparse.Namespace, out: dict[
     scored_at minus it) to the prediction's arrival at a consumer in this process; produce -> scored_at
     is reported too."""
     configs: list[tuple[str, dict[str, Any], list[float]]] = [
-        ("default settings (batch_size 1000, batch_within_s 0.05, producer_linger_ms 5)", {}, args.rates),
+        ("default settings (batch_size 1000, batch_within_s 0.02, producer_linger_ms 5)", {}, args.rates),
         ("batch_within_s 0.005", {"batch_within_s": 0.005}, args.tuned_rates),
     ]
     results: list[dict[str, Any]] = []
@@ -615,7 +620,8 @@ def bench_latency(world: World, root: Path, args: argparse.Namespace, out: dict[
     for i, (label, knobs, rates) in enumerate(configs):
         if not rates:
             continue
-        run = make_run(world, f"bench-{args.run_id}-lat{i}", worker=knobs)
+        run = make_run(world, f"bench-{args.run_id}-lat{i}",
+                       worker={**knobs, "loop_lag_file": root / "logs" / f"loop_lag_{i}.jsonl"})
         tap = PredictionTap(run.settings, f"bench-{args.run_id}-lat{i}-tap")
         worker = start_child(run.env, root / "logs" / f"worker_lat{i}.log", root)
         try:
@@ -673,12 +679,15 @@ def summarize(out: dict[str, Any]) -> dict[str, Any]:
     e2e = get("e2e", "events_per_s")
     naive = get("naive", "events_per_s")
     passthrough = get("passthrough", "events_per_s")
-    def arrival(rate: float, key: str) -> Any:
+    def phase_at(rate: float) -> dict[str, Any]:
         for config in out.get("latency") or []:
             for phase in config["phases"]:
                 if phase["rate"] == rate and config["worker"].startswith("default"):
-                    return (phase["produce_to_arrival_ms"] or {}).get(key)
-        return None
+                    return dict(phase)
+        return {}
+
+    def arrival(rate: float, key: str) -> Any:
+        return (phase_at(rate).get("produce_to_arrival_ms") or {}).get(key)
 
     rss = get("rss", "vm_hwm_mb")
     values = {
@@ -691,6 +700,7 @@ def summarize(out: dict[str, Any]) -> dict[str, Any]:
         "two_workers_over_one": get("scale", "two_over_one"),
         "sink_parts_per_view_per_10min": get("sink", "parts_per_view_per_10min"),
         "rss_mb_1m_users": rss,
+        "max_loop_stall_ms_at_1k": phase_at(1000).get("max_loop_stall_ms"),
     }
     targets: dict[str, Any] = {
         name: {"value": value, "target": TARGETS[name],
@@ -730,7 +740,8 @@ def print_summary(out: dict[str, Any]) -> None:
         for phase in config["phases"]:
             a, s = phase["produce_to_arrival_ms"] or {}, phase["produce_to_scored_at_ms"] or {}
             print(f"  {phase['rate']:>6g} ev/s: produce->arrival p50 {a.get('p50')} p95 {a.get('p95')} "
-                  f"p99 {a.get('p99')} ms; produce->scored_at p99 {s.get('p99')} ms (n={a.get('n')})"
+                  f"p99 {a.get('p99')} ms; produce->scored_at p99 {s.get('p99')} ms (n={a.get('n')}); "
+                  f"longest loop stall {phase.get('max_loop_stall_ms')} ms"
                   + ("" if phase["complete"] else f" INCOMPLETE: {phase['predictions']}/{phase['valid_produced']}"))
     scale, sink = out.get("scale"), out.get("sink")
     if isinstance(scale, dict):

@@ -165,7 +165,7 @@ class WorkerSettings(BaseModel):
 
     app_id: str = "streamscore-worker"
     batch_size: int = Field(default=1000, ge=1)
-    batch_within_s: float = Field(default=0.05, gt=0)
+    batch_within_s: float = Field(default=0.02, gt=0)
     allowed_lateness_s: float = Field(default=300.0, ge=0)
     # An event dated more than this ahead of its record's Kafka timestamp is dead-lettered as `future`.
     max_future_skew_s: float = Field(default=DEFAULT_MAX_FUTURE_SKEW_S, ge=0)
@@ -193,6 +193,9 @@ class WorkerSettings(BaseModel):
     # A label whose prediction is not indexed yet, while transactions are behind its label_time, is held
     # (its batch retried) for up to this long before it is counted as unjoinable.
     label_join_wait_s: float = Field(default=30.0, ge=0)
+    # When set, the worker measures its event loop's stalls and appends them to this file once a second
+    # (stream_app.worker.loop_lag; the bench sets it).
+    loop_lag_file: Path | None = None
 
 
 class SinkSettings(BaseModel):

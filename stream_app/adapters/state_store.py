@@ -4,8 +4,9 @@ One Redis string per (kind, entity), ``{namespace}:win:{kind}:{id}`` with kind i
 | merchant_label``; the value is an 8-byte commit token followed by ``KeyWindows.to_bytes()``, and each
 kind has its own TTL. ``load`` fetches a batch's keys in one round trip; ``commit`` writes the changed
 keys in one atomic Lua script, or nothing. Needs a single-instance Redis (the script spans many keys);
-not thread-safe (one event loop thread per store). Design decisions: docs/decisions/0001 (Redis, not
-Faust tables), 0002 (optimistic atomic commit), 0003 (TTLs per kind).
+not thread-safe: one thread loads and commits (``invalidate`` may be called from any thread). Design
+decisions: docs/decisions/0001 (Redis, not Faust tables), 0002 (optimistic atomic commit), 0003 (TTLs
+per kind).
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ class RedisWindowStore:
 
     Pool: decoded KeyWindows of committed batches are kept (LRU, ``cache_size`` entries) with their
     token. A pooled object is handed to at most one open unit (checked out, returned on commit), so
-    several units may be open at once (transaction and label batches interleave in one event loop)
+    several units may be open at once (transaction and label batches interleave between calls)
     without sharing mutable objects. A pooled copy is used only while Redis still holds its token, so
     the pool never serves stale state.
 
@@ -357,8 +358,9 @@ class RedisWindowStore:
 
     def invalidate(self) -> None:
         """Drop the in-process pool (after a rebalance or an error). Open units stay valid: their commit
-        checks tokens against Redis anyway."""
-        self._pool.clear()
+        checks tokens against Redis anyway. Safe from any thread: the pool is replaced, not emptied, so a
+        load or commit running meanwhile finishes on the pool it started with."""
+        self._pool = OrderedDict()
 
     # ---------------------------------------------------------------------------------------- inspection
 

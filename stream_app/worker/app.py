@@ -8,8 +8,10 @@ the LabelRunner. The worker is a static group member (``group_instance_id``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,7 @@ import faust
 from stream_app.errors import BatchAbandonedError
 from stream_app.settings import Settings, WorkerSettings
 from stream_app.worker.label_runner import LabelRunner
+from stream_app.worker.loop_lag import probe_loop_lag
 from stream_app.worker.ports import RawRecord
 from stream_app.worker.runner import BatchRunner
 
@@ -132,6 +135,17 @@ def group_instance_id(worker: WorkerSettings, hostname: str) -> str | None:
     return f"{worker.app_id}-{hostname}-{worker.web_port}"
 
 
+def _built(runner_factory: Callable[[faust.App], Runners], app: faust.App) -> Runners:
+    """The runners; then what startup left alive (Feast's registry, the model, imported modules) is kept
+    out of the cyclic collector's scans: otherwise every full collection walks it all while holding the
+    GIL, stalling the event loop for hundreds of milliseconds. Reference counting still frees these
+    objects; startup's cyclic garbage is collected first, or it would stay."""
+    built = runner_factory(app)
+    gc.collect()
+    gc.freeze()
+    return built
+
+
 def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners],
                web_enabled: bool = False) -> WorkerApp:
     """The worker app. ``runner_factory`` builds the runners from the app; it is called lazily, on first
@@ -166,11 +180,19 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
     app.topic(settings.topics.transactions_dlq.name, value_serializer="raw", key_serializer="raw")
     labels = app.topic(settings.topics.labels.name, value_serializer="raw", key_serializer="raw")
     holder: dict[str, Runners] = {}
+    building = threading.Lock()
 
     def runners() -> Runners:
-        if "runners" not in holder:
-            holder["runners"] = runner_factory(app)
+        with building:
+            if "runners" not in holder:
+                holder["runners"] = _built(runner_factory, app)
         return holder["runners"]
+
+    async def runners_off_loop() -> Runners:
+        """``runners()``, built on a thread the first time (opening Feast, loading the model and
+        connecting take seconds that would stall the event loop)."""
+        built = holder.get("runners")
+        return built if built is not None else await asyncio.to_thread(runners)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type, untyped-decorator]
     async def _revoked(app: faust.App, revoked: Any, **_: Any) -> None:
@@ -185,16 +207,23 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
         if "runners" in holder:
             holder["runners"].stop()
 
+    if worker.loop_lag_file is not None:
+        lag_file = worker.loop_lag_file
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def probe_loop() -> None:
+            await probe_loop_lag(lag_file)
+
     @app.agent(transactions, concurrency=1)  # type: ignore[untyped-decorator]
     async def score(stream: Any) -> None:
         async for events in stream.take_events(worker.batch_size, within=worker.batch_within_s):
-            runner = runners().transactions
+            runner = (await runners_off_loop()).transactions
             await finish_even_if_cancelled(runner.handle(_records(events)), runner.stop, events)
 
     @app.agent(labels, concurrency=1)  # type: ignore[untyped-decorator]
     async def learn(stream: Any) -> None:
         async for events in stream.take_events(worker.batch_size, within=worker.batch_within_s):
-            label_runner = runners().labels
+            label_runner = (await runners_off_loop()).labels
             if label_runner is not None:
                 await finish_even_if_cancelled(label_runner.handle(_records(events)), label_runner.stop, events)
 

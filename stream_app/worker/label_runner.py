@@ -14,6 +14,7 @@ from stream_app.core.online_quality import OnlineQuality
 from stream_app.errors import LabelsAheadError
 from stream_app.settings import WorkerSettings
 from stream_app.worker.labels import LabelBatchResult, LabelProcessor
+from stream_app.worker.lane import INLINE, Lane
 from stream_app.worker.ports import PublisherPort, RawRecord, StatePort
 from stream_app.worker.runner import Outbox, run_batch
 
@@ -47,8 +48,9 @@ class LabelRunner:
     """
 
     def __init__(self, *, processor: LabelProcessor, publisher: PublisherPort, state: StatePort,
-                 quality: OnlineQuality, settings: WorkerSettings) -> None:
+                 quality: OnlineQuality, settings: WorkerSettings, lane: Lane = INLINE) -> None:
         self.processor = processor
+        self.lane = lane
         self.publisher = publisher
         self.state = state
         self.quality = quality
@@ -96,7 +98,7 @@ class LabelRunner:
         now = time.monotonic()
         hold = self._held_since is None or now - self._held_since < self.settings.label_join_wait_s
         try:
-            result = self.processor.process(records, hold_early=hold)
+            result = await self.lane.run(lambda: self.processor.process(records, hold_early=hold))
         except LabelsAheadError:
             if self._held_since is None:
                 self._held_since = now
@@ -106,5 +108,5 @@ class LabelRunner:
                         self.settings.label_join_wait_s)
         # a retry of the batch does not send again what an earlier attempt delivered (the outbox remembers)
         _, result.dead_letters = await self.outbox.deliver([], result.dead_letters, result.joined)
-        self.state.commit(result.state)
+        await self.lane.run(lambda: self.state.commit(result.state))
         return result

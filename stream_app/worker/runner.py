@@ -28,6 +28,7 @@ from stream_app.errors import (
     StateConflictError,
 )
 from stream_app.settings import WorkerSettings
+from stream_app.worker.lane import INLINE, Lane
 from stream_app.worker.ports import (
     DeadLetterPort,
     OnlineStorePort,
@@ -250,8 +251,9 @@ class BatchRunner:
 
     def __init__(self, *, processor: BatchProcessor, publisher: PublisherPort, online: OnlineStorePort,
                  state: StatePort, settings: WorkerSettings,
-                 index: PredictionIndexPort | None = None) -> None:
+                 index: PredictionIndexPort | None = None, lane: Lane = INLINE) -> None:
         self.processor = processor
+        self.lane = lane
         self.index = index
         self.publisher = publisher
         self.online = online
@@ -283,18 +285,21 @@ class BatchRunner:
         self.stats.retries += 1
 
     async def _once(self, records: Sequence[RawRecord]) -> BatchResult:
-        result = self.processor.process(records)
+        result = await self.lane.run(lambda: self.processor.process(records))
         answered, result.dead_letters = await self.outbox.deliver(
             list(zip(result.predictions, result.sources, strict=True)), result.dead_letters)
         result.predictions = [p for p, _ in answered]
         result.sources = [r for _, r in answered]
+        await self.lane.run(lambda: self._commit(result))
+        return result
+
+    def _commit(self, result: BatchResult) -> None:
         writes: list[Write] = []  # committed with the state: one atomic step in Redis
         if self.index is not None:
             writes += self.index.writes(result.predictions, result.watermarks)
         if result.user_rows:
             writes += self.online.window_writes(result.user_rows, result.merchant_rows)
         self.state.commit(result.state, writes)
-        return result
 
 
 def poisoned(settings: WorkerSettings, exc: Exception) -> InvalidRecordError:

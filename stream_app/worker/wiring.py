@@ -15,6 +15,7 @@ from stream_app.settings import Settings
 from stream_app.worker.app import Runners, WorkerApp, create_app
 from stream_app.worker.label_runner import LabelRunner
 from stream_app.worker.labels import LabelProcessor
+from stream_app.worker.lane import Lane
 from stream_app.worker.model_source import RegistryModel
 from stream_app.worker.processor import BatchProcessor
 from stream_app.worker.publisher import KafkaPublisher
@@ -34,13 +35,14 @@ def build_runners(settings: Settings, app: faust.App) -> Runners:
     processor = BatchProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, online=online,
                                model=model, max_future_skew_s=settings.worker.max_future_skew_s)
     publisher = KafkaPublisher(settings)
+    lane = Lane()  # both runners: they share the state store, which is used from one thread only
     transactions = BatchRunner(processor=processor, publisher=publisher, online=online, state=state,
-                               settings=settings.worker, index=index)
+                               settings=settings.worker, index=index, lane=lane)
     labels = LabelRunner(
         processor=LabelProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, index=index,
                                  transaction_partitions=settings.topics.transactions.partitions,
                                  label_partitions=settings.topics.labels.partitions),
-        publisher=publisher, state=state, quality=OnlineQuality(), settings=settings.worker)
+        publisher=publisher, state=state, quality=OnlineQuality(), settings=settings.worker, lane=lane)
     return Runners(transactions, labels)
 
 

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
-from stream_app.adapters.redis_writes import SetValue, Write
+from stream_app.adapters.redis_writes import HashRead, SetValue, Write
 from stream_app.contract import DeadLetter, ErrorCode, Prediction
 from stream_app.core.engine import WindowState
 from stream_app.core.records import LabelRow, WindowRow
@@ -21,6 +22,7 @@ from stream_app.errors import (
 )
 from stream_app.settings import WorkerSettings
 from stream_app.worker.app import finish_even_if_cancelled
+from stream_app.worker.lane import Lane
 from stream_app.worker.processor import BatchProcessor
 from stream_app.worker.runner import LATENCIES_KEPT, BatchRunner, RunnerStats, run_with_retries
 from tests.fixtures.fakes import FakeModel, FakeOnline, FakeState, record, txn
@@ -351,3 +353,28 @@ def test_a_batch_given_up_as_the_app_begins_to_stop_withholds_its_acks_and_the_a
 
     asyncio.run(finish_even_if_cancelled(batch(), None, events))
     assert events[0].message.acked
+
+
+def test_with_a_lane_state_and_scoring_run_off_the_loop_on_one_thread_in_the_same_order() -> None:
+    journal = Journal()
+    threads: set[int] = set()
+
+    class ThreadState(FlakyState):
+        def load_with(self, user_ids: Sequence[int], merchant_ids: Sequence[int], reads: Sequence[HashRead],
+                      ) -> tuple[WindowState, list[list[bytes | None]]]:
+            threads.add(threading.get_ident())
+            return super().load_with(user_ids, merchant_ids, reads)
+
+        def commit(self, state: WindowState, also: Sequence[Write] = ()) -> None:
+            threads.add(threading.get_ident())
+            super().commit(state, also)
+
+    state = ThreadState(journal, outages=1)
+    online = Online(journal)
+    the_runner = BatchRunner(processor=BatchProcessor(allowed_lateness_s=300, state=state, online=online,
+                                                      model=FakeModel()),
+                             publisher=Publisher(journal), online=online, state=state, settings=FAST, lane=Lane())
+    result = asyncio.run(the_runner.handle([record(0, txn(0)), record(1, txn(1, minutes=1))]))
+    assert len(result.predictions) == 2
+    assert journal.effects == ["publish", "online", "commit failed", "online", "commit"]
+    assert len(threads) == 1 and threading.get_ident() not in threads
