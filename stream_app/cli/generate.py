@@ -4,14 +4,11 @@ evaluation set, or stream transactions and labels to Kafka."""
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
-from stream_app.cli.commands import Commands
+from stream_app.cli.commands import Commands, stop_on_signals
 from stream_app.cli_types import fraction, non_negative, positive, positive_int
 from stream_app.errors import ConfigError
 from stream_app.generator.config import HistoryConfig
@@ -94,13 +91,7 @@ def _write(config: HistoryConfig, out: Path) -> int:
 
 
 def _live(args: argparse.Namespace) -> int:
-    stop = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    stop = stop_on_signals()
     counts = stream_live(
         get_settings(),
         rate=args.rate,

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
-from types import FrameType
 
-from stream_app.cli.commands import Commands
+from stream_app.cli.commands import Commands, stop_on_signals
 from stream_app.settings import get_settings
 from stream_app.sink.runner import build_sink
 
@@ -22,12 +19,6 @@ def register(commands: Commands) -> None:
 
 
 def run_sink(_: argparse.Namespace) -> int:
-    stop = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    stop = stop_on_signals()
     build_sink(get_settings()).run(stop)
     return 0
