@@ -5,6 +5,7 @@ Any other Redis error (a wrong command, wrong type) is a bug and propagates unch
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Final
 
@@ -24,6 +25,8 @@ NOT_NOW: Final[tuple[type[Exception], ...]] = (
     TimeoutError,
 )
 
+_BUSY: Final = re.compile(r"(^|caused error: )BUSY ")
+
 
 @contextlib.contextmanager
 def unavailable_when_down(what: str) -> Iterator[None]:
@@ -33,3 +36,14 @@ def unavailable_when_down(what: str) -> Iterator[None]:
         yield
     except NOT_NOW as exc:
         raise ServiceUnavailableError(f"redis: {what} failed: {type(exc).__name__}: {exc}") from exc
+    except rexc.ResponseError as exc:
+        if not is_busy(exc):
+            raise
+        raise ServiceUnavailableError(f"redis: {what} failed: {exc}") from exc
+
+
+def is_busy(exc: rexc.ResponseError) -> bool:
+    """Redis answers BUSY while a script runs past ``busy-reply-threshold``; redis-py has no class for it,
+    so it arrives as a plain ResponseError whose message starts with the code (after "Command # n (...) of
+    pipeline caused error: " when it came from a pipeline)."""
+    return _BUSY.search(str(exc)) is not None

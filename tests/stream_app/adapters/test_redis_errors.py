@@ -206,6 +206,28 @@ def test_timeout_of_a_busy_redis(registry: Workspace, redis_url: str, tmp_path: 
         check_kind(server.url, rexc.TimeoutError, READS + WRITES, registry=registry, redis_url=redis_url, root=tmp_path)
 
 
+def test_redis_busy_running_a_script(registry: Workspace, redis_url: str, tmp_path: Path) -> None:
+    """A script running past busy-reply-threshold: every other command is answered BUSY at once."""
+    with running_redis(tmp_path, "--busy-reply-threshold", "100") as server:
+        def spin() -> None:
+            with contextlib.suppress(redis.RedisError):  # ends when the server is killed
+                redis.Redis(port=server.port).eval("while true do end", 0)
+
+        threading.Thread(target=spin, daemon=True).start()
+        probe = redis.Redis(port=server.port, socket_timeout=2)
+        deadline = time.monotonic() + 10
+        while True:  # until the script is past the threshold
+            try:
+                probe.ping()
+            except rexc.ResponseError as exc:
+                assert str(exc).startswith("BUSY "), exc
+                break
+            assert time.monotonic() < deadline, "the script never made Redis busy"
+            time.sleep(0.05)
+        check_kind(server.url, rexc.ResponseError, READS + WRITES, registry=registry, redis_url=redis_url,
+                   root=tmp_path)
+
+
 def test_hung_redis(registry: Workspace, redis_url: str, tmp_path: Path) -> None:
     """Connections are accepted (by the kernel) but the stopped process never answers."""
     with running_redis(tmp_path) as server:
