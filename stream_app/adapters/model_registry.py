@@ -4,9 +4,10 @@ Layout under the root (Settings.models_dir)::
 
     versions/v0001/model.ubj       the booster in XGBoost's UBJSON format
     versions/v0001/metadata.json   ModelMetadata, written last: its presence means the version is complete
-    aliases/production.json        AliasRecord naming the version the worker serves
+    aliases/production.json        AliasRecord naming the version the worker serves, and the versions it
+                                   served before (``earlier``: what ``rollback_alias`` goes back to)
     aliases/shadow.json            the version scored alongside, whose decisions are not used
-    aliases/history.jsonl          every alias move, appended, for audit and rollback
+    aliases/history.jsonl          every alias move, appended, for audit
     .lock                          flock taken by writers (registration, alias moves); readers never lock
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import xgboost
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stream_app.adapters.files import atomic_write_text
 from stream_app.core.scoring import Scorer
@@ -94,8 +95,10 @@ class ModelMetadata(BaseModel):
 
 
 class AliasRecord(BaseModel):
-    """The content of ``aliases/<alias>.json``: which version, since when, what it replaced, and the
-    gate's numbers (``details``) so an operator can see why it was allowed."""
+    """The content of ``aliases/<alias>.json``: which version, since when, what it replaced, the gate's
+    numbers (``details``) so an operator can see why it was allowed, and ``earlier``: the versions the
+    alias pointed at before, oldest first, that a rollback returns to (last first). Keeping them in the
+    alias file means the pointer and its undo stack change in one atomic write."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -105,6 +108,15 @@ class AliasRecord(BaseModel):
     updated_at: AwareDatetime = Field(default_factory=_utc_now)
     forced: bool = False
     details: dict[str, Any] = Field(default_factory=dict)
+    earlier: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_of_a_record_without_it(cls, data: Any) -> Any:
+        """A record written before ``earlier`` existed can still be rolled back to its ``previous``."""
+        if isinstance(data, dict) and "earlier" not in data and data.get("previous"):
+            return {**data, "earlier": [data["previous"]]}
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +134,16 @@ class LoadedModel:
     def scorer(self) -> Scorer:
         """The model ready to score: its booster, features in the trained order, threshold and version."""
         return Scorer(self.booster, tuple(self.metadata.features), self.metadata.threshold, self.version)
+
+
+def _pushed(current: AliasRecord | None, version: str) -> list[str]:
+    """The ``earlier`` stack after moving the alias from ``current`` to ``version``: the current version
+    pushed on, unless the move re-points the alias at the version it already has."""
+    if current is None:
+        return []
+    if current.version == version:
+        return list(current.earlier)
+    return [*current.earlier, current.version]
 
 
 def _check_alias(alias: str) -> Alias:
@@ -361,22 +383,49 @@ class ModelRegistry:
         checked = _check_alias(alias)
         self.load(version)  # never point an alias at something the worker could not load
         with self._lock():
-            current = self.get_alias(checked)
+            existing = self.alias_record(checked)
+            current = existing.version if existing else None
             if expected_current is not False and current != expected_current:
                 raise RegistryError(
                     f"alias {checked} moved concurrently: expected {expected_current}, found {current}; re-run"
                 )
             record = AliasRecord(alias=checked, version=version, previous=current, forced=forced,
-                                 details=dict(details or {}))
-            self.aliases_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                line = record.model_dump_json() + "\n"
-                atomic_write_text(self._alias_path(checked), record.model_dump_json(indent=2) + "\n")
-                with open(self.aliases_dir / HISTORY_FILE, "a", encoding="utf-8") as history:
-                    history.write(line)
-            except (OSError, ValueError) as exc:
-                raise RegistryError(f"cannot move alias {checked} to {version}: {exc}") from exc
+                                 details=dict(details or {}), earlier=_pushed(existing, version))
+            self._write_alias(record)
         return record
+
+    def rollback_alias(self, alias: str) -> AliasRecord:
+        """Point ``alias`` back at the version it pointed at before its current one, atomically, and
+        append the move to the history. Repeated rollbacks go further back (each pops one version off
+        ``earlier``); a promotion after a rollback pushes the rolled-back-to version again. RegistryError
+        (nothing changes) when the alias is unset, has no earlier version, or that version cannot be loaded."""
+        checked = _check_alias(alias)
+        with self._lock():
+            current = self.alias_record(checked)
+            if current is None:
+                raise RegistryError(f"alias {checked} is not set in {self.root}; there is nothing to roll back")
+            if not current.earlier:
+                raise RegistryError(
+                    f"alias {checked} has no earlier version to roll back to (it points at {current.version} "
+                    "and has never pointed at another one, or every earlier one was already rolled back to)"
+                )
+            target = current.earlier[-1]
+            self.load(target)  # never point an alias at something the worker could not load
+            record = AliasRecord(alias=checked, version=target, previous=current.version,
+                                 details={"rolled_back_from": current.version}, earlier=current.earlier[:-1])
+            self._write_alias(record)
+        return record
+
+    def _write_alias(self, record: AliasRecord) -> None:
+        """Replace the alias file atomically, then append the move to the history (caller holds the lock)."""
+        self.aliases_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            line = record.model_dump_json() + "\n"
+            atomic_write_text(self._alias_path(record.alias), record.model_dump_json(indent=2) + "\n")
+            with open(self.aliases_dir / HISTORY_FILE, "a", encoding="utf-8") as history:
+                history.write(line)
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"cannot move alias {record.alias} to {record.version}: {exc}") from exc
 
     def alias_history(self) -> list[AliasRecord]:
         """Every alias move, oldest first (for audit and choosing a rollback target)."""

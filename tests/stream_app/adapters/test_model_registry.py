@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import xgboost
 
+from stream_app.adapters.files import atomic_write_text
 from stream_app.adapters.model_registry import LoadedModel, ModelMetadata, ModelRegistry, TrainingData
 from stream_app.core.metrics import histogram_reference
 from stream_app.errors import DataValidationError, RegistryError
@@ -191,6 +192,94 @@ def test_alias_compare_and_swap(registry: ModelRegistry) -> None:
     with pytest.raises(RegistryError, match="moved concurrently"):
         registry.set_alias("production", v2, expected_current=None)
     assert registry.get_alias("production") == v1
+
+
+def test_rollback_walks_back_through_earlier_versions(registry: ModelRegistry) -> None:
+    v1, v2, v3 = (registry.register(train(seed), metadata()) for seed in (1, 2, 3))
+    for version in (v1, v2, v2, v3):  # re-pointing at the same version adds no rollback step
+        registry.set_alias("production", version)
+    assert registry.alias_record("production").earlier == [v1, v2]  # type: ignore[union-attr]
+    before = registry.alias_stamp("production")
+
+    record = registry.rollback_alias("production")
+    assert (record.version, record.previous, record.earlier) == (v2, v3, [v1])
+    assert record.details == {"rolled_back_from": v3}
+    assert registry.alias_record("production") == record
+    assert registry.alias_stamp("production")[0] == v2 != before[0]  # what a polling worker sees
+    assert registry.rollback_alias("production").version == v1  # twice: further back, not a toggle
+    with pytest.raises(RegistryError, match="no earlier version"):
+        registry.rollback_alias("production")
+    assert registry.get_alias("production") == v1
+
+    registry.set_alias("production", v3)  # a promotion after rollbacks can itself be rolled back
+    assert registry.rollback_alias("production").version == v1
+    assert [(r.version, r.previous) for r in registry.alias_history()][-4:] == [
+        (v2, v3), (v1, v2), (v3, v1), (v1, v3)]
+    assert registry.get_alias("shadow") is None
+
+
+def test_rollback_refuses_without_an_earlier_version(registry: ModelRegistry) -> None:
+    v1 = registry.register(train(1), metadata())
+    with pytest.raises(RegistryError, match="not set"):
+        registry.rollback_alias("production")
+    registry.set_alias("production", v1)
+    with pytest.raises(RegistryError, match="no earlier version"):
+        registry.rollback_alias("production")
+    with pytest.raises(RegistryError, match="unknown alias"):
+        registry.rollback_alias("staging")
+    assert registry.get_alias("production") == v1 and len(registry.alias_history()) == 1
+
+
+def test_rollback_refuses_a_target_that_cannot_be_loaded(registry: ModelRegistry) -> None:
+    v1 = registry.register(train(1), metadata())
+    v2 = registry.register(train(2), metadata())
+    registry.set_alias("production", v1)
+    registry.set_alias("production", v2)
+    (registry.versions_dir / v1 / "model.ubj").write_bytes(b"not a model")
+    with pytest.raises(RegistryError, match="corrupt"):
+        registry.rollback_alias("production")
+    assert registry.alias_record("production").earlier == [v1]  # type: ignore[union-attr]
+    assert registry.get_alias("production") == v2
+
+
+def test_rollback_is_one_atomic_write_of_pointer_and_stack(
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1 = registry.register(train(1), metadata())
+    v2 = registry.register(train(2), metadata())
+    registry.set_alias("production", v1)
+    registry.set_alias("production", v2)
+    alias_file = registry.aliases_dir / "production.json"
+    before = alias_file.read_text()
+    writes: list[tuple[Path, str]] = []
+    def failing(path: Path, text: str) -> None:
+        writes.append((path, text))
+        raise OSError("disk full")
+
+    def recording(path: Path, text: str) -> None:
+        writes.append((path, text))
+        atomic_write_text(path, text)
+
+    monkeypatch.setattr("stream_app.adapters.model_registry.atomic_write_text", failing)
+    with pytest.raises(RegistryError, match="disk full"):
+        registry.rollback_alias("production")
+    assert alias_file.read_text() == before and len(registry.alias_history()) == 2  # nothing moved
+
+    monkeypatch.setattr("stream_app.adapters.model_registry.atomic_write_text", recording)
+    registry.rollback_alias("production")
+    assert [path for path, _ in writes] == [alias_file, alias_file]  # one write per move, the alias file
+    written = json.loads(writes[-1][1])
+    assert (written["version"], written["earlier"]) == (v1, [])  # pointer and stack in that one write
+    assert sorted(p.name for p in registry.aliases_dir.iterdir()) == ["history.jsonl", "production.json"]
+
+
+def test_alias_record_without_earlier_rolls_back_to_previous(registry: ModelRegistry) -> None:
+    v1 = registry.register(train(1), metadata())
+    v2 = registry.register(train(2), metadata())
+    registry.aliases_dir.mkdir(parents=True)
+    (registry.aliases_dir / "production.json").write_text(json.dumps(
+        {"alias": "production", "version": v2, "previous": v1, "updated_at": "2026-11-01T00:00:00Z"}))
+    assert registry.rollback_alias("production").version == v1
 
 
 def test_unknown_alias_and_version(registry: ModelRegistry) -> None:
