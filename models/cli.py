@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from models import promote
 from models.dataset import entity_frame, historical_features
-from models.features import model_feature_names
-from models.golden import golden_set
-from models.promote import DEFAULT_MIN_ROC_AUC, DEFAULT_TOLERANCE, promote
 from models.train import TrainConfig, train_frame
 from stream_app.adapters.feast_store import open_store
-from stream_app.adapters.model_registry import ALIASES, ModelRegistry
-from stream_app.errors import DataValidationError, RegistryError, StreamscoreError
+from stream_app.adapters.model_registry import ModelRegistry
+from stream_app.errors import DataValidationError
 from stream_app.settings import get_settings
-
-log = logging.getLogger(__name__)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,21 +31,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     train.add_argument("--reports", type=Path, default=None, help="default: <data_dir>/reports")
     train.set_defaults(run=run_train)
 
-    gate = commands.add_parser(
-        "promote", help="move an alias to a version if it passes the golden-set gate",
-        description="Promote a registered version to production (or shadow) if it consumes exactly the "
-        "FeatureService's features and is not worse than production on the golden set. Exit code 0 "
-        "promoted, 1 refused or failed, 2 bad arguments.")
-    gate.add_argument("version", help="the registered version to promote, e.g. v0003, or 'latest'")
-    gate.add_argument("--alias", choices=ALIASES, default="production")
-    gate.add_argument("--force", action="store_true",
-                      help="promote even if the gate or the feature-list check fails (logged as FORCED)")
-    gate.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                      help="allowed absolute drop in ROC-AUC and PR-AUC against production (default %(default)s)")
-    gate.add_argument("--min-roc-auc", type=float, default=DEFAULT_MIN_ROC_AUC,
-                      help="floor when there is no production model yet (default %(default)s)")
-    gate.add_argument("--registry", type=Path, default=None, help="registry root (default: Settings.models_dir)")
-    gate.set_defaults(run=run_promote)
+    gate = commands.add_parser("promote", help="move an alias to a version if it passes the golden-set gate, "
+                               "or back with --rollback", description=promote.DESCRIPTION)
+    promote.add_arguments(gate)
+    gate.set_defaults(run=promote.run)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -69,21 +53,4 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"registered {result.version}: holdout ROC-AUC {m['roc_auc']:.4f}, PR-AUC {m['pr_auc']:.4f}, "
           f"threshold {m['threshold']:.3f} (precision {m['precision']:.3f}, recall {m['recall']:.3f}); "
           f"report in {result.report_dir}")
-    return 0
-
-
-def run_promote(args: argparse.Namespace) -> int:
-    try:
-        registry = ModelRegistry(args.registry) if args.registry is not None else ModelRegistry.from_settings()
-        version = args.version
-        if version == "latest":
-            version = registry.latest_version()
-            if version is None:
-                raise RegistryError("the registry has no versions to promote")
-        result = promote(registry, version, args.alias, model_feature_names(), golden_set(),
-                         tolerance=args.tolerance, force=args.force, min_roc_auc=args.min_roc_auc)
-    except StreamscoreError as exc:
-        log.error("promotion of %s to %s refused or failed: %s", args.version, args.alias, exc)
-        return 1
-    print(json.dumps(result.as_dict(), indent=2, sort_keys=True, default=str))
     return 0

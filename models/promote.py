@@ -1,22 +1,29 @@
-"""The promotion gate (``streamscore promote``): a version reaches ``production`` (or ``shadow``) only if it
-consumes exactly the features the FeatureService serves and is not worse than the current production
-model on the golden set; ``--force`` overrides. The rules and why: docs/decisions/0006-promotion-gate.md.
+"""The promotion gate (``streamscore promote``, or ``python -m models.promote``): a version reaches
+``production`` (or ``shadow``) only if it consumes exactly the features the FeatureService serves and is not
+worse than the current production model on the golden set; ``--force`` overrides. ``--rollback`` moves the
+alias back to the version it pointed at before. The rules and why: docs/decisions/0006-promotion-gate.md.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models.golden import GoldenSet
+from models.features import model_feature_names
+from models.golden import GoldenSet, golden_set
 from stream_app.adapters.model_registry import ALIASES, LoadedModel, ModelRegistry
+from stream_app.cli_types import configure_logging
 from stream_app.core.metrics import pr_auc, roc_auc
-from stream_app.errors import DataValidationError, RegistryError
+from stream_app.errors import DataValidationError, RegistryError, StreamscoreError
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +184,68 @@ def _compare(
                     f"by {theirs - ours:.4f} (> tolerance {tolerance:.4f})"
                 )
     return baseline
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+DESCRIPTION = (
+    "Promote a registered version to production (or shadow) if it consumes exactly the FeatureService's "
+    "features and is not worse than production on the golden set; or, with --rollback, move the alias back "
+    "to the version it pointed at before (again: further back). Exit code 0 promoted or rolled back, 1 "
+    "refused or failed, 2 bad arguments."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``streamscore promote`` and ``python -m models.promote``."""
+    parser.add_argument("version", nargs="?", help="the registered version to promote, e.g. v0003, or 'latest'")
+    parser.add_argument("--rollback", action="store_true",
+                        help="instead of promoting, point the alias at the version it pointed at before")
+    parser.add_argument("--alias", choices=ALIASES, default="production")
+    parser.add_argument("--force", action="store_true",
+                        help="promote even if the gate or the feature-list check fails (logged as FORCED)")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help="allowed absolute drop in ROC-AUC and PR-AUC against production (default %(default)s)")
+    parser.add_argument("--min-roc-auc", type=float, default=DEFAULT_MIN_ROC_AUC,
+                        help="floor when there is no production model yet (default %(default)s)")
+    parser.add_argument("--registry", type=Path, default=None, help="registry root (default: Settings.models_dir)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Promote (or roll back) as parsed by ``add_arguments``; prints the result as JSON."""
+    if args.rollback == (args.version is not None):
+        print("error: give a VERSION to promote, or --rollback (not both)", file=sys.stderr)
+        return 2
+    try:
+        registry = ModelRegistry(args.registry) if args.registry is not None else ModelRegistry.from_settings()
+        if args.rollback:
+            record = registry.rollback_alias(args.alias)
+            log.warning("rolled %s back from %s to %s", args.alias, record.previous, record.version)
+            print(record.model_dump_json(indent=2))
+            return 0
+        version = args.version
+        if version == "latest":
+            version = registry.latest_version()
+            if version is None:
+                raise RegistryError("the registry has no versions to promote")
+        result = promote(registry, version, args.alias, model_feature_names(), golden_set(),
+                         tolerance=args.tolerance, force=args.force, min_roc_auc=args.min_roc_auc)
+    except StreamscoreError as exc:
+        action = f"rollback of {args.alias}" if args.rollback else f"promotion of {args.version} to {args.alias}"
+        log.error("%s refused or failed: %s", action, exc)
+        return 1
+    print(json.dumps(result.as_dict(), indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m models.promote ARGS``: the same as ``streamscore promote ARGS``."""
+    parser = argparse.ArgumentParser(prog="python -m models.promote", description=DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging()
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,9 +1,15 @@
-"""argparse value types shared by the command-line entry points: a bad value is a usage error that names
-the rule, not a traceback."""
+"""What the command-line entry points share: argparse value types (a bad value is a usage error that
+names the rule, not a traceback) and the log line format."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+
+
+def configure_logging() -> None:
+    """INFO and above to stderr, one line each: time, level, logger, message."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def positive_int(text: str) -> int:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from stream_app.cli import backfill, demo, feature_store, generate, sink, topics, worker
 from stream_app.cli.commands import Commands
+from stream_app.cli_types import configure_logging
 from stream_app.errors import StreamscoreError
 
 ENTRY_POINT_GROUP = "streamscore.commands"
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command; a StreamscoreError is printed as one line, exit code 1."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         return int(args.run(args) or 0)
     except StreamscoreError as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pandas as pd
 import pytest
 import xgboost
 
-from models import cli as models_cli
+from models import promote as promote_module
 from models.golden import GoldenSet
 from models.promote import promote
 from stream_app.adapters.model_registry import ModelMetadata, ModelRegistry, TrainingData
@@ -207,8 +209,8 @@ def test_unusable_golden_set(registry: ModelRegistry, models: dict[str, str]) ->
 def fake_features(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stand in for the FeatureService's feature list and the golden set (which need the Feast
     definitions and services) for the CLI."""
-    monkeypatch.setattr(models_cli, "model_feature_names", lambda: list(FEATURES))
-    monkeypatch.setattr(models_cli, "golden_set", golden_set)
+    monkeypatch.setattr(promote_module, "model_feature_names", lambda: list(FEATURES))
+    monkeypatch.setattr(promote_module, "golden_set", golden_set)
 
 
 @pytest.mark.usefixtures("fake_features")
@@ -229,3 +231,37 @@ def test_cli(registry: ModelRegistry, models: dict[str, str], capsys: pytest.Cap
     with pytest.raises(SystemExit) as usage:
         main(["promote", models["good"], "--alias", "staging"])
     assert usage.value.code == 2
+
+
+@pytest.mark.usefixtures("fake_features")
+def test_cli_rollback(registry: ModelRegistry, models: dict[str, str], capsys: pytest.CaptureFixture[str],
+                      caplog: pytest.LogCaptureFixture) -> None:
+    root = str(registry.root)
+    assert main(["promote", "--rollback", "--registry", root]) == 1  # nothing promoted yet
+    assert main(["promote", models["good"], "--registry", root]) == 0
+    assert main(["promote", "--rollback", "--registry", root]) == 1  # no earlier version
+    assert "no earlier version" in caplog.text
+    assert main(["promote", models["better"], "--registry", root]) == 0
+    capsys.readouterr()
+
+    assert promote_module.main(["--rollback", "--registry", root]) == 0  # python -m models.promote --rollback
+    output = json.loads(capsys.readouterr().out)
+    assert (output["version"], output["previous"]) == (models["good"], models["better"])
+    assert registry.get_alias("production") == models["good"]
+    assert main(["promote", "--rollback", "--registry", root, "--alias", "shadow"]) == 1  # shadow never set
+
+    for both_or_neither in (["promote", models["good"], "--rollback"], ["promote"]):
+        assert main([*both_or_neither, "--registry", root]) == 2
+    assert registry.get_alias("production") == models["good"]
+
+
+def test_python_m_models_promote_rollback(registry: ModelRegistry, models: dict[str, str]) -> None:
+    """The literal command, in a fresh interpreter: the module has a __main__ entry."""
+    registry.set_alias("production", models["good"])
+    registry.set_alias("production", models["better"])
+    command = [sys.executable, "-m", "models.promote", "--rollback", "--registry", str(registry.root)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["version"] == models["good"] == registry.get_alias("production")
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 1 and "no earlier version" in again.stderr
