@@ -11,7 +11,7 @@ from pathlib import Path
 from stream_app.cli.commands import Commands, stop_on_signals
 from stream_app.cli_types import fraction, non_negative, positive, positive_int
 from stream_app.errors import ConfigError
-from stream_app.generator.config import HistoryConfig
+from stream_app.generator.config import DRIFTS, HistoryConfig
 from stream_app.generator.history import (
     GOLDEN_SEED,
     format_summary,
@@ -61,6 +61,12 @@ def register(commands: Commands) -> None:
     live.add_argument("--label-delay-scale", type=non_negative, default=1.0, help="e.g. 0.001: 10 days -> 14.4 min")
     live.add_argument("--start", type=_moment, default=None, help="'now' (default) or a timestamp for event times")
     live.add_argument("--drain-labels", action="store_true", help="after the duration, wait for pending labels")
+    live.add_argument("--realistic", action="store_true",
+                      help="every user at history's rate (a few purchases a day, some bursts): event time runs "
+                      "as much faster than the wall clock as --rate needs, ending about now")
+    live.add_argument("--drift", choices=tuple(DRIFTS), default="none",
+                      help="depart from history: amount (every ticket x2) or pattern (gift-card cash-outs, a "
+                      "fraud the model never saw)")
     parser.set_defaults(run=generate)
 
 
@@ -104,6 +110,8 @@ def _live(args: argparse.Namespace) -> int:
         start=args.start,
         drain_labels=args.drain_labels,
         stop=stop,
+        realistic=args.realistic,
+        drift=DRIFTS[args.drift],
     )
     print(
         f"valid {counts.valid}  invalid {counts.invalid}  labels {counts.labels}  "

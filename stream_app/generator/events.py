@@ -24,6 +24,7 @@ class Pattern(IntEnum):
     ACCOUNT_TAKEOVER = 2
     COMPROMISED_MERCHANT = 3
     FRIENDLY_FRAUD = 4  # a genuine-looking purchase the cardholder disputes: labelled fraud, not learnable
+    GIFT_CARD_CASHOUT = 5  # only in a live stream with pattern drift: a fraud history never shows the model
 
     @property
     def label(self) -> str:
@@ -31,6 +32,7 @@ class Pattern(IntEnum):
 
 
 PATTERN_LABELS: tuple[str, ...] = tuple(p.label for p in Pattern)  # index = pattern code
+HISTORY_PATTERNS: tuple[Pattern, ...] = tuple(p for p in Pattern if p is not Pattern.GIFT_CARD_CASHOUT)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from stream_app.generator.config import (
     stream,
     to_us,
 )
-from stream_app.generator.events import CHANNELS, PATTERN_LABELS, EventBatch, Pattern
+from stream_app.generator.events import CHANNELS, HISTORY_PATTERNS, PATTERN_LABELS, EventBatch, Pattern
 from stream_app.generator.labels import label_delay_us
 from stream_app.generator.population import (
     CATEGORY_NAMES,
@@ -102,7 +102,8 @@ class History:
         txns = self.transactions
         n = len(txns)
         by_pattern = txns["fraud_pattern"].value_counts()
-        rates = {p.label: float(by_pattern.get(p.label, 0)) / max(n, 1) for p in Pattern if p is not Pattern.NONE}
+        frauds = (p for p in HISTORY_PATTERNS if p is not Pattern.NONE)
+        rates = {p.label: float(by_pattern.get(p.label, 0)) / max(n, 1) for p in frauds}
         return {
             "events": n,
             "labels": len(self.labels),

@@ -3,15 +3,18 @@ bucket, their labels on ``labels`` once the (scaled) label delay has passed.
 
 The content (who buys what, which frauds, which invalid records) is drawn from the same population and
 patterns as ``history`` with the same seed, so batch profiles built from history match live users.
-Event times are the wall clock (shifted to ``start`` when one is given); pattern timing (bursts seconds
-apart, takeovers minutes apart) is kept by scheduling follow-up events. The live rate is set by the
-caller, not by the population: keep ``rate * duration / users`` small if per-user window features
-should look like history's (about one transaction per user per day).
+By default event times are the wall clock (shifted to ``start`` when one is given) and the rate is set
+by the caller, not by the population: a load generator, whose users buy far more often per hour than in
+history. ``realistic`` runs give every user history's arrival process (``arrivals``) and let event time
+run as fast as the rate requires, so per-user window features look like the ones the model was trained
+on. Either way pattern timing (bursts seconds apart, takeovers minutes apart) is kept by scheduling
+follow-up events. ``drift`` departs from history on purpose, to exercise monitoring.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import sys
 import threading
 import time
@@ -26,8 +29,9 @@ from confluent_kafka import KafkaException, Producer
 from stream_app.contract import Label, Transaction, encode, user_key
 from stream_app.errors import ConfigError
 from stream_app.generator import patterns
-from stream_app.generator.config import DAY_US, HOUR_US, SECOND_US, FraudConfig, stream, to_us
-from stream_app.generator.events import CHANNELS, PATTERN_LABELS, EventBatch, Pattern
+from stream_app.generator.arrivals import PopulationArrivals, expected_per_slot, hourly_rates, start_for
+from stream_app.generator.config import DAY_US, HOUR_US, SECOND_US, DriftConfig, FraudConfig, stream, to_us
+from stream_app.generator.events import CHANNELS, PATTERN_LABELS, EventBatch, Pattern, cents
 from stream_app.generator.invalid import random_invalid
 from stream_app.generator.labels import label_delay_us
 from stream_app.generator.population import (
@@ -119,8 +123,16 @@ class _Row:
 
 
 class LiveSource:
-    """The deterministic content of a live run: hands out transactions as time passes and remembers
-    their labels until due. Knows nothing about Kafka."""
+    """The deterministic content of a live run: hands out transactions and remembers their labels until
+    due. Knows nothing about Kafka.
+
+    Who transacts when, two ways. By default (a load generator) each record goes to a user drawn by their
+    history rate at the current hour and is stamped with the caller's clock (``transactions(n,
+    elapsed_s)``); at a high rate every user then buys far more often per hour of event time than in
+    history. With ``realistic`` the source simulates history's per-user arrival process in event time
+    (``arrivals.PopulationArrivals``) and every record carries its own instant (``next_transactions(n)``;
+    ``clock_s`` is how far event time has got): emitted at a fixed rate, event time simply runs faster
+    than the wall clock. ``drift`` departs from history on purpose (``config.DRIFTS``)."""
 
     def __init__(
         self,
@@ -132,45 +144,71 @@ class LiveSource:
         invalid_fraction: float = 0.0,
         label_delay_scale: float = 1.0,
         warm_rate: float | None = None,
+        realistic: bool = False,
+        drift: DriftConfig | None = None,
+        horizon_s: float = DAY_US / SECOND_US,
     ) -> None:
-        """``warm_rate`` (records per second) pre-schedules the tails of incidents that began in the
-        half hour before the run, so the fraud mix is at steady state from the first second instead
-        of ramping up while bursts and takeovers unfold."""
+        """``warm_rate`` (legit sales per second of event time) pre-schedules the tails of incidents that
+        began in the half hour before the run, so the fraud mix is at steady state from the first second
+        instead of ramping up while bursts and takeovers unfold; a realistic source always warms up, at
+        the population's own rate. ``horizon_s`` is the event time the run is expected to cover (trips
+        abroad are planned over it)."""
         if not 0.0 <= invalid_fraction <= 1.0:
             raise ValueError("invalid_fraction must be within [0, 1]")
         if label_delay_scale < 0:
             raise ValueError("label_delay_scale must be non-negative")
         self.pop = pop
         self.cfg = fraud or FraudConfig()
+        self.drift = drift or DriftConfig()
         self.start_us = start_us
         self.invalid_fraction = invalid_fraction
         self.label_delay_scale = label_delay_scale
+        self.clock_s = 0.0
         self._rng = stream(seed, "live")
         self._seed = seed
         self._id_prefix = f"l{seed}-{start_us // SECOND_US}-"
-        self._seq = 0
+        self._seq = 0  # orders equal due times in the heaps
+        self._emitted = 0  # numbers event ids in emission order
+        self._last_us = start_us - 1
+        # A realistic source draws arrivals and incidents from their own stream: independent of batching.
+        self._arrivals: PopulationArrivals | None = None
+        self._stock_rng = self._rng
+        if realistic:
+            self._stock_rng = stream(seed, "live.arrivals")
+            self._arrivals = PopulationArrivals(pop, self._stock_rng, start_us)
+            warm_rate = float(hourly_rates(pop, (start_us % DAY_US) / HOUR_US).sum()) * SECOND_US / HOUR_US
         mean_rate = float(pop.users.events_per_day.mean())
         # per legit transaction, so fraud shares match history's per-user-day rates
         self._p_testing = self.cfg.card_testing_per_user_day / mean_rate
         self._p_takeover = self.cfg.takeover_per_user_day / mean_rate
         self._p_spree = self.cfg.spree_per_user_day / mean_rate
+        self._p_cashout = self.drift.cashout_per_user_day / mean_rate
         mean_breach_days = sum(self.cfg.compromised_days) / 2
         breached = patterns.choose_compromised(pop, stream(seed, "live.compromised"), self.cfg, mean_breach_days)
         fractions = stream(seed, "live.compromised").uniform(*self.cfg.compromised_fraud_fraction, size=len(breached))
         self._breach_odds = np.zeros(len(pop.merchants))
         self._breach_odds[breached] = fractions / (1.0 - fractions)  # frauds per legit sale there
         self.compromised_merchant_ids = pop.merchants.id[breached]
-        self._trips = patterns.plan_trips(pop, stream(seed, "live.trips"), self.cfg, start_us, start_us + DAY_US)
+        horizon_us = start_us + int(horizon_s * SECOND_US)
+        self._trips = patterns.plan_trips(pop, stream(seed, "live.trips"), self.cfg, start_us, horizon_us)
         self._templates: list[_Row] = []
+        self._template_s: list[float] = []  # each template's own event time (elapsed s); realistic mode
         self._followups: list[list[tuple[float, _Row]]] = []
         self._scheduled: list[tuple[float, int, _Row]] = []  # (due elapsed s, seq, row)
         self._labels: list[tuple[float, int, bytes, bytes]] = []  # (due elapsed s, seq, key, value)
         if warm_rate:
             self._warm_up(warm_rate)
 
+    @property
+    def realistic(self) -> bool:
+        return self._arrivals is not None
+
     def anchor(self, start_us: int) -> None:
         """Move elapsed 0 to ``start_us`` (event ids keep their prefix). Used to align event times
-        with the wall clock once a slow setup is over; call before handing out records."""
+        with the wall clock once a slow setup is over; call before handing out records. Default mode only
+        (a realistic source's arrivals are already drawn from its start)."""
+        if self.realistic:
+            raise ValueError("a realistic source cannot be re-anchored; give its start when creating it")
         self.start_us = start_us
 
     @property
@@ -183,20 +221,49 @@ class LiveSource:
     def transactions(self, n: int, elapsed_s: float) -> list[tuple[bytes, bytes, str | None]]:
         """The next ``n`` records for ``transactions`` at ``elapsed_s`` into the run: (key, value,
         pattern label, or None for an invalid record). Due follow-ups (burst members) go first."""
+        if self.realistic:
+            raise ValueError("a realistic source stamps its own event times: call next_transactions")
         rows: list[_Row] = []
         while len(rows) < n and self._scheduled and self._scheduled[0][0] <= elapsed_s:
             rows.append(heapq.heappop(self._scheduled)[2])
         while len(rows) < n:
             rows.append(self._next_template(elapsed_s))
         now_us = self.start_us + int(elapsed_s * SECOND_US)
+        # one microsecond apart: no two events share an instant, so (entity, event_time) names one row
+        self.clock_s = elapsed_s
+        return self._emit(rows, [now_us + k for k in range(len(rows))], [elapsed_s] * len(rows))
+
+    def next_transactions(self, n: int) -> list[tuple[bytes, bytes, str | None]]:
+        """Realistic mode: the next ``n`` records in event-time order, each at its own instant (strictly
+        increasing, so no two share one), as for ``transactions``; advances ``clock_s``."""
+        if self._arrivals is None:
+            raise ValueError("only a realistic source times its own records: call transactions(n, elapsed_s)")
+        rows: list[_Row] = []
+        stamps: list[int] = []
+        for _ in range(n):
+            if not self._templates:
+                self._stock(*self._arrivals.next_slot())
+            due = self._template_s[-1]
+            if self._scheduled and self._scheduled[0][0] <= due:
+                due, _, row = heapq.heappop(self._scheduled)
+            else:
+                row = self._next_template(due)
+            self._last_us = max(self.start_us + int(due * SECOND_US), self._last_us + 1)
+            rows.append(row)
+            stamps.append(self._last_us)
+        self.clock_s = (self._last_us - self.start_us) / SECOND_US
+        return self._emit(rows, stamps, [(us - self.start_us) / SECOND_US for us in stamps])
+
+    def _emit(self, rows: list[_Row], stamps_us: list[int], at_s: list[float]) -> list[tuple[bytes, bytes, str | None]]:
+        """Encode ``rows`` stamped ``stamps_us``, mixing in invalid records, and queue each valid one's label
+        to fall due its (scaled) delay after ``at_s`` (elapsed s)."""
         invalid = self._rng.random(len(rows)) < self.invalid_fraction
         is_fraud = np.array([r.pattern != Pattern.NONE for r in rows], dtype=bool)
         delays = label_delay_us(self._rng, is_fraud) * self.label_delay_scale / SECOND_US
         out: list[tuple[bytes, bytes, str | None]] = []
-        for k, (row, bad, fraud, delay) in enumerate(
-                zip(rows, invalid.tolist(), is_fraud.tolist(), delays.tolist(), strict=True)):
-            # one microsecond apart: no two events share an instant, so (entity, event_time) names one row
-            txn = self._transaction(row, _rfc3339(now_us + k))
+        for row, stamp, at, bad, fraud, delay in zip(
+                rows, stamps_us, at_s, invalid.tolist(), is_fraud.tolist(), delays.tolist(), strict=True):
+            txn = self._transaction(row, _rfc3339(stamp))
             if bad:
                 _, record = random_invalid(self._rng, txn)
                 out.append((record.key, record.value, None))
@@ -208,10 +275,10 @@ class LiveSource:
                     "event_id": txn.event_id,
                     "user_id": txn.user_id,
                     "is_fraud": fraud,
-                    "label_time": _rfc3339(now_us + k + int(delay * SECOND_US)),
+                    "label_time": _rfc3339(stamp + int(delay * SECOND_US)),
                 }
             )
-            heapq.heappush(self._labels, (elapsed_s + delay, self._seq, key, encode(label)))
+            heapq.heappush(self._labels, (at + delay, self._emitted, key, encode(label)))
         return out
 
     def labels_due(self, elapsed_s: float) -> list[tuple[bytes, bytes]]:
@@ -223,10 +290,10 @@ class LiveSource:
 
     def _transaction(self, row: _Row, event_time: str) -> Transaction:
         users, merchants = self.pop.users, self.pop.merchants
-        self._seq += 1
+        self._emitted += 1
         return Transaction.model_validate(
             {
-                "event_id": f"{self._id_prefix}{self._seq:09d}",
+                "event_id": f"{self._id_prefix}{self._emitted:09d}",
                 "user_id": int(users.id[row.user]),
                 "merchant_id": int(merchants.id[row.merchant]),
                 "amount": row.amount,
@@ -256,7 +323,7 @@ class LiveSource:
         )
         for batch in (testing, takeover):
             offsets = ((batch.time_us - self.start_us) / SECOND_US).tolist()
-            for offset, row in zip(offsets, _rows(batch), strict=True):
+            for offset, row in zip(offsets, self._rows(batch), strict=True):
                 if offset >= 0:
                     self._seq += 1
                     heapq.heappush(self._scheduled, (offset, self._seq, row))
@@ -265,66 +332,75 @@ class LiveSource:
         if not self._templates:
             self._refill(elapsed_s)
         row = self._templates.pop()
+        self._template_s.pop()
         for offset_s, follow in self._followups.pop():
             self._seq += 1
             heapq.heappush(self._scheduled, (elapsed_s + offset_s, self._seq, follow))
         return row
 
     def _refill(self, elapsed_s: float) -> None:
-        """Draw a chunk of legit purchases for the current hour, and the incidents they set off."""
-        pop, rng, cfg = self.pop, self._rng, self.cfg
+        """Default mode: a chunk of legit purchases at the current instant, to users by their rate now."""
         now_us = self.start_us + int(elapsed_s * SECOND_US)
         hour = (now_us % DAY_US) / HOUR_US
-        weight = pop.users.events_per_day * patterns.rhythm_density(pop, hour)
+        weight = self.pop.users.events_per_day * patterns.rhythm_density(self.pop, hour)
         cdf = np.cumsum(weight) / weight.sum()
-        user = np.searchsorted(cdf, rng.random(_CHUNK), side="right").clip(0, len(cdf) - 1).astype(np.int64)
-        when = np.full(_CHUNK, now_us, dtype=np.int64)
+        user = np.searchsorted(cdf, self._rng.random(_CHUNK), side="right").clip(0, len(cdf) - 1).astype(np.int64)
+        self._stock(user, np.full(_CHUNK, now_us, dtype=np.int64), hour)
+
+    def _stock(self, user: IntArray, when: IntArray, hour: float) -> None:
+        """Turn legit purchases (``user`` at ``when``, around UTC ``hour``) into templates, and draw the
+        incidents they set off, each scheduled relative to the template that set it off."""
+        pop, rng, cfg = self.pop, self._stock_rng, self.cfg
+        n = len(user)
         legit = patterns.friendly_fraud(rng, cfg, patterns.legit(pop, rng, cfg, user, when, trips=self._trips))
-        followups: list[list[tuple[float, _Row]]] = [[] for _ in range(_CHUNK)]
+        followups: list[list[tuple[float, _Row]]] = [[] for _ in range(n)]
 
         def attach(owner: int, batch: EventBatch) -> None:
-            """Schedule an incident's events relative to the template that set it off."""
-            offsets = ((batch.time_us - now_us) / SECOND_US).tolist()
-            followups[owner].extend((max(0.0, o), row) for o, row in zip(offsets, _rows(batch), strict=True))
+            offsets = ((batch.time_us - when[owner]) / SECOND_US).tolist()
+            followups[owner].extend((max(0.0, o), row) for o, row in zip(offsets, self._rows(batch), strict=True))
 
         # Incidents are rare (well under one per chunk), so they are drawn one at a time.
-        draws = rng.random((_CHUNK, 4))
-        at_now = when[:1]
+        draws = rng.random((n, 4))
         for i in np.flatnonzero(draws[:, 0] < self._p_testing).tolist():
             victim = rng.integers(0, len(pop.users), size=1).astype(np.int64)
-            attach(i, patterns.card_testing(pop, rng, cfg, victim, at_now))
+            attach(i, patterns.card_testing(pop, rng, cfg, victim, when[i : i + 1]))
         takeovers = np.flatnonzero(draws[:, 1] < self._p_takeover).tolist()
         if takeovers:
             off_hours = np.flatnonzero(patterns.is_unusual_hour(pop, hour)).astype(np.int64)
             pool = off_hours if len(off_hours) else np.arange(len(pop.users), dtype=np.int64)
             for i in takeovers:
                 victim = pool[rng.integers(0, len(pool), size=1)]
-                attach(i, patterns.account_takeover(pop, rng, cfg, victim, at_now))
+                attach(i, patterns.account_takeover(pop, rng, cfg, victim, when[i : i + 1]))
         for i in np.flatnonzero(draws[:, 2] < self._p_spree).tolist():
-            attach(i, patterns.spree(pop, rng, user[i : i + 1], at_now))
+            attach(i, patterns.spree(pop, rng, user[i : i + 1], when[i : i + 1]))
         breach = np.flatnonzero(draws[:, 3] < self._breach_odds[legit.merchant]).astype(np.int64)
         if len(breach):  # one fraud per triggering sale, a few seconds later, same merchant
             delay_us = (rng.uniform(0.0, 5.0, size=len(breach)) * SECOND_US).astype(np.int64)
             batch = patterns.compromised_merchant_fraud(pop, rng, legit.merchant[breach], when[breach] + delay_us)
             for i, one in zip(breach.tolist(), range(len(batch)), strict=True):
                 attach(i, batch.take(np.array([one], dtype=np.int64)))
+        if self._p_cashout:  # drawn only under pattern drift, so other streams stay as they were
+            for i in np.flatnonzero(rng.random(n) < self._p_cashout).tolist():
+                attach(i, patterns.gift_card_cashout(pop, rng, user[i : i + 1], when[i : i + 1]))
         # pop() takes from the end: reverse so templates are used in draw order
-        self._templates = list(reversed(_rows(legit)))
+        self._templates = list(reversed(self._rows(legit)))
+        self._template_s = list(reversed(((when - self.start_us) / SECOND_US).tolist()))
         self._followups = list(reversed(followups))
 
-
-def _rows(batch: EventBatch) -> list[_Row]:
-    return [
-        _Row(u, m, a, c, p)
-        for u, m, a, c, p in zip(
-            batch.user.tolist(),
-            batch.merchant.tolist(),
-            batch.amount.tolist(),
-            batch.channel.tolist(),
-            batch.pattern.tolist(),
-            strict=True,
-        )
-    ]
+    def _rows(self, batch: EventBatch) -> list[_Row]:
+        """The batch as rows, amounts scaled by the drift's factor."""
+        amount = batch.amount if self.drift.amount_factor == 1.0 else cents(batch.amount * self.drift.amount_factor)
+        return [
+            _Row(u, m, a, c, p)
+            for u, m, a, c, p in zip(
+                batch.user.tolist(),
+                batch.merchant.tolist(),
+                amount.tolist(),
+                batch.channel.tolist(),
+                batch.pattern.tolist(),
+                strict=True,
+            )
+        ]
 
 
 def _producer(settings: Settings) -> ProducerLike:
@@ -356,20 +432,38 @@ def stream_live(
     report: TextIO | None = sys.stderr,
     fraud: FraudConfig | None = None,
     time_scale: float = 1.0,
+    realistic: bool = False,
+    drift: DriftConfig | None = None,
 ) -> LiveCounts:
     """Produce for ``duration_s`` seconds at ``rate`` transaction records per second (valid and invalid
     together), labels as they fall due, then flush. ``start`` shifts event times (default: now).
     ``time_scale`` runs event time that many times faster than the wall clock (a minute of windows in
     seconds, for tests); labels fall due on the same scaled clock.
+    ``realistic`` gives every user history's arrival process instead (``LiveSource``): event time runs
+    as fast as ``rate`` requires (printed), and by default starts where the run is expected to end by
+    now, a little before (follow-ups take part of the rate and only purchases are planned for);
+    ``time_scale`` does not apply. After the duration its event clock keeps the run's average speed.
+    ``drift`` departs from history on purpose (``config.DRIFTS``).
     ``drain_labels`` keeps going after the duration until every label has been sent. ``stop`` ends
     the run early (still flushing). Returns the counts; delivery errors are counted, not raised."""
     if duration_s < 0:
         raise ValueError("duration_s must be non-negative")
     if time_scale <= 0:
         raise ValueError("time_scale must be positive")
+    if realistic and time_scale != 1.0:
+        raise ValueError("a realistic run sets its own event clock; time_scale applies to the default mode")
     stop = stop or threading.Event()
     pop = build_population(stream(seed, "population"), users, merchants)
-    start_us = to_us(start) if start is not None else to_us(datetime.now(UTC))
+    horizon_s = DAY_US / SECOND_US
+    if realistic:
+        per_s = float(expected_per_slot(pop).sum()) * SECOND_US / DAY_US  # population's purchases per event s
+        planned = rate * duration_s
+        horizon_s = max(horizon_s, 1.5 * planned / per_s)
+        # 3 sigma more purchases than expected, so a lucky run still ends before now
+        start_us = to_us(start) if start is not None else start_for(
+            pop, to_us(datetime.now(UTC)), planned + 3.0 * math.sqrt(planned))
+    else:
+        start_us = to_us(start) if start is not None else to_us(datetime.now(UTC))
     source = LiveSource(
         pop,
         seed=seed,
@@ -378,6 +472,9 @@ def stream_live(
         invalid_fraction=invalid_fraction,
         label_delay_scale=label_delay_scale,
         warm_rate=rate,
+        realistic=realistic,
+        drift=drift,
+        horizon_s=horizon_s,
     )
     kafka: ProducerLike = producer or _producer(settings)
     tx_topic, label_topic = settings.topics.transactions.name, settings.topics.labels.name
@@ -407,7 +504,7 @@ def stream_live(
                 return
 
     origin = time.monotonic()  # after setup, so the whole duration is paced (setup takes ~0.1 s)
-    if start is None:
+    if start is None and not realistic:
         source.anchor(to_us(datetime.now(UTC)))  # event_time = wall clock, not wall clock - setup time
     bucket = TokenBucket(rate, burst=max(1.0, rate / 50))
     meter = _Meter(report, origin)
@@ -418,13 +515,17 @@ def stream_live(
             f"seed {seed}, {users} users, {merchants} merchants; compromised merchants: {breached}",
             file=report,
         )
+        if realistic:
+            print(f"live: history's per-user arrivals: event time from {_rfc3339(start_us)} runs about "
+                  f"x{rate / per_s:,.0f} the wall clock", file=report)
     while not stop.is_set():
         elapsed = time.monotonic() - origin
         if elapsed >= duration_s:
             break
         n = bucket.acquire(max_n=max(1, int(rate / 100)))
         elapsed = time.monotonic() - origin
-        for key, value, pattern in source.transactions(n, elapsed * time_scale):
+        records = source.next_transactions(n) if realistic else source.transactions(n, elapsed * time_scale)
+        for key, value, pattern in records:
             send(tx_topic, key, value)
             if pattern is None:
                 counts.invalid += 1
@@ -433,16 +534,22 @@ def stream_live(
                 if pattern != Pattern.NONE.label:
                     counts.fraud += 1
                 counts.by_pattern[pattern] = counts.by_pattern.get(pattern, 0) + 1
-        for key, value in source.labels_due(elapsed * time_scale):
+        for key, value in source.labels_due(source.clock_s):
             send(label_topic, key, value)
             counts.labels += 1
         kafka.poll(0)
         meter.tick(counts, source.pending_labels)
 
+    # After the stream, event time keeps the speed it had: the scale, or the realistic run's average.
+    wall_end = time.monotonic() - origin
+    speed = time_scale
+    if realistic and wall_end > 0 and source.clock_s > 0:
+        speed = source.clock_s / wall_end
+    event_end = source.clock_s if realistic else wall_end * time_scale
     while drain_labels and source.pending_labels and not stop.is_set():
-        due = (source.next_label_due() or 0.0) / time_scale
+        due = wall_end + ((source.next_label_due() or 0.0) - event_end) / speed
         stop.wait(min(0.5, max(0.0, due - (time.monotonic() - origin))))
-        for key, value in source.labels_due((time.monotonic() - origin) * time_scale):
+        for key, value in source.labels_due(event_end + (time.monotonic() - origin - wall_end) * speed):
             send(label_topic, key, value)
             counts.labels += 1
         kafka.poll(0)

@@ -276,6 +276,27 @@ def compromised_merchant_fraud(
     )
 
 
+def gift_card_cashout(pop: Population, rng: np.random.Generator, victim: IntArray, start_us: IntArray) -> EventBatch:
+    """A pattern history never has (live ``--drift pattern`` only): someone holding the card's details buys
+    gift cards to resell: 2-5 round sums (multiples of 25, 2-6x the victim's typical ticket), 20 min to
+    3 h apart, online at digital-goods and services shops in the victim's own country, starting at the
+    victim's usual hours (callers start it at one of their purchases). Home country, normal hours, no
+    probing burst and moderate tickets: nothing a model trained on history learnt flags it."""
+    users, sampler = pop.users, pop.sampler
+    size = rng.integers(2, 6, size=len(victim))
+    idx, offset = _burst_offsets(rng, size, None, uniform_gap_us=(20.0 * MINUTE_US, 180.0 * MINUTE_US))
+    n = len(idx)
+    amount = np.maximum(25.0, np.round(users.typical_amount[victim[idx]] * rng.uniform(2.0, 6.0, size=n) / 25.0) * 25.0)
+    return EventBatch(
+        user=victim[idx].astype(np.int64),
+        merchant=sampler.in_country(rng, users.home[victim[idx]], GROUP_TESTABLE),
+        time_us=(start_us[idx] + offset).astype(np.int64),
+        amount=cents(amount),
+        channel=np.where(rng.random(n) < 0.6, APP, WEB).astype(np.int64),
+        pattern=full(n, Pattern.GIFT_CARD_CASHOUT),
+    )
+
+
 def friendly_fraud(rng: np.random.Generator, cfg: FraudConfig, batch: EventBatch) -> EventBatch:
     """Mark some legit purchases as disputed by their own cardholder. Nothing about the transaction
     changes (that is the point: it is label noise a model cannot learn, so no model can be perfect),

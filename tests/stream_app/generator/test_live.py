@@ -6,14 +6,15 @@ import io
 import json
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from stream_app.contract import decode_label, decode_transaction
 from stream_app.errors import InvalidRecordError
-from stream_app.generator.config import SECOND_US, stream, to_us
+from stream_app.generator.arrivals import expected_per_slot
+from stream_app.generator.config import DRIFTS, SECOND_US, stream, to_us
 from stream_app.generator.labels import FRAUD_DELAY_US, LEGIT_DELAY_US
 from stream_app.generator.live import LiveSource, TokenBucket, stream_live
 from stream_app.generator.population import build_population
@@ -148,3 +149,19 @@ def test_time_scale_runs_event_time_faster_than_the_wall_clock() -> None:
                    if topic == "transactions" and v.startswith(b'{"event_id"'))
     span = (datetime.fromisoformat(times[-1]) - datetime.fromisoformat(times[0])).total_seconds()
     assert 45 <= span <= 61  # about a minute of event time in a second
+
+
+def test_stream_live_realistic_ends_by_now(pop: Any) -> None:
+    fake, report = FakeProducer(), io.StringIO()
+    before = datetime.now(UTC)
+    counts = stream_live(Settings(), rate=400, duration_s=0.5, users=2_000, merchants=200, realistic=True,
+                         drift=DRIFTS["pattern"], label_delay_scale=1e-3, producer=fake, report=report)
+    times = sorted(json.loads(v)["event_time"] for topic, _, v in fake.sent if topic == "transactions")
+    first, last = (datetime.fromisoformat(t) for t in (times[0], times[-1]))
+    assert 120 <= counts.valid <= 260 and last <= datetime.now(UTC)
+    per_hour = float(expected_per_slot(pop).sum()) / 24
+    hours = counts.valid / per_hour  # the event time that many purchases take on average
+    assert timedelta(hours=0.3 * hours) < before - first < timedelta(hours=3 * hours)
+    assert "history's per-user arrivals" in report.getvalue()
+    with pytest.raises(ValueError, match="time_scale"):
+        stream_live(Settings(), rate=10, duration_s=0, realistic=True, time_scale=60.0, producer=fake, report=None)
