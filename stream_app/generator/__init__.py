@@ -2,7 +2,8 @@
 testing, account takeover, compromised merchants) plus friendly-fraud label noise, delayed labels,
 and hostile records. ``generate_history`` / ``write_history`` build and store a history (as
 ``streamscore generate history`` does), ``stream_app.generator.live.stream_live`` streams the same world
-to Kafka, and ``stream_app.generator.invalid`` holds the hostile records with their expected DLQ codes.
+to Kafka (a load generator, or with ``realistic`` at history's per-user rates: ``arrivals``), and
+``stream_app.generator.invalid`` holds the hostile records with their expected DLQ codes.
 """
 
 from stream_app.generator.config import GENERATOR_VERSION, FraudConfig, HistoryConfig

@@ -165,3 +165,19 @@ def test_stream_live_realistic_ends_by_now(pop: Any) -> None:
     assert "history's per-user arrivals" in report.getvalue()
     with pytest.raises(ValueError, match="time_scale"):
         stream_live(Settings(), rate=10, duration_s=0, realistic=True, time_scale=60.0, producer=fake, report=None)
+
+
+def test_stream_live_realistic_drains_labels_on_its_event_clock() -> None:
+    """After the stream the event clock keeps the run's average speed (here about x10^4), so labels a
+    few event days out fall due within a second of wall time."""
+    stop = threading.Event()
+    timeout = threading.Timer(10.0, stop.set)  # a wrong clock would wait event days: stop it, then fail
+    timeout.start()
+    try:
+        counts = stream_live(Settings(), rate=400, duration_s=0.5, users=2_000, merchants=200, realistic=True,
+                             label_delay_scale=0.01, drain_labels=True, stop=stop, producer=FakeProducer(),
+                             report=None)
+    finally:
+        timeout.cancel()
+    assert not stop.is_set()
+    assert counts.valid > 100 and counts.labels == counts.valid and counts.labels_pending == 0
