@@ -195,7 +195,7 @@ class LiveSource:
         self._template_s: list[float] = []  # each template's own event time (elapsed s); realistic mode
         self._followups: list[list[tuple[float, _Row]]] = []
         self._scheduled: list[tuple[float, int, _Row]] = []  # (due elapsed s, seq, row)
-        self._labels: list[tuple[float, int, bytes, bytes]] = []  # (due elapsed s, seq, key, value)
+        self._labels: list[tuple[float, int, bytes, bytes]] = []  # (due elapsed s, event number, key, value)
         if warm_rate:
             self._warm_up(warm_rate)
 
@@ -229,8 +229,8 @@ class LiveSource:
         while len(rows) < n:
             rows.append(self._next_template(elapsed_s))
         now_us = self.start_us + int(elapsed_s * SECOND_US)
-        # one microsecond apart: no two events share an instant, so (entity, event_time) names one row
         self.clock_s = elapsed_s
+        # one microsecond apart: no two events share an instant, so (entity, event_time) names one row
         return self._emit(rows, [now_us + k for k in range(len(rows))], [elapsed_s] * len(rows))
 
     def next_transactions(self, n: int) -> list[tuple[bytes, bytes, str | None]]:
