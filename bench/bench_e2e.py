@@ -530,8 +530,11 @@ class PredictionTap:
         self._thread.start()
 
     def _run(self) -> None:
+        """One ``poll`` per record, stamped as it returns: ``consume(n, timeout)`` would return only when
+        n records or the timeout are reached, and stamp a whole batch late by up to the timeout."""
         while not self._stop.is_set():
-            for msg in self._consumer.consume(1000, timeout=0.1):
+            msg = self._consumer.poll(0.1)
+            if msg is not None:
                 arrival = time.time()
                 value = msg.value()
                 if msg.error() or value is None:
