@@ -27,7 +27,7 @@ from tests.fixtures.metric_catalogue import (
     Metric,
     stored_names,
 )
-from tests.fixtures.prometheus import MONITORING, PrometheusServer, StartPrometheus, metric_names
+from tests.fixtures.prometheus import ALERT_RULES, MONITORING, PrometheusServer, StartPrometheus, metric_names
 
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "streamscore.json"
 DATASOURCES = MONITORING / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
@@ -175,43 +175,45 @@ class CatalogueExporter:
             server.server_close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def scrape_targets() -> Iterator[dict[str, list[str]]]:
-    """job -> addresses Prometheus scrapes: exporters of every catalogue metric standing in for the worker
-    and the sink."""
+    """job -> the addresses Prometheus scrapes: exporters of every catalogue metric standing in for the
+    worker and the sink."""
     with CatalogueExporter(WORKER_METRICS).serving() as worker, CatalogueExporter(SINK_METRICS).serving() as sink:
         yield {WORKER_JOB: [worker], SINK_JOB: [sink]}
 
 
-@pytest.fixture(scope="module")
-def prometheus(prometheus_server: StartPrometheus, scrape_targets: dict[str, list[str]]) -> PrometheusServer:
-    server = prometheus_server(scrape_targets)
-    targets = server.wait_until_scraped()
-    assert {t["labels"]["job"] for t in targets} == set(scrape_targets)
-    return server
-
-
-@pytest.mark.integration
-def test_every_panel_query_returns_data(prometheus: PrometheusServer) -> None:
-    without_data = {}
+def panels_without_data(prometheus: PrometheusServer) -> dict[str, Any]:
+    """Panel queries whose answer has no finite sample, with what Prometheus answered."""
+    found = {}
     for where, expr in panel_queries():
         samples = prometheus.query(as_sent(expr))
         if not any(math.isfinite(float(sample["value"][1])) for sample in samples):
-            without_data[where] = (expr, samples)
-    assert not without_data, json.dumps(without_data, indent=1)
+            found[where] = (expr, samples)
+    return found
+
+
+def evaluated_rules(prometheus: PrometheusServer, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Every loaded rule, once each has been evaluated at least once."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rules = [rule for group in prometheus.api("rules")["groups"] for rule in group["rules"]]
+        if rules and not any(rule["lastEvaluation"].startswith("0001-") for rule in rules):
+            return rules
+        assert time.monotonic() < deadline, f"rules not evaluated in {timeout_s} s: {rules}"
+        time.sleep(0.2)
 
 
 @pytest.mark.integration
-def test_the_alert_rules_evaluate_on_the_scraped_metrics(prometheus: PrometheusServer) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        rules = [rule for group in prometheus.api("rules")["groups"] for rule in group["rules"]]
-        evaluated = [rule for rule in rules if not rule["lastEvaluation"].startswith("0001-")]
-        if rules and len(evaluated) == len(rules):
-            break
-        assert time.monotonic() < deadline, f"rules not evaluated: {rules}"
-        time.sleep(0.2)
-    alert_rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
+def test_every_panel_returns_data_and_every_rule_evaluates(prometheus_server: StartPrometheus,
+                                                          scrape_targets: dict[str, list[str]]) -> None:
+    prometheus = prometheus_server(scrape_targets)
+    targets = prometheus.wait_until_scraped()
+    assert {t["labels"]["job"] for t in targets} == set(scrape_targets)
+    without_data = panels_without_data(prometheus)
+    assert not without_data, json.dumps(without_data, indent=1)
+    rules = evaluated_rules(prometheus)
+    alert_rules = yaml.safe_load(ALERT_RULES.read_text())
     assert len(rules) == sum(len(group["rules"]) for group in alert_rules["groups"])
     broken = {rule["name"]: rule.get("lastError") for rule in rules if rule["health"] != "ok"}
     assert not broken
