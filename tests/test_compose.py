@@ -241,6 +241,9 @@ def test_grafana_provisioning_points_at_the_mounted_dashboards_and_prometheus() 
     source = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"][0]
     listen = next(arg for arg in service("prometheus")["command"] if arg.startswith("--web.listen-address="))
     assert source["url"] == f"http://prometheus{listen.split('=', 1)[1]}"
+    # Grafana sizes $__rate_interval from the scrape interval it is told
+    scraping = yaml.safe_load((REPO_ROOT / "monitoring" / "prometheus.yml").read_text())["global"]
+    assert source["jsonData"]["timeInterval"] == scraping["scrape_interval"]
 
 
 def test_the_dockerfile_installs_the_pinned_project_from_files_that_exist() -> None:
