@@ -65,7 +65,7 @@ def mounted_file(name: str, container_path: str) -> Path:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for key in os.environ:
+    for key in list(os.environ):
         if key.startswith("STREAMSCORE_"):
             monkeypatch.delenv(key)
     return monkeypatch
