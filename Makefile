@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 	feast-apply train promote materialize pipeline bench demo
 
 help:
-	@echo "make install     venv + dependencies (pinned by constraints.txt), Redis, Kafka jars"
+	@echo "make install     venv + dependencies (pinned by constraints.txt), Redis, Prometheus, Kafka jars"
 	@echo "make test        install, lint, type-check, all tests on real Kafka/Redis/Feast"
 	@echo "make infra-up    start Kafka (127.0.0.1:9092) and Redis (127.0.0.1:6379); infra-down stops them"
 	@echo "make topics      create the contract's topics (idempotent)"
@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 	infra/redis.sh install
+	infra/prometheus.sh install
 	infra/kafka.sh fetch
 
 infra-up: install

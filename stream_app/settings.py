@@ -178,6 +178,9 @@ class WorkerSettings(BaseModel):
     # The producer's message.max.bytes: the largest output record. Dead letters are cut to fit under it.
     output_max_bytes: int = Field(default=1_000_000, ge=64 * 1024, le=100_000_000)
     web_port: int = Field(default=6066, ge=0, le=65535)
+    # The address the web server (and so /metrics) listens on; 0.0.0.0 where a scraper on another host or
+    # container must reach it (docker-compose.yml).
+    web_bind: str = Field(default="127.0.0.1", min_length=1)
     # Static consumer-group membership (stream_app.worker.app.group_instance_id,
     # docs/decisions/0015-static-group-membership.md): unset, it is "<app_id>-<hostname>-<web_port>";
     # "" turns static membership off.

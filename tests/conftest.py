@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.workers",
     "tests.fixtures.history",
     "tests.fixtures.redis_server",
+    "tests.fixtures.prometheus",
 ]

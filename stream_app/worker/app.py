@@ -163,7 +163,7 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
         store="memory://",
         web_enabled=web_enabled,
         web_port=worker.web_port,
-        web_bind="127.0.0.1",
+        web_bind=worker.web_bind,
         topic_disable_leader=True,
         topic_allow_declare=False,  # topics are created by `streamscore create-topics`
         consumer_auto_offset_reset="earliest",
