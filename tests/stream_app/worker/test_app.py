@@ -1,0 +1,27 @@
+"""The Faust app as ``create_app`` builds it: where Faust keeps its data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream_app.settings import Settings, WorkerSettings
+from stream_app.worker.app import Runners, create_app
+
+
+def never_built(app: object) -> Runners:
+    raise AssertionError("the runners are built on first use, not by create_app")
+
+
+def test_faust_keeps_its_data_under_the_data_dir_not_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    settings = Settings(data_dir=tmp_path / "data", worker=WorkerSettings(app_id="an-app"))
+    conf = create_app(settings, never_built).app.conf
+    assert conf.datadir == tmp_path / "data" / "faust" / "an-app"
+    assert conf.appdir.is_relative_to(conf.datadir) and conf.tabledir.is_relative_to(conf.datadir)
+    assert conf.datadir.parent.is_dir()  # Faust creates only the last level when it starts
+    assert list(cwd.iterdir()) == []
