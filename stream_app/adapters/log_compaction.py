@@ -3,8 +3,8 @@
 ``merge_parts`` reads every ``part-stream-*`` part of a directory, drops rows identical in every column,
 writes the result atomically (``offline_log.write_part``) and only then removes the parts it read, so a
 crash in between leaves identical duplicates (which Feast and ``read_labels`` ignore). A part is removed
-only if it is still the file that was read: the sink may rewrite a part of the same name on a replay,
-with the same rows or more, and that version stays for the next pass. Why:
+only if it is still the file that was read: the sink may rewrite a part of the same name on a replay
+(0017), and that version stays for the next pass. Why:
 docs/decisions/0020-compacting-closed-hours.md.
 """
 
@@ -121,8 +121,8 @@ def _remove_if_unchanged(path: Path, identity: Identity) -> bool:
 
 
 def _put_back(aside: Path, path: Path) -> None:
-    """``aside`` back under ``path``, unless a part of that name exists again: the sink rewrote it, with
-    the same rows or more."""
+    """``aside`` back under ``path``, unless a part of that name exists again: the sink rewrote it, and
+    that version supersedes ``aside`` as the sink's own overwrite would have."""
     try:
         os.link(aside, path)
     except FileExistsError:
