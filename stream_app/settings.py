@@ -212,6 +212,14 @@ class SinkSettings(BaseModel):
     # How long the broker waits for a silent sink before handing its partitions to another member (or to
     # its own restart: a sink that crashed holds its partitions this long); the broker's floor is 6 s.
     session_timeout_s: float = Field(default=10.0, ge=1, le=90)
+    # Compaction (stream_app.sink.compaction, docs/decisions/0020-compacting-closed-hours.md): every
+    # compact_every_s (0: never; `streamscore sink compact` does it on demand) the sink merges the parts of
+    # each hour that ended compact_grace_s ago into one file. The grace covers the rows that still arrive
+    # for an hour after it ends: events within the worker's allowed lateness (300 s), labels held for
+    # their prediction (30 s), the part age (60 s) and minutes of consumer lag; a later row is merged on
+    # a later pass.
+    compact_every_s: float = Field(default=300.0, ge=0)
+    compact_grace_s: float = Field(default=900.0, ge=0)
 
 
 class Settings(BaseSettings):

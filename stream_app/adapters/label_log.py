@@ -32,11 +32,30 @@ def label_frame(rows: Sequence[LabelRow]) -> pd.DataFrame:
     })
 
 
-def read_labels(directory: Path) -> pd.DataFrame:
+def conform(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with exactly the log's columns, order and dtypes; ValueError if columns differ."""
+    if sorted(frame.columns) != sorted(COLUMNS):
+        raise ValueError(f"label log frame must have columns {list(COLUMNS)}, got {list(frame.columns)}")
+    template = label_frame([])
+    out = frame.loc[:, list(COLUMNS)].reset_index(drop=True)
+    for name in COLUMNS:
+        out[name] = out[name].astype(template[name].dtype)
+    return out
+
+
+def read_labels(directory: Path, attempts: int = 3) -> pd.DataFrame:
     """Every logged label, one row per event_id (a label replayed at other batch boundaries is logged twice,
-    identically)."""
-    parts = sorted(directory.glob("**/part-*.parquet"))
-    if not parts:
-        return label_frame([])
-    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    return frame.drop_duplicates("event_id", keep="first").reset_index(drop=True)
+    identically). A part removed between the listing and its reading (merged into another by compaction,
+    docs/decisions/0020-compacting-closed-hours.md) makes it list the parts again, up to ``attempts`` times."""
+    for attempt in range(1, attempts + 1):
+        parts = sorted(directory.glob("**/part-*.parquet"))
+        if not parts:
+            return label_frame([])
+        try:
+            frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+        except FileNotFoundError:
+            if attempt == attempts:
+                raise
+            continue
+        return frame.drop_duplicates("event_id", keep="first").reset_index(drop=True)
+    raise ValueError("attempts must be at least 1")

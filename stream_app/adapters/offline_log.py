@@ -4,8 +4,9 @@ Feast's stream feature views read it as their batch source (``{user,merchant}_wi
 under the offline data directory, paths from ``core.offline_layout``), so training sees the rows
 serving served. The sink (``stream_app.sink``) writes ``part-stream-*`` parts in hour directories with
 ``rows_frame`` and ``write_part``; the backfill writes ``part-backfill.parquet`` through
-``window_frame``; ``compact`` merges an hour's stream parts. Parts are written atomically. Why:
-docs/decisions/0005-offline-log-parts.md and docs/decisions/0017-offline-logs-written-by-a-sink.md.
+``window_frame``; ``adapters.log_compaction`` merges a closed hour's parts into one. Parts are written
+atomically. Why: docs/decisions/0005-offline-log-parts.md and
+docs/decisions/0017-offline-logs-written-by-a-sink.md.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from stream_app.adapters.files import fsync_dir
-from stream_app.core.offline_layout import CREATED, MERCHANT_WINDOW_LOG, USER_WINDOW_LOG, hour_of
+from stream_app.core.offline_layout import CREATED
 from stream_app.core.profiles import TIMESTAMP
 from stream_app.core.records import WindowRow
-from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, Function, WindowSpec
+from stream_app.core.window_spec import Function, WindowSpec
 from stream_app.errors import ServiceUnavailableError
 
 _INT_FUNCTIONS = (Function.COUNT, Function.DISTINCT)
@@ -103,50 +103,3 @@ def write_part(frame: pd.DataFrame, target: Path, writer_id: str = "w") -> Path:
             tmp.unlink()
         raise ServiceUnavailableError(f"offline log: cannot write {target}: {exc}") from exc
     return target
-
-
-def _stream_parts(directory: Path, source: str) -> Iterator[Path]:
-    return (p for p in sorted(directory.glob(f"part-{source}-*.parquet")) if p.is_file())
-
-
-def _compact_directory(directory: Path, source: str, specs: Sequence[WindowSpec]) -> Path | None:
-    inputs = list(_stream_parts(directory, source))
-    if len(inputs) < 2:
-        return None
-    try:
-        frames = [conform(pd.read_parquet(p), specs) for p in inputs]
-    except OSError as exc:
-        raise ServiceUnavailableError(f"offline log: cannot read parts in {directory}: {exc}") from exc
-    key = specs[0].entity.value
-    merged = (pd.concat(frames, ignore_index=True)
-              .drop_duplicates(subset=[key, TIMESTAMP, CREATED], keep="last")
-              .sort_values([TIMESTAMP, key], kind="stable", ignore_index=True))
-    digest = hashlib.sha256("\n".join(p.name for p in inputs).encode()).hexdigest()[:16]
-    target = write_part(merged, directory / f"part-{source}-compact-{digest}.parquet", "compact")
-    for path in inputs:
-        if path != target:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-    fsync_dir(directory)
-    return target
-
-
-def compact(repo_path: Path, source: str = "stream", before: datetime | None = None) -> list[Path]:
-    """Merge the ``source`` parts of each hour directory of each log (and of the log's top directory) into
-    one part, dropping duplicate rows (same entity, event and created timestamp); with ``before``, only
-    hour directories whose hour ended by then. The merged part is written before the inputs are removed,
-    so a crash leaves duplicates at worst; parts written meanwhile are not inputs and stay. The backfill
-    part is never touched.
-
-    Compact only hours the sink no longer writes (``before`` older than the allowed lateness plus the
-    sink's part age and lag): a part the sink rewrote between the read and the removal would be lost."""
-    written = []
-    for log_dir, specs in ((USER_WINDOW_LOG, USER_WINDOWS), (MERCHANT_WINDOW_LOG, MERCHANT_WINDOWS)):
-        top = Path(repo_path) / log_dir
-        hours = sorted(d for d in top.iterdir() if d.is_dir() and hour_of(d.name) is not None) if top.is_dir() else []
-        for directory in ([] if before is not None else [top]) + [
-                d for d in hours if before is None or (hour_of(d.name) or before) + timedelta(hours=1) <= before]:
-            target = _compact_directory(directory, source, specs)
-            if target is not None:
-                written.append(target)
-    return written

@@ -18,15 +18,18 @@ from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from stream_app.adapters.label_log import conform as conform_labels
 from stream_app.adapters.label_log import label_frame
-from stream_app.adapters.offline_log import rows_frame
+from stream_app.adapters.offline_log import conform, rows_frame
 from stream_app.contract import decode_joined_label, decode_prediction
 from stream_app.core.offline_layout import LABEL_LOG, MERCHANT_WINDOW_LOG, USER_WINDOW_LOG, hour_dir
+from stream_app.core.profiles import TIMESTAMP
 from stream_app.core.records import LabelRow
 from stream_app.core.served_rows import view_row
-from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS
+from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS, WindowSpec
 from stream_app.errors import InvalidRecordError, ServiceUnavailableError
 from stream_app.settings import Settings
+from stream_app.sink.compaction import Compactor, CompactTarget
 from stream_app.sink.parts import LogTarget, Position, RollingParts
 
 log = logging.getLogger(__name__)
@@ -75,15 +78,32 @@ def logs_of(settings: Settings) -> dict[str, LogTarget]:
     }
 
 
+def compaction_targets(settings: Settings) -> dict[str, CompactTarget]:
+    """How each log the sink writes is compacted: a part read back is checked by the log's ``conform``;
+    merged feature rows are in event time order, merged labels in the order ``read_labels`` reads them
+    (it keeps the first row of an event_id)."""
+    logs = logs_of(settings)
+    return {
+        USER_LOG: _view_target(logs[USER_LOG].directory, USER_WINDOWS),
+        MERCHANT_LOG: _view_target(logs[MERCHANT_LOG].directory, MERCHANT_WINDOWS),
+        LABELS_LOG: CompactTarget(logs[LABELS_LOG].directory, conform_labels),
+    }
+
+
+def _view_target(directory: Path, specs: tuple[WindowSpec, ...]) -> CompactTarget:
+    return CompactTarget(directory, lambda frame: conform(frame, specs), (TIMESTAMP, specs[0].entity.value))
+
+
 class Sink:
     """Consumes predictions and joined labels into ``parts``; ``step`` is one poll, ``run`` loops until
     stopped. Offsets are committed synchronously after the parts due are written, only up to
     ``RollingParts.commit_positions``; on revocation (and on stop) every open part is written first."""
 
     def __init__(self, consumer: ConsumerLike, parts: RollingParts, *, predictions_topic: str, labels_topic: str,
-                 poll_s: float) -> None:
+                 poll_s: float, compactor: Compactor | None = None) -> None:
         self.consumer = consumer
         self.parts = parts
+        self.compactor = compactor
         self.predictions_topic = predictions_topic
         self.labels_topic = labels_topic
         self.poll_s = poll_s
@@ -107,8 +127,11 @@ class Sink:
 
     def run(self, stop: threading.Event) -> None:
         """``step`` until ``stop`` is set, waiting out an unwritable disk (nothing is committed meanwhile);
-        then write every open part, commit, and leave the group."""
+        then write every open part, commit, and leave the group. The compactor, if any, runs meanwhile on
+        its own thread."""
         self.start()
+        if self.compactor is not None:
+            self.compactor.start()
         delay = 0.2
         try:
             while not stop.is_set():
@@ -123,6 +146,8 @@ class Sink:
             self.commit()
         finally:
             self.consumer.close()
+            if self.compactor is not None:
+                self.compactor.stop()
 
     def commit(self, only: Sequence[tuple[str, int]] | None = None) -> None:
         """Commit the positions that changed since the last commit (of ``only`` these partitions, if given).
@@ -206,11 +231,15 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
 
 
 def build_sink(settings: Settings, consumer: ConsumerLike | None = None) -> Sink:
-    """A sink over the real consumer and the logs' directories from ``settings``."""
+    """A sink over the real consumer and the logs' directories from ``settings``, with a compactor unless
+    ``compact_every_s`` is 0."""
     parts = RollingParts(logs_of(settings), max_rows=settings.sink.part_max_rows,
                          max_age_s=settings.sink.part_max_age_s, writer_id=sink_id())
     # confluent_kafka's own annotations are looser than ConsumerLike (e.g. consume's defaults)
     real = consumer or cast(ConsumerLike, Consumer(consumer_config(settings)))
+    sink = settings.sink
+    compactor = Compactor(compaction_targets(settings), every_s=sink.compact_every_s, grace_s=sink.compact_grace_s) \
+        if sink.compact_every_s > 0 else None
     return Sink(real, parts,
                 predictions_topic=settings.topics.predictions.name,
-                labels_topic=settings.topics.labels_joined.name, poll_s=settings.sink.poll_s)
+                labels_topic=settings.topics.labels_joined.name, poll_s=settings.sink.poll_s, compactor=compactor)

@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -135,6 +136,13 @@ def group_instance_id(worker: WorkerSettings, hostname: str) -> str | None:
     return f"{worker.app_id}-{hostname}-{worker.web_port}"
 
 
+def faust_datadir(settings: Settings) -> Path:
+    """Faust's data directory for this app (its versioned table directories): under the configured
+    ``data_dir``, next to the deployment's other runtime data, never relative to the working directory
+    (Faust's default ``<app_id>-data``)."""
+    return settings.data_dir / "faust" / settings.worker.app_id
+
+
 def _built(runner_factory: Callable[[faust.App], Runners], app: faust.App) -> Runners:
     """The runners; then what startup left alive (Feast's registry, the model, imported modules) is kept
     out of the cyclic collector's scans: otherwise every full collection walks it all while holding the
@@ -154,8 +162,11 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
     Each agent has concurrency 1: with more, faust-streaming #606 commits offsets past events still in
     flight. Scale out with partitions and workers in one consumer group instead."""
     worker = settings.worker
+    datadir = faust_datadir(settings)
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates the last level only
     app = faust.App(
         worker.app_id,
+        datadir=datadir,
         broker=settings.kafka.faust_broker(),
         broker_credentials=broker_credentials(settings),
         value_serializer="raw",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -11,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from stream_app import backfill
+from stream_app.adapters.log_compaction import closed_hours, hour_directories, merge_parts
 from stream_app.adapters.offline_log import (
-    compact,
     conform,
     log_columns,
     part_name,
@@ -55,6 +56,20 @@ def write_logs(repo: Path, users: list[WindowRow], merchants: list[WindowRow], n
     """Both logs' parts of ``users`` and ``merchants`` as the sink writes them."""
     return [write_part(rows_frame(users, USER_WINDOWS), repo / USER_LOG / hour / name),
             write_part(rows_frame(merchants, MERCHANT_WINDOWS), repo / MERCHANT_LOG / hour / name)]
+
+
+def compact(repo: Path, before: datetime | None = None) -> list[Path]:
+    """Each view's parts merged per directory: the log's top and every hour, or with ``before`` the hours
+    closed by then (as the sink's compaction does)."""
+    merged = []
+    for log, specs in ((USER_LOG, USER_WINDOWS), (MERCHANT_LOG, MERCHANT_WINDOWS)):
+        top = repo / log
+        directories = closed_hours(top, before) if before else [top, *(d for _, d in hour_directories(top))]
+        for directory in directories:
+            done = merge_parts(directory, partial(conform, specs=specs), (TIMESTAMP, specs[0].entity.value))
+            if done is not None:
+                merged.append(done.path)
+    return merged
 
 
 def test_a_part_is_readable_with_the_logs_columns_and_no_temp_file_left(tmp_path: Path) -> None:
