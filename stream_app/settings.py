@@ -209,6 +209,7 @@ class SinkSettings(BaseModel):
     # How long the broker waits for a silent sink before handing its partitions to another member (or to
     # its own restart: a sink that crashed holds its partitions this long); the broker's floor is 6 s.
     session_timeout_s: float = Field(default=10.0, ge=1, le=90)
+    metrics_port: int = Field(default=9108, ge=0, le=65535)  # Prometheus /metrics on this port (0 = off)
 
 
 class Settings(BaseSettings):

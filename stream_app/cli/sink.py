@@ -6,7 +6,7 @@ import argparse
 
 from stream_app.cli.commands import Commands, stop_on_signals
 from stream_app.settings import get_settings
-from stream_app.sink.runner import build_sink
+from stream_app.sink.runner import build_sink, serve_metrics
 
 
 def register(commands: Commands) -> None:
@@ -19,6 +19,7 @@ def register(commands: Commands) -> None:
 
 
 def run_sink(_: argparse.Namespace) -> int:
+    settings = get_settings()
     stop = stop_on_signals()
-    build_sink(get_settings()).run(stop)
+    build_sink(settings, sensor=serve_metrics(settings, stop)).run(stop)
     return 0
