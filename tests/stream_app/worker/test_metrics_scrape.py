@@ -90,6 +90,7 @@ def test_a_scrape_after_a_short_stream_matches_what_was_produced(
                 and not any(sink_lag) and total(s, m.SINK_ROWS_WRITTEN, log="user_windows") >= len(valid))
 
     until(drained, 180, f"not drained:\n{worker.tail(30)}\n{sink.tail(30)}")
+    time.sleep(m.RECOMPUTE_S)  # drift and online quality are recomputed at most this often
     w, s = scrape(web_port, worker), scrape(sink_port, sink)
     scraped_at = time.time()
 
