@@ -4,7 +4,11 @@
 a backlog with ``streamscore sink`` alongside (its parts counted), and (a) passthrough, the Kafka limit
 without work, also under other Faust settings and transports (``bench_throughput``, ``bench_ceiling``);
 (f) 2 workers vs 1 on one backlog (``bench_scale``); (g) a cProfile of the worker (``profile_worker``);
-(c) latency under the live generator (``bench_latency``); (e) RSS (``bench_rss``). Needs Kafka and Redis from the
+(c) latency under the live generator (``bench_latency``); (e) RSS (``bench_rss``). The e2e drain and each
+latency phase also record the worker's own figures from its /metrics (batch size and time, Redis round
+trips, record timestamp -> acknowledged latency: ``worker_metrics``), the e2e run the sink's too; the
+calibration's per-stage breakdown (decode, engine, scoring, ...) still comes from bench/probe_worker.py,
+which /metrics does not break down. Needs Kafka and Redis from the
 environment (bench/run.sh starts private ones); BENCH_QUICK=1 shrinks everything for a harness check.
 Writes bench/results/e2e.json (summary, ratios, targets), e2e_latency.json and worker_rss.json (each
 with the command that produced it), worker_profile.txt and worker_cprofile.txt.
@@ -51,13 +55,17 @@ from harness import (
     cpu_seconds,
     log,
     measure_drain,
+    metrics_delta,
     prepare_world,
     record_pid,
     redis_memory,
     rss_mb,
+    scrape_metrics,
+    sink_metrics,
     start_child,
     topics_named,
     with_run,
+    worker_metrics,
     write_result,
 )
 
@@ -288,7 +296,9 @@ def bench_throughput(world: World, backlog: Backlog, root: Path, args: argparse.
     bench_ceiling(world, root, args, pt_prefix=pt_prefix, meter=meter_pt, pt_n=pt_n, out=out)
 
     log(f"e2e: python -m stream_app worker draining {main_n:,} records, streamscore sink alongside")
-    sink_env = {**e2e.env, "STREAMSCORE_SINK__GROUP_ID": f"bench-{run_id}-sink"}
+    sink_port = free_port()
+    sink_env = {**e2e.env, "STREAMSCORE_SINK__GROUP_ID": f"bench-{run_id}-sink",
+                "STREAMSCORE_SINK__METRICS_PORT": str(sink_port)}
     logs = logs_of(e2e.settings)
     parts_before = {name: set(target.directory.rglob(SINK_PART)) for name, target in logs.items()}
     sink = start_child(sink_env, root / "logs" / "sink_e2e.log", root, SINK_ARGS)
@@ -296,6 +306,8 @@ def bench_throughput(world: World, backlog: Backlog, root: Path, args: argparse.
     child = start_child(e2e.env, root / "logs" / "worker_e2e.log", root)
     try:
         out["e2e"] = measure_drain(meter, child, main_n, timeout_s=args.sustain * 3 + 30).summary()
+        out["e2e"]["worker_metrics"] = worker_metrics(scrape_metrics(e2e.settings.worker.web_port), tx_e2e)
+        sink_before_stop = sink_metrics(scrape_metrics(sink_port))  # its open parts are written as it stops
     finally:
         child.stop()
         sink.stop()  # SIGTERM: the sink writes every open part before it exits
@@ -304,6 +316,7 @@ def bench_throughput(world: World, backlog: Backlog, root: Path, args: argparse.
     out["e2e"]["with_sink_running"] = True
     log(f"e2e: {out['e2e']['events_per_s']:,} ev/s over {out['e2e']['drain_seconds']} s")
     out["sink"] = sink_files(logs, parts_before, time.monotonic() - sink_started, e2e.settings, main_n)
+    out["sink"]["metrics_before_stop"] = sink_before_stop
     log(f"sink: {out['sink']['parts']} parts; per view per 10 min {out['sink']['parts_per_view_per_10min']}")
     meter.close()
     meter_pt.close()
@@ -576,6 +589,7 @@ def latency_phase(tap: PredictionTap, run: Run, world: World, *, rate: float, se
     loop-lag probe, ``worker.loop_lag_file``)."""
     log(f"latency: {name} at {rate:g} ev/s for {seconds:g} s")
     cpu0 = cpu_seconds(worker.pid)
+    scraped = scrape_metrics(run.settings.worker.web_port)
     launched, exited, valid = live(run, world, rate=rate, seconds=seconds, log_path=root / "logs" / "generator.log",
                                    root=root)
 
@@ -605,6 +619,8 @@ def latency_phase(tap: PredictionTap, run: Run, world: World, *, rate: float, se
         "worker_rss_mb": round(rss_mb(worker.pid)[0], 1),
         "max_loop_stall_ms": (worst_stall_ms(run.settings.worker.loop_lag_file, launched, drained)
                               if run.settings.worker.loop_lag_file else None),
+        "worker_metrics": worker_metrics(metrics_delta(scraped, scrape_metrics(run.settings.worker.web_port)),
+                                         run.settings.topics.transactions.name),
     }
 
 

@@ -97,7 +97,8 @@ def prepare_world(settings: Settings, repo_dir: Path, project: str, config: Hist
 
 
 def train_and_promote(store: FeatureStore, history: History, registry: ModelRegistry, model: QuickModel) -> str:
-    """Train ``model`` on the history's Feast training frame, register it, point ``production`` at it
+    """Train ``model`` on the history's Feast training frame, register it (with the frame's reference
+    distributions, as ``models.train`` does, for drift monitoring), point ``production`` at it
     (forced: there is no earlier model or golden set to judge it against); returns its version."""
     entities = entity_frame(history.transactions, history.labels)
     if model.train_rows is not None and len(entities) > model.train_rows:
@@ -110,6 +111,7 @@ def train_and_promote(store: FeatureStore, history: History, registry: ModelRegi
         feature_service=production_service_name(), features=features, threshold=0.5, params=model.params,
         training_data=TrainingData(start=frame[TIMESTAMP].min().to_pydatetime(),
                                    end=frame[TIMESTAMP].max().to_pydatetime(), rows=len(frame),
-                                   content_hash=validate.content_hash(frame[[TIMESTAMP, *features, LABEL]]))))
+                                   content_hash=validate.content_hash(frame[[TIMESTAMP, *features, LABEL]])),
+        reference_distributions=validate.reference_distributions(frame, features)))
     registry.set_alias("production", version, forced=True, details={"reason": "world setup (models.pipeline)"})
     return version

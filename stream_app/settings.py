@@ -220,6 +220,8 @@ class SinkSettings(BaseModel):
     # a later pass.
     compact_every_s: float = Field(default=300.0, ge=0)
     compact_grace_s: float = Field(default=900.0, ge=0)
+    metrics_port: int = Field(default=9108, ge=0, le=65535)  # Prometheus /metrics on this port (0 = off)
+    metrics_bind: str = Field(default="127.0.0.1", min_length=1)  # its address (0.0.0.0: scraped from elsewhere)
 
 
 class Settings(BaseSettings):

@@ -29,7 +29,6 @@ MAKEFILE = REPO_ROOT / "Makefile"
 INIT_SCRIPT = "infra/compose-init.sh"
 APP_SERVICES = ("init", "worker", "sink", "traffic")
 SERVICES = {"kafka", "redis", *APP_SERVICES, "prometheus", "grafana"}
-SINK_METRICS_PORT = 9108  # the sink's metrics port by default (README "Metrics")
 # Values for the shell variables of the init script's command lines, to parse them as the CLI would.
 SCRIPT_VARIABLES = {"$days": "30", "$users": "20000", "$merchants": "2000", "$seed": "7", "$start": "2026-10-01",
                     "$history": "/data/history", "$now": "2026-10-31T00:00:00"}
@@ -223,10 +222,12 @@ def test_prometheus_scrapes_the_worker_and_the_sink_where_they_listen(clean_env:
     config = yaml.safe_load(mounted_file("prometheus", config_path).read_text())
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     worker = service_settings("worker", clean_env).worker
+    sink = service_settings("sink", clean_env).sink
     assert worker.web_bind == "0.0.0.0"
-    assert targets == {WORKER_JOB: [f"worker:{worker.web_port}"], SINK_JOB: [f"sink:{SINK_METRICS_PORT}"]}
+    assert sink.metrics_bind == "0.0.0.0"
+    assert targets == {WORKER_JOB: [f"worker:{worker.web_port}"], SINK_JOB: [f"sink:{sink.metrics_port}"]}
     assert str(worker.web_port) in service("worker")["expose"]
-    assert str(SINK_METRICS_PORT) in service("sink")["expose"]
+    assert str(sink.metrics_port) in service("sink")["expose"]
     for rules in config["rule_files"]:
         assert mounted_file("prometheus", str(Path(config_path).parent / rules)) == REPO_ROOT / "monitoring" / rules
 

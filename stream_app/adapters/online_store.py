@@ -107,6 +107,7 @@ class ProfileCache:
         self.hits = 0
         self.misses = 0
         self.drops = 0  # times a new materialization emptied the cache
+        self._first_put: float | None = None  # when the oldest entry held (at most) was put
 
     def refresh(self) -> None:
         """Drop everything if a materialization landed since the last look (looks at most every
@@ -123,6 +124,7 @@ class ProfileCache:
                 self.drops += 1
             self._seen = stamp
             self._held.clear()
+            self._first_put = None
 
     def get(self, view: str, entity_id: int) -> dict[str, Any] | None:
         """The cached profile (shared: do not mutate it), None when not held."""
@@ -136,9 +138,16 @@ class ProfileCache:
         self.misses += 1
         return None
 
+    def oldest_age_s(self) -> float:
+        """Seconds since the first entry still possibly held was put (every entry is at most this old:
+        they are dropped together); 0 when nothing is held."""
+        return 0.0 if self._first_put is None else self._clock() - self._first_put
+
     def put(self, view: str, entity_id: int, profile: dict[str, Any]) -> None:
         if not self.size:
             return
+        if self._first_put is None:
+            self._first_put = self._clock()
         held = self._held.setdefault(view, OrderedDict())
         held[entity_id] = profile
         if len(held) > self.size:

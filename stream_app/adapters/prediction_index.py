@@ -38,7 +38,8 @@ class PredictionIndex:
         """The writes that index ``predictions`` and move the partitions' ``watermarks`` (epoch seconds)
         forward (ZADD GT)."""
         out: list[Write] = [
-            SetValue(self.prefix + p.event_id, json.dumps([p.merchant_id, p.score, p.model_version]),
+            SetValue(self.prefix + p.event_id, json.dumps([p.merchant_id, p.score, p.model_version,
+                                                                p.event_time.timestamp()]),
                      self.ttl_s * 1000) for p in predictions]
         if watermarks:
             out.append(RaiseScores(self.watermark_key, {str(k): v for k, v in watermarks.items()}))
@@ -72,6 +73,7 @@ class PredictionIndex:
             if value is None:
                 out.append(None)
                 continue
-            merchant, score, version = json.loads(value)
-            out.append(Indexed(int(merchant), float(score), str(version)))
+            merchant, score, version, *event_time = json.loads(value)
+            out.append(Indexed(int(merchant), float(score), str(version),
+                               float(event_time[0]) if event_time else None))
         return out

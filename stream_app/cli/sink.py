@@ -10,7 +10,7 @@ from stream_app.cli.commands import Commands, stop_on_signals
 from stream_app.cli_types import non_negative
 from stream_app.settings import get_settings
 from stream_app.sink.compaction import compact_closed_hours, utc_now
-from stream_app.sink.runner import build_sink, compaction_targets
+from stream_app.sink.runner import build_sink, compaction_targets, serve_metrics
 
 
 def register(commands: Commands) -> None:
@@ -35,8 +35,9 @@ def register(commands: Commands) -> None:
 
 
 def run_sink(_: argparse.Namespace) -> int:
+    settings = get_settings()
     stop = stop_on_signals()
-    build_sink(get_settings()).run(stop)
+    build_sink(settings, sensor=serve_metrics(settings, stop)).run(stop)
     return 0
 
 

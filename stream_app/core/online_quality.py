@@ -1,5 +1,6 @@
 """Online model quality from delayed labels: the latest N (score, label) pairs per model version, and
-their ROC-AUC / PR-AUC with the same maths as offline evaluation (stream_app.core.metrics)."""
+their ROC-AUC / PR-AUC (and precision / recall at a threshold) with the same maths as offline evaluation
+(stream_app.core.metrics)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stream_app.core.metrics import pr_auc, roc_auc
+from stream_app.core.metrics import ThresholdMetrics, pr_auc, precision_recall_at, roc_auc
 
 
 @dataclass
@@ -34,6 +35,12 @@ class OnlineQuality:
     def pr_auc(self, model_version: str) -> float:
         y, s = self._arrays(model_version)
         return pr_auc(y, s) if 0 < y.sum() < len(y) else math.nan
+
+    def at_threshold(self, model_version: str, threshold: float) -> ThresholdMetrics:
+        """Precision, recall and the confusion counts when flagging ``score >= threshold``; ValueError
+        while no label of the version is held."""
+        y, s = self._arrays(model_version)
+        return precision_recall_at(y, s, threshold)
 
     def versions(self) -> list[str]:
         return sorted(self._pairs)

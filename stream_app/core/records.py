@@ -4,7 +4,7 @@ the worker and the adapters, so neither imports the other for them."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 WindowRow = tuple[int, datetime, Mapping[str, float]]
@@ -18,6 +18,8 @@ class Indexed:
     merchant_id: int
     score: float
     model_version: str
+    # the transaction's event time (epoch seconds), for the label delay; None in entries written without it
+    event_time: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from stream_app.adapters.files import make_dirs_durable
 from stream_app.adapters.offline_log import part_name, write_part
+from stream_app.sink.sensor import NULL_SINK_SENSOR, SinkSensor
 
 log = logging.getLogger(__name__)
 TopicPartition = tuple[str, int]
@@ -51,11 +52,12 @@ PartKey = tuple[str, str]  # (log, hour directory)
 class RollingParts:
     """Buffers rows per (log, hour); a part is closed when it holds ``max_rows`` rows (the next row opens
     another) or is ``max_age_s`` old, and ``close_due`` writes the closed parts. ``commit_positions`` says
-    how far each partition may be committed."""
+    how far each partition may be committed. ``sensor`` is told of each part written."""
 
     def __init__(self, logs: Mapping[str, LogTarget], *, max_rows: int, max_age_s: float, writer_id: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, sensor: SinkSensor = NULL_SINK_SENSOR) -> None:
         self.logs = dict(logs)
+        self.sensor = sensor
         self.max_rows = max_rows
         self.max_age_s = max_age_s
         self.writer_id = writer_id
@@ -133,6 +135,7 @@ class RollingParts:
 
     def _write(self, key: PartKey, part: OpenPart) -> Path:
         log_name, hour = key
+        started = time.perf_counter()
         target = self.logs[log_name]
         directory = target.directory / hour
         make_dirs_durable(directory)
@@ -140,5 +143,6 @@ class RollingParts:
         path = write_part(target.frame(part.rows), directory / name, self.writer_id)
         self.parts_written += 1
         self.rows_written += len(part.rows)
+        self.sensor.on_part_written(log_name, len(part.rows), time.perf_counter() - started)
         log.info("wrote %d rows to %s", len(part.rows), path)
         return path

@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from prometheus_client import CollectorRegistry, start_http_server
 
+from stream_app.adapters.kafka_lag import LAG_POLL_S, ConsumerLag, poll_every
 from stream_app.adapters.label_log import conform as conform_labels
 from stream_app.adapters.label_log import label_frame
 from stream_app.adapters.offline_log import conform, rows_frame
+from stream_app.adapters.prometheus_metrics import SinkMetrics
 from stream_app.contract import decode_joined_label, decode_prediction
 from stream_app.core.offline_layout import LABEL_LOG, MERCHANT_WINDOW_LOG, USER_WINDOW_LOG, hour_dir
 from stream_app.core.profiles import TIMESTAMP
@@ -31,6 +34,7 @@ from stream_app.errors import InvalidRecordError, ServiceUnavailableError
 from stream_app.settings import Settings
 from stream_app.sink.compaction import Compactor, CompactTarget
 from stream_app.sink.parts import LogTarget, Position, RollingParts
+from stream_app.sink.sensor import NULL_SINK_SENSOR, SinkSensor
 
 log = logging.getLogger(__name__)
 USER_LOG, MERCHANT_LOG, LABELS_LOG = "user_windows", "merchant_windows", "labels"
@@ -97,11 +101,13 @@ def _view_target(directory: Path, specs: tuple[WindowSpec, ...]) -> CompactTarge
 class Sink:
     """Consumes predictions and joined labels into ``parts``; ``step`` is one poll, ``run`` loops until
     stopped. Offsets are committed synchronously after the parts due are written, only up to
-    ``RollingParts.commit_positions``; on revocation (and on stop) every open part is written first."""
+    ``RollingParts.commit_positions``; on revocation (and on stop) every open part is written first.
+    ``sensor`` is told what each step consumed and how many rows stay buffered."""
 
     def __init__(self, consumer: ConsumerLike, parts: RollingParts, *, predictions_topic: str, labels_topic: str,
-                 poll_s: float, compactor: Compactor | None = None) -> None:
+                 poll_s: float, compactor: Compactor | None = None, sensor: SinkSensor = NULL_SINK_SENSOR) -> None:
         self.consumer = consumer
+        self.sensor = sensor
         self.parts = parts
         self.compactor = compactor
         self.predictions_topic = predictions_topic
@@ -115,14 +121,19 @@ class Sink:
 
     def step(self) -> None:
         """Consume what arrived (waiting up to ``poll_s``), write the parts due, commit what they made safe."""
+        consumed: Counter[str] = Counter()
         for message in self.consumer.consume(CONSUME_BATCH, self.poll_s):
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", error)
                 continue
+            consumed[message.topic() or ""] += 1
             self._record(message)
+        for topic, count in consumed.items():
+            self.sensor.on_records(topic, count)
         self.parts.close_due()
+        self.sensor.on_open_rows(self.parts.pending_rows)
         self.commit()
 
     def run(self, stop: threading.Event) -> None:
@@ -230,11 +241,40 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
             "log_level": 3}
 
 
-def build_sink(settings: Settings, consumer: ConsumerLike | None = None) -> Sink:
-    """A sink over the real consumer and the logs' directories from ``settings``, with a compactor unless
-    ``compact_every_s`` is 0."""
+def serve_metrics(settings: Settings, stop: threading.Event) -> SinkSensor:
+    """The sink's metrics, served at ``/metrics`` on ``metrics_bind``:``metrics_port`` (sink settings) with its
+    consumer group's lag measured every few seconds, until ``stop`` is set; NULL_SINK_SENSOR when the
+    port is 0, or taken (logged: the sink's work, the logs, matters more than its metrics, and a scrape
+    that fails shows as Prometheus's ``up`` = 0)."""
+    port = settings.sink.metrics_port
+    if not port:
+        return NULL_SINK_SENSOR
+    registry = CollectorRegistry()
+    metrics = SinkMetrics(registry, group=settings.sink.group_id)
+    try:
+        server, _ = start_http_server(port, addr=settings.sink.metrics_bind, registry=registry)
+    except OSError as exc:
+        log.error("sink metrics not served: port %d: %s", port, exc)
+        return NULL_SINK_SENSOR
+    lag = ConsumerLag(settings.kafka, settings.sink.group_id,
+                      [settings.topics.predictions.name, settings.topics.labels_joined.name])
+    poll_every(LAG_POLL_S, lambda: metrics.lag.set(lag.poll()), stop)
+
+    def shut_down() -> None:
+        stop.wait()
+        server.shutdown()
+
+    threading.Thread(target=shut_down, name="sink-metrics-stop", daemon=True).start()
+    log.info("sink metrics at http://%s:%d/metrics", settings.sink.metrics_bind, port)
+    return metrics
+
+
+def build_sink(settings: Settings, consumer: ConsumerLike | None = None,
+               sensor: SinkSensor = NULL_SINK_SENSOR) -> Sink:
+    """A sink over the real consumer and the logs' directories from ``settings``, reporting to ``sensor``,
+    with a compactor unless ``compact_every_s`` is 0."""
     parts = RollingParts(logs_of(settings), max_rows=settings.sink.part_max_rows,
-                         max_age_s=settings.sink.part_max_age_s, writer_id=sink_id())
+                         max_age_s=settings.sink.part_max_age_s, writer_id=sink_id(), sensor=sensor)
     # confluent_kafka's own annotations are looser than ConsumerLike (e.g. consume's defaults)
     real = consumer or cast(ConsumerLike, Consumer(consumer_config(settings)))
     sink = settings.sink
@@ -242,4 +282,5 @@ def build_sink(settings: Settings, consumer: ConsumerLike | None = None) -> Sink
         if sink.compact_every_s > 0 else None
     return Sink(real, parts,
                 predictions_topic=settings.topics.predictions.name,
-                labels_topic=settings.topics.labels_joined.name, poll_s=settings.sink.poll_s, compactor=compactor)
+                labels_topic=settings.topics.labels_joined.name, poll_s=settings.sink.poll_s, compactor=compactor,
+                sensor=sensor)

@@ -155,9 +155,10 @@ def _built(runner_factory: Callable[[faust.App], Runners], app: faust.App) -> Ru
 
 
 def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners],
-               web_enabled: bool = False) -> WorkerApp:
+               web_enabled: bool = False, metrics: Callable[[], tuple[bytes, str]] | None = None) -> WorkerApp:
     """The worker app. ``runner_factory`` builds the runners from the app; it is called lazily, on first
-    use (an agent's first batch, or ``WorkerApp.runner``), so nothing connects at import.
+    use (an agent's first batch, or ``WorkerApp.runner``), so nothing connects at import. With the web
+    server enabled, ``metrics()`` (the exposition and its content type) is served at ``/metrics``.
 
     Each agent has concurrency 1: with more, faust-streaming #606 commits offsets past events still in
     flight. Scale out with partitions and workers in one consumer group instead."""
@@ -217,6 +218,14 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
         await app.wait_until_stopped()
         if "runners" in holder:
             holder["runners"].stop()
+
+    if web_enabled and metrics is not None:
+        scrape = metrics
+
+        @app.page("/metrics")  # type: ignore[untyped-decorator]
+        async def serve_metrics(view: Any, request: Any) -> Any:
+            body, content_type = scrape()
+            return view.bytes(body, headers={"Content-Type": content_type})
 
     if worker.loop_lag_file is not None:
         lag_file = worker.loop_lag_file

@@ -17,6 +17,7 @@ from stream_app.worker.labels import LabelBatchResult, LabelProcessor
 from stream_app.worker.lane import INLINE, Lane
 from stream_app.worker.ports import PublisherPort, RawRecord, StatePort
 from stream_app.worker.runner import Outbox, run_batch
+from stream_app.worker.sensor import NULL_SENSOR, WorkerSensor, batch_seen
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,10 @@ class LabelRunner:
     """
 
     def __init__(self, *, processor: LabelProcessor, publisher: PublisherPort, state: StatePort,
-                 quality: OnlineQuality, settings: WorkerSettings, lane: Lane = INLINE) -> None:
+                 quality: OnlineQuality, settings: WorkerSettings, lane: Lane = INLINE,
+                 sensor: WorkerSensor = NULL_SENSOR) -> None:
         self.processor = processor
+        self.sensor = sensor
         self.lane = lane
         self.publisher = publisher
         self.state = state
@@ -62,14 +65,15 @@ class LabelRunner:
 
     async def handle(self, records: Sequence[RawRecord]) -> LabelBatchResult:
         """The batch's result once its effects are done; BatchAbandonedError if ``stop`` was called while
-        it waited out an outage (nothing acked)."""
+        it waited out an outage (nothing acked). The sensor is told of the batch and the joined labels."""
+        started = time.perf_counter()
         self._held_since = None
         result = await run_batch(records, lambda: self._once(records),
                                  dead_lettered=lambda letters: LabelBatchResult(dead_letters=letters,
                                                                                 records=len(records)),
                                  processor=self.processor, outbox=self.outbox, settings=self.settings,
                                  state=self.state, on_retry=self._count_retry, what=f"label batch of {len(records)}",
-                                 stopping=self.stopping)
+                                 stopping=self.stopping, sensor=self.sensor)
         for row in result.joined:
             self.quality.add(row.model_version, row.score, row.is_fraud)
         s = self.stats
@@ -80,6 +84,8 @@ class LabelRunner:
         s.unjoined += result.unjoined
         s.early += result.early
         s.dead_letters += len(result.dead_letters)
+        self.sensor.on_labels(result.delays_s)
+        self.sensor.on_batch(batch_seen(records, time.perf_counter() - started, result.dead_letters))
         return result
 
     def stop_holding(self) -> None:

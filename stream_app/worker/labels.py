@@ -33,6 +33,7 @@ class LabelBatchResult:
     early: int = 0  # unjoined labels that were early (counted as unjoined too) after the wait ran out
     state: WindowState = field(default_factory=WindowState)
     joined: list[LabelRow] = field(default_factory=list)  # newly applied labels, for the log and quality
+    delays_s: list[float] = field(default_factory=list)  # label time - event time of the joined labels known
 
 
 class LabelProcessor:
@@ -96,6 +97,8 @@ class LabelProcessor:
                 result.applied += 1
                 result.joined.append(LabelRow(label.event_id, label.user_id, int(hit.merchant_id), label.is_fraud,
                                               label.label_time, hit.score, hit.model_version))
+                if hit.event_time is not None:
+                    result.delays_s.append(label.label_time.timestamp() - hit.event_time)
             elif outcome is Outcome.REPLAY:
                 result.replayed += 1
             else:

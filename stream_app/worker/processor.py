@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from stream_app.contract import (
     DeadLetter,
     ErrorCode,
@@ -35,7 +38,8 @@ from stream_app.worker.ports import BatchStatePort, ModelPort, OnlineStorePort, 
 
 @dataclass
 class BatchResult:
-    """What one transactions batch produced: outputs, served rows, the state to commit, watermarks."""
+    """What one transactions batch produced: outputs, served rows, the state to commit, watermarks, and what
+    the model scored."""
 
     predictions: list[Prediction] = field(default_factory=list)
     sources: list[RawRecord] = field(default_factory=list)  # the record each prediction answers
@@ -46,6 +50,12 @@ class BatchResult:
     replayed: int = 0
     records: int = 0
     watermarks: dict[int, float] = field(default_factory=dict)  # partition -> newest valid event_time
+    # what the model scored: its version, its features, the (events × features) matrix and the scores
+    model_version: str = ""
+    features: tuple[str, ...] = ()
+    matrix: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty((0, 0), dtype=np.float64))
+    scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, dtype=np.float64))
+    acked_at: float = 0.0  # when the broker acknowledged the outputs (epoch seconds; 0: not yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +149,8 @@ class BatchProcessor:
         scores = scorer.score(matrix)
         decisions = scorer.decide(scores)
         scored_at = self.clock()
+        result.model_version, result.features, result.matrix, result.scores = (
+            scorer.version, scorer.features, matrix, scores)
         for i, item in enumerate(served):
             entered = (_EPOCH + timedelta(milliseconds=item.record.timestamp_ms)
                        if item.record.timestamp_ms is not None else item.txn.event_time)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from typing import Any, Final, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -165,6 +165,10 @@ class KafkaPublisher:
                     batch.refused(position, error)
                     return
                 raise ServiceUnavailableError(f"Kafka refused an output record: {exc}") from exc
+
+    def queued(self) -> int:
+        """Messages in the producer's queue: waiting to be sent or acknowledged."""
+        return len(self._producer) if isinstance(self._producer, Sized) else 0
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.flush(timeout_s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from stream_app.worker.ports import (
     StatePort,
 )
 from stream_app.worker.processor import BatchProcessor, BatchResult
+from stream_app.worker.sensor import NULL_SENSOR, WorkerSensor, batch_seen, scored_seen
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -46,7 +48,8 @@ LATENCIES_KEPT = 100_000
 
 async def run_with_retries(attempt: Callable[[], Awaitable[R]], settings: WorkerSettings, state: StatePort, *,
                            give_up: Callable[[Exception], Awaitable[R]], on_retry: Callable[[], None],
-                           what: str, stopping: asyncio.Event | None = None) -> R:
+                           what: str, stopping: asyncio.Event | None = None,
+                           sensor: WorkerSensor = NULL_SENSOR) -> R:
     """``attempt()`` until it succeeds. A dependency that is down is waited for with exponential backoff
     (forever: nothing is acked meanwhile); a conflicting concurrent state write is retried at once from
     fresh state; labels ahead of their transactions are retried with the same backoff; any other error is
@@ -56,7 +59,10 @@ async def run_with_retries(attempt: Callable[[], Awaitable[R]], settings: Worker
     Once ``stopping`` is set, a retry wait ends at once with BatchAbandonedError (nothing acked: Kafka
     delivers the batch again after the restart, so shutdown does not wait out an outage), except for
     held labels, which are retried at once (the label runner stops holding them when it stops). See
-    docs/decisions/0014-poison-never-stalls.md."""
+    docs/decisions/0014-poison-never-stalls.md.
+
+    ``sensor`` is told of every retry (with its reason) and of the time spent waiting for an unavailable
+    dependency."""
     delay = settings.retry_initial_s
     failures = 0
 
@@ -75,20 +81,27 @@ async def run_with_retries(attempt: Callable[[], Awaitable[R]], settings: Worker
             return await attempt()
         except StateConflictError as exc:  # another worker committed the same keys first: not an outage
             on_retry()
+            sensor.on_retry("conflict")
             state.invalidate()
             log.info("%s: state changed concurrently, re-processing: %s", what, exc)
             await pause(0)
         except LabelsAheadError as exc:  # the transactions side is behind: nothing is down
             on_retry()
+            sensor.on_retry("labels_ahead")
             state.invalidate()
             log.info("%s held for its transactions, retrying in %.1f s: %s", what, delay, exc)
             await pause(delay, abandon=False)
             delay = min(delay * 2, settings.retry_max_s)
         except ServiceUnavailableError as exc:
             on_retry()
+            sensor.on_retry("unavailable")
             state.invalidate()
             log.warning("dependency unavailable, retrying %s in %.1f s: %s", what, delay, exc)
-            await pause(delay)
+            waited = time.monotonic()
+            try:
+                await pause(delay)
+            finally:
+                sensor.on_outage(time.monotonic() - waited)
             delay = min(delay * 2, settings.retry_max_s)
         except Exception as exc:  # an escaping error would lose the batch (BatchRunner's docstring)
             failures += 1
@@ -96,13 +109,15 @@ async def run_with_retries(attempt: Callable[[], Awaitable[R]], settings: Worker
             log.exception("%s failed (%d/%d)", what, failures, settings.poison_attempts)
             if failures >= settings.poison_attempts:
                 return await give_up(exc)
+            sensor.on_retry("error")
             await pause(0)
 
 
 async def run_batch(records: Sequence[RawRecord], attempt: Callable[[], Awaitable[R]], *,
                     dead_lettered: Callable[[list[DeadLetter]], R], processor: DeadLetterPort,
                     outbox: Outbox, settings: WorkerSettings, state: StatePort,
-                    on_retry: Callable[[], None], what: str, stopping: asyncio.Event | None = None) -> R:
+                    on_retry: Callable[[], None], what: str, stopping: asyncio.Event | None = None,
+                    sensor: WorkerSensor = NULL_SENSOR) -> R:
     """``attempt()`` under ``run_with_retries``, with ``outbox`` started afresh for the batch; when the
     batch is poisoned, every record not answered yet becomes a dead letter with code ``internal``,
     delivered (retried while the broker is unavailable: they must not be dropped), and
@@ -116,11 +131,11 @@ async def run_batch(records: Sequence[RawRecord], attempt: Callable[[], Awaitabl
             return (await outbox.deliver([], letters))[1]
 
         delivered = await run_with_retries(deliver, settings, state, give_up=reraise, on_retry=on_retry,
-                                           what=f"dead letters of {what}", stopping=stopping)
+                                           what=f"dead letters of {what}", stopping=stopping, sensor=sensor)
         return dead_lettered(delivered)
 
     return await run_with_retries(attempt, settings, state, give_up=dead_letter_all, on_retry=on_retry, what=what,
-                                  stopping=stopping)
+                                  stopping=stopping, sensor=sensor)
 
 
 Position = tuple[str, int, int]  # (topic, partition, offset) of the record an output answers
@@ -251,8 +266,10 @@ class BatchRunner:
 
     def __init__(self, *, processor: BatchProcessor, publisher: PublisherPort, online: OnlineStorePort,
                  state: StatePort, settings: WorkerSettings,
-                 index: PredictionIndexPort | None = None, lane: Lane = INLINE) -> None:
+                 index: PredictionIndexPort | None = None, lane: Lane = INLINE,
+                 sensor: WorkerSensor = NULL_SENSOR) -> None:
         self.processor = processor
+        self.sensor = sensor
         self.lane = lane
         self.index = index
         self.publisher = publisher
@@ -265,16 +282,21 @@ class BatchRunner:
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchResult:
         """The batch's result once its effects are done; BatchAbandonedError if ``stop`` was called while
-        it waited to be retried (nothing acked: it must not be)."""
+        it waited to be retried (nothing acked: it must not be). The sensor is told of the batch and of
+        its scoring."""
+        started = time.perf_counter()
         try:
             result = await run_batch(
                 records, lambda: self._once(records),
                 dead_lettered=lambda letters: BatchResult(dead_letters=letters, records=len(records)),
                 processor=self.processor, outbox=self.outbox, settings=self.settings, state=self.state,
-                on_retry=self._count_retry, what=f"batch of {len(records)}", stopping=self.stopping)
+                on_retry=self._count_retry, what=f"batch of {len(records)}", stopping=self.stopping,
+                sensor=self.sensor)
         finally:
             self.stats.dropped = self.outbox.dropped
         self.stats.add(result)
+        self.sensor.on_scored(scored_seen(result))
+        self.sensor.on_batch(batch_seen(records, time.perf_counter() - started, result.dead_letters))
         return result
 
     def stop(self) -> None:
@@ -288,6 +310,7 @@ class BatchRunner:
         result = await self.lane.run(lambda: self.processor.process(records))
         answered, result.dead_letters = await self.outbox.deliver(
             list(zip(result.predictions, result.sources, strict=True)), result.dead_letters)
+        result.acked_at = time.time()
         result.predictions = [p for p, _ in answered]
         result.sources = [r for _, r in answered]
         await self.lane.run(lambda: self._commit(result))

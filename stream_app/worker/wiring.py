@@ -1,14 +1,20 @@
-"""Builds a runnable worker from Settings: the real adapters behind each port."""
+"""Builds a runnable worker from Settings: the real adapters behind each port, and (with its web server)
+the Prometheus sensor serving ``/metrics``."""
 
 from __future__ import annotations
 
+import threading
+
 import faust
 import redis
+from prometheus_client import CollectorRegistry
 
 from stream_app.adapters.feast_store import open_store
+from stream_app.adapters.kafka_lag import LAG_POLL_S, ConsumerLag, poll_every
 from stream_app.adapters.model_registry import ModelRegistry
 from stream_app.adapters.online_store import OnlineFeatures
 from stream_app.adapters.prediction_index import PredictionIndex
+from stream_app.adapters.prometheus_metrics import PrometheusSensor, exposition
 from stream_app.adapters.state_store import RedisWindowStore
 from stream_app.core.online_quality import OnlineQuality
 from stream_app.settings import Settings
@@ -20,32 +26,51 @@ from stream_app.worker.model_source import RegistryModel
 from stream_app.worker.processor import BatchProcessor
 from stream_app.worker.publisher import KafkaPublisher
 from stream_app.worker.runner import BatchRunner
+from stream_app.worker.sensor import NULL_SENSOR, TimedState, WorkerSensor
 
 
-def build_runners(settings: Settings, app: faust.App) -> Runners:
-    """The transactions and labels runners over the real adapters (Feast, Redis, Kafka)."""
+def build_runners(settings: Settings, app: faust.App, sensor: PrometheusSensor | None = None) -> Runners:
+    """The transactions and labels runners over the real adapters (Feast, Redis, Kafka), reporting to
+    ``sensor`` if given."""
     store = open_store(settings)
     online = OnlineFeatures(store, profile_cache_size=settings.worker.profile_cache_size,
                             profile_refresh_s=settings.worker.profile_refresh_s)
     client = redis.Redis(**settings.redis.client_kwargs())
     namespace = f"{store.project}:{settings.worker.app_id}"
-    state = RedisWindowStore(client, namespace=namespace, allowed_lateness_s=settings.worker.allowed_lateness_s)
+    store_state = RedisWindowStore(client, namespace=namespace,
+                                   allowed_lateness_s=settings.worker.allowed_lateness_s)
+    sensed: WorkerSensor = NULL_SENSOR if sensor is None else sensor
+    state = store_state if sensor is None else TimedState(store_state, sensor)
     index = PredictionIndex(client, namespace)
-    model = RegistryModel(ModelRegistry(settings.models_dir), settings.worker.model_alias, settings.worker.model_poll_s)
+    model = RegistryModel(ModelRegistry(settings.models_dir), settings.worker.model_alias, settings.worker.model_poll_s,
+                          sensor=sensed)
     processor = BatchProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, online=online,
                                model=model, max_future_skew_s=settings.worker.max_future_skew_s)
     publisher = KafkaPublisher(settings)
     lane = Lane()  # both runners: they share the state store, which is used from one thread only
     transactions = BatchRunner(processor=processor, publisher=publisher, online=online, state=state,
-                               settings=settings.worker, index=index, lane=lane)
+                               settings=settings.worker, index=index, lane=lane, sensor=sensed)
+    quality = OnlineQuality()
     labels = LabelRunner(
         processor=LabelProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, index=index,
                                  transaction_partitions=settings.topics.transactions.partitions,
                                  label_partitions=settings.topics.labels.partitions),
-        publisher=publisher, state=state, quality=OnlineQuality(), settings=settings.worker, lane=lane)
+        publisher=publisher, state=state, quality=quality, settings=settings.worker, lane=lane, sensor=sensed)
+    if sensor is not None:
+        sensor.watch(publisher_queue=publisher.queued, profile_cache_age=online.profiles.oldest_age_s,
+                     quality=quality)
     return Runners(transactions, labels)
 
 
 def build_worker(settings: Settings, web_enabled: bool = False) -> WorkerApp:
-    """The worker app, its runners built from ``settings`` on first use."""
-    return create_app(settings, lambda app: build_runners(settings, app), web_enabled=web_enabled)
+    """The worker app, its runners built from ``settings`` on first use. With its web server, the worker
+    serves its metrics at ``/metrics`` and measures its consumer group's lag every few seconds."""
+    if not web_enabled:
+        return create_app(settings, lambda app: build_runners(settings, app))
+    registry = CollectorRegistry()
+    sensor = PrometheusSensor(registry, group=settings.worker.app_id)
+    lag = ConsumerLag(settings.kafka, settings.worker.app_id,
+                      [settings.topics.transactions.name, settings.topics.labels.name])
+    poll_every(LAG_POLL_S, lambda: sensor.lag.set(lag.poll()), threading.Event())
+    return create_app(settings, lambda app: build_runners(settings, app, sensor), web_enabled=True,
+                      metrics=lambda: exposition(registry))

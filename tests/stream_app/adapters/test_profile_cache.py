@@ -84,3 +84,18 @@ def test_bad_settings_are_a_config_error() -> None:
         ProfileCache(-1, 5.0, Registry())
     with pytest.raises(ConfigError):
         ProfileCache(1, 0.0, Registry())
+
+
+def test_the_age_is_that_of_the_first_profile_put_since_the_cache_was_last_emptied() -> None:
+    registry, clock = Registry(), Clock()
+    cache = ProfileCache(10, 5.0, registry, clock)
+    cache.refresh()
+    assert cache.oldest_age_s() == 0.0
+    cache.put("user_profile", 1, {"home_country": "DE"})
+    clock.now += 3
+    cache.put("user_profile", 2, {"home_country": "FR"})
+    clock.now += 4
+    assert cache.oldest_age_s() == 7.0
+    registry.stamp = 2  # a materialization landed: everything is dropped
+    cache.refresh()
+    assert cache.oldest_age_s() == 0.0

@@ -237,3 +237,38 @@ def test_rolling_parts_refuse_an_unknown_log(tmp_path: Path) -> None:
                          max_age_s=1.0, writer_id="w")
     with pytest.raises(ValueError, match="unknown log"):
         parts.add("b", "2026-11-01T12", 1, ("t", 0, 0))
+
+
+class SinkRecorder:
+    """A SinkSensor that keeps every call."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, int]] = []
+        self.parts: list[tuple[str, int]] = []
+        self.open_rows: list[int] = []
+
+    def on_records(self, topic: str, count: int) -> None:
+        self.records.append((topic, count))
+
+    def on_part_written(self, log: str, rows: int, seconds: float) -> None:
+        assert seconds >= 0
+        self.parts.append((log, rows))
+
+    def on_open_rows(self, rows: int) -> None:
+        self.open_rows.append(rows)
+
+
+def test_the_sensor_is_told_what_was_consumed_written_and_still_buffered(tmp_path: Path) -> None:
+    clock, sensor = Clock(), SinkRecorder()
+    messages = [*(Message(PREDICTIONS, 0, i, encode(prediction(i))) for i in range(3)),
+                Message(JOINED, 1, 0, encode(joined(0)))]
+    sink = build_sink(settings_for(tmp_path, part_max_age_s=10.0), consumer=FakeConsumer(messages), sensor=sensor)
+    sink.parts.clock = clock
+    sink.start()
+    sink.step()
+    assert sorted(sensor.records) == [(JOINED, 1), (PREDICTIONS, 3)]
+    assert sensor.parts == [] and sensor.open_rows == [7]  # 3 predictions x 2 views + 1 label
+    clock.now = 10.0
+    sink.step()
+    assert sorted(sensor.parts) == [("labels", 1), ("merchant_windows", 3), ("user_windows", 3)]
+    assert sensor.open_rows[-1] == 0
