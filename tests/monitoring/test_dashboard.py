@@ -1,33 +1,30 @@
 """The Grafana dashboard (monitoring/grafana/dashboards/streamscore.json): three rows of panels whose PromQL
-reads only catalogue metrics, covers all of them, and, run by a real Prometheus scraping a worker and a
-sink, returns data for every panel; the alert rules evaluate without error on the same data."""
+reads only catalogue metrics, covers all of them, and, run by a real Prometheus scraping a live worker and
+sink fed a stream, returns data for every panel; the scraped series carry the catalogue's labels and the
+alert rules evaluate without error on the same data."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from stream_app.worker.process import free_port
-from tests.fixtures.metric_catalogue import (
-    CATALOGUE,
-    PROMETHEUS_OWN,
-    SINK_JOB,
-    SINK_METRICS,
-    WORKER_JOB,
-    WORKER_METRICS,
-    Metric,
-    stored_names,
-)
+from stream_app.adapters.kafka_admin import ensure_topics
+from stream_app.generator.live import stream_live
+from stream_app.settings import Settings
+from stream_app.worker.process import WorkerProcess, free_port
+from tests.fixtures.metric_catalogue import CATALOGUE, PROMETHEUS_OWN, SINK_JOB, WORKER_JOB, stored_names
 from tests.fixtures.prometheus import ALERT_RULES, MONITORING, PrometheusServer, StartPrometheus, metric_names
+from tests.fixtures.workers import StartSink, StartWorker
+from tests.fixtures.world import MERCHANTS, SEED, USERS, prepare
 
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "streamscore.json"
 DATASOURCES = MONITORING / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
@@ -126,70 +123,65 @@ def test_panels_use_the_provisioned_datasource_and_have_unique_ids() -> None:
 
 # ---------------------------------------------------------------- against a real Prometheus
 
-class CatalogueExporter:
-    """Serves ``metrics`` from a registry of its own on 127.0.0.1 (``address``), every counter and histogram
-    moving and every gauge set ten times a second: a stand-in for the worker or the sink."""
-
-    def __init__(self, metrics: Sequence[Metric]) -> None:
-        self.registry = CollectorRegistry()
-        self.metrics = [(metric, self._create(metric)) for metric in metrics]
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self._stop = threading.Event()
-
-    def _create(self, metric: Metric) -> Counter | Gauge | Histogram:
-        kind = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}[metric.kind]
-        created: Counter | Gauge | Histogram = kind(metric.name, metric.name, labelnames=list(metric.labels),
-                                                    registry=self.registry)
-        if metric.labels:
-            created = created.labels(**metric.labels)
-        return created
-
-    def _tick(self, step: int) -> None:
-        for metric, child in self.metrics:
-            if isinstance(child, Counter):
-                child.inc()
-            elif isinstance(child, Histogram):
-                child.observe(0.05 + (step % 20) / 20)
-            else:
-                child.set(1 if metric.name == "streamscore_model_info" else 0.5)
-
-    def _run(self) -> None:
-        step = 0
-        while not self._stop.wait(0.1):
-            self._tick(step)
-            step += 1
-
-    @contextlib.contextmanager
-    def serving(self) -> Iterator[str]:
-        self._tick(0)
-        server, _ = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
-        ticker = threading.Thread(target=self._run, name=f"exporter-{self.port}", daemon=True)
-        ticker.start()
-        try:
-            yield self.address
-        finally:
-            self._stop.set()
-            ticker.join(timeout=5)
-            server.shutdown()
-            server.server_close()
+def answers(port: int, process: WorkerProcess) -> bool:
+    """Whether ``process`` serves /metrics on ``port`` yet (asserting it still runs)."""
+    assert process.alive(), process.tail(40)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 @pytest.fixture
-def scrape_targets() -> Iterator[dict[str, list[str]]]:
-    """job -> the addresses Prometheus scrapes: exporters of every catalogue metric standing in for the
-    worker and the sink."""
-    with CatalogueExporter(WORKER_METRICS).serving() as worker, CatalogueExporter(SINK_METRICS).serving() as sink:
-        yield {WORKER_JOB: [worker], SINK_JOB: [sink]}
+def scrape_targets(settings: Settings, tmp_path: Path, unique: str, worker_process: StartWorker,
+                   sink_process: StartSink) -> Iterator[dict[str, list[str]]]:
+    """job -> the addresses Prometheus scrapes: a live worker (serving a model with reference
+    distributions) and sink, fed a stream with invalid records and labels due within a second until the
+    test ends."""
+    settings = prepare(settings, tmp_path, f"dash_{unique}")
+    ensure_topics(settings.kafka, settings.topics.all())
+    web_port, metrics_port = free_port(), free_port()
+    worker = worker_process(settings, tmp_path / "worker.log", web_port=web_port)
+    sink = sink_process(settings, tmp_path / "sink.log", metrics_port=metrics_port)
+    deadline = time.monotonic() + 120
+    while not (answers(web_port, worker) and answers(metrics_port, sink)):
+        assert time.monotonic() < deadline, f"no /metrics:\n{worker.tail(30)}\n{sink.tail(30)}"
+        time.sleep(0.5)
+    stop = threading.Event()
+    traffic = threading.Thread(target=stream_live, args=(settings, 100, 300), name="dashboard-traffic", kwargs={
+        "seed": SEED, "users": USERS, "merchants": MERCHANTS, "invalid_fraction": 0.05,
+        "label_delay_scale": 1e-6, "report": None, "stop": stop})
+    traffic.start()
+    try:
+        yield {WORKER_JOB: [f"127.0.0.1:{web_port}"], SINK_JOB: [f"127.0.0.1:{metrics_port}"]}
+    finally:
+        stop.set()
+        traffic.join(timeout=30)
 
 
-def panels_without_data(prometheus: PrometheusServer) -> dict[str, Any]:
-    """Panel queries whose answer has no finite sample, with what Prometheus answered."""
-    found = {}
-    for where, expr in panel_queries():
-        samples = prometheus.query(as_sent(expr))
-        if not any(math.isfinite(float(sample["value"][1])) for sample in samples):
-            found[where] = (expr, samples)
+def panels_without_data(prometheus: PrometheusServer, timeout_s: float) -> dict[str, Any]:
+    """Panel queries whose answer has no finite sample, with what Prometheus answered, once every panel has
+    data or after ``timeout_s`` (some values appear only once events, labels and recomputations happened)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = {}
+        for where, expr in panel_queries():
+            samples = prometheus.query(as_sent(expr))
+            if not any(math.isfinite(float(sample["value"][1])) for sample in samples):
+                found[where] = (expr, samples)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(1.0)
+
+
+def scraped_labels(prometheus: PrometheusServer) -> dict[str, set[frozenset[str]]]:
+    """Catalogue metric -> the label name sets of its stored series (without Prometheus's own labels)."""
+    found: dict[str, set[frozenset[str]]] = {}
+    for series in prometheus.api("series", **{"match[]": '{__name__=~"streamscore_.+"}'}):
+        metric = stored_names().get(series["__name__"])
+        if metric is not None:
+            found.setdefault(metric.name, set()).add(frozenset(series) - {"__name__", "job", "instance", "le"})
     return found
 
 
@@ -205,13 +197,15 @@ def evaluated_rules(prometheus: PrometheusServer, timeout_s: float = 30.0) -> li
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_every_panel_returns_data_and_every_rule_evaluates(prometheus_server: StartPrometheus,
                                                           scrape_targets: dict[str, list[str]]) -> None:
     prometheus = prometheus_server(scrape_targets)
     targets = prometheus.wait_until_scraped()
     assert {t["labels"]["job"] for t in targets} == set(scrape_targets)
-    without_data = panels_without_data(prometheus)
+    without_data = panels_without_data(prometheus, timeout_s=90)
     assert not without_data, json.dumps(without_data, indent=1)
+    assert scraped_labels(prometheus) == {name: {frozenset(metric.labels)} for name, metric in CATALOGUE.items()}
     rules = evaluated_rules(prometheus)
     alert_rules = yaml.safe_load(ALERT_RULES.read_text())
     assert len(rules) == sum(len(group["rules"]) for group in alert_rules["groups"])
