@@ -34,8 +34,8 @@ def test_the_sink_exposes_exactly_the_catalogues_sink_metrics() -> None:
 
 
 def test_a_metric_both_expose_has_one_type_and_one_set_of_labels() -> None:
-    worker, sink = ({m.name: (m.kind, tuple(m.labels)) for m in metrics} for metrics in (WORKER_METRICS, SINK_METRICS))
+    worker, sink = ({m.name: (m.kind, m.labels) for m in metrics} for metrics in (WORKER_METRICS, SINK_METRICS))
     shared = set(worker) & set(sink)
     assert shared
     for name in shared:
-        assert worker[name] == sink[name] == (CATALOGUE[name].kind, tuple(CATALOGUE[name].labels)), name
+        assert worker[name] == sink[name] == (CATALOGUE[name].kind, CATALOGUE[name].labels), name
