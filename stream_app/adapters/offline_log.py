@@ -86,6 +86,19 @@ def part_name(source: str, identities: Sequence[str]) -> str:
     return f"part-{source}-{identity}.parquet"
 
 
+def read_parts(directory: Path, attempts: int = 3) -> list[pd.DataFrame]:
+    """Every part under ``directory`` (hour directories and the top), in path order; none if it holds none.
+    A part removed between the listing and its reading (merged into another by compaction,
+    docs/decisions/0020-compacting-closed-hours.md) makes it list the parts again, up to ``attempts`` times."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return [pd.read_parquet(p) for p in sorted(directory.glob("**/part-*.parquet"))]
+        except FileNotFoundError:
+            if attempt == attempts:
+                raise
+    raise ValueError("attempts must be at least 1")
+
+
 def write_part(frame: pd.DataFrame, target: Path, writer_id: str = "w") -> Path:
     """Write ``frame`` to ``target`` atomically and durably (temp name, fsync, os.replace, dir fsync).
     The temporary name never matches the ``*.parquet`` glob, so readers see a whole part or none."""
