@@ -112,11 +112,12 @@ def recorded_frame(settings: Settings, since: datetime, until: datetime, *, min_
     (from ``settings``' Feast store unless ``historical`` is given)."""
     recorded = recorded_entities(settings.data_dir, since, until, min_labels=min_labels)
     if historical is None:
-        historical = _store_features(settings)
+        historical = store_features(settings)
     return historical(recorded.entities), recorded
 
 
-def _store_features(settings: Settings) -> HistoricalFeatures:
+def store_features(settings: Settings) -> HistoricalFeatures:
+    """``dataset.historical_features`` on ``settings``' Feast store."""
     # imports feast (~5 s): only a retraining that reaches this point pays
     from models.dataset import historical_features  # noqa: PLC0415
     from stream_app.adapters.feast_store import open_store  # noqa: PLC0415

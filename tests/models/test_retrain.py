@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from models import features as model_features
+from models.dataset import with_missing_profiles
 from models.features import LABEL, feature_bounds, feature_definitions_hash, model_feature_names
 from models.retrain import parse_instant, parse_span, recorded_entities, retrain
 from models.train import DEFAULT_PARAMS, TrainConfig
@@ -168,3 +169,11 @@ def test_spans_and_instants_parse() -> None:
     for bad in ("-3d", "0d", "soon"):
         with pytest.raises(Exception, match="duration"):
             parse_span(bad)
+
+
+def test_a_missing_profile_reads_as_serving_serves_it() -> None:
+    frame = pd.DataFrame({"merchant_txn_count_30d": [3.0, np.nan], "merchant_avg_amount_30d": [12.0, np.nan],
+                          "user_txn_count_1h": [1.0, np.nan]})
+    out = with_missing_profiles(frame)
+    assert list(out["merchant_txn_count_30d"]) == [3.0, 0.0]  # MISSING_PROFILE: nothing known, count 0
+    assert np.isnan(out["merchant_avg_amount_30d"][1]) and np.isnan(out["user_txn_count_1h"][1])  # stay missing
