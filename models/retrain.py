@@ -35,7 +35,7 @@ from stream_app.adapters.model_registry import ALIASES, Lineage, ModelRegistry
 from stream_app.adapters.transaction_log import read_transactions
 from stream_app.cli_types import configure_logging
 from stream_app.core.offline_layout import LABEL_LOG, TRANSACTION_LOG
-from stream_app.errors import DataValidationError, StreamscoreError
+from stream_app.errors import DataValidationError, RegistryError, StreamscoreError
 from stream_app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -58,11 +58,13 @@ class Recorded:
 
 @dataclass(frozen=True)
 class RetrainResult:
-    """A registered retraining run: the training result, its golden metrics and the promotion, if asked."""
+    """A registered retraining run: the training result, its golden metrics and the promotion, if asked:
+    its result, or why the gate refused it."""
 
     trained: TrainResult
     golden: dict[str, float] | None
-    promotion: promote.PromotionResult | None
+    promotion: promote.PromotionResult | None = None
+    refused: str | None = None
 
 
 def parse_span(text: str) -> pd.Timedelta:
@@ -127,15 +129,15 @@ def store_features(settings: Settings) -> HistoricalFeatures:
 
 
 def retrain(settings: Settings, registry: ModelRegistry, since: datetime, until: datetime, *,
-            config: TrainConfig | None = None, golden: GoldenSet | None = None, promote_to: str | None = None,
+            config: TrainConfig | None = None, golden: Callable[[], GoldenSet] | None = None,
+            promote_to: str | None = None,
             min_labels: int = DEFAULT_MIN_LABELS, reports_root: Path | None = None,
             historical: HistoricalFeatures | None = None) -> RetrainResult:
     """Build the frame from the record, train and register with lineage (``train.train_frame``), record the
-    golden-set metrics (when ``golden`` is given) and, with ``promote_to``, run the promotion gate
-    (RegistryError when it refuses; the version stays registered)."""
-    if golden is not None:
-        golden.check()
-    elif promote_to is not None:
+    golden-set metrics (when ``golden`` is given: it is called once a version is registered, so a run
+    that stops on its data never builds the golden set) and, with ``promote_to``, run the promotion gate
+    (a refusal is the result's ``refused``; the version stays registered)."""
+    if golden is None and promote_to is not None:
         raise ValueError("promotion needs the golden set")
     parent = registry.get_alias("production")
     frame, recorded = recorded_frame(settings, since, until, min_labels=min_labels, historical=historical)
@@ -143,14 +145,20 @@ def retrain(settings: Settings, registry: ModelRegistry, since: datetime, until:
                       labels=recorded.labels, labelled=len(recorded.entities),
                       feature_definitions_hash=feature_definitions_hash(), parent_version=parent)
     trained = train_frame(frame, registry, reports_root or settings.data_dir / "reports", config, lineage=lineage)
-    measured = None
+    measured, judged = None, None
     if golden is not None:
-        measured = golden_metrics(registry.load(trained.version).scorer(), golden)
+        judged = golden()
+        judged.check()
+        measured = golden_metrics(registry.load(trained.version).scorer(), judged)
         registry.record_golden_metrics(trained.version, {"evaluated_at": datetime.now(UTC).isoformat(),
                                                          "candidate": {"version": trained.version, **measured}})
-    promotion = None
-    if promote_to is not None and golden is not None:
-        promotion = promote.promote(registry, trained.version, promote_to, model_feature_names(), golden)
+    if promote_to is None or judged is None:
+        return RetrainResult(trained, measured)
+    try:
+        promotion = promote.promote(registry, trained.version, promote_to, model_feature_names(), judged)
+    except RegistryError as exc:
+        log.warning("retrained %s, not promoted to %s: %s", trained.version, promote_to, exc)
+        return RetrainResult(trained, measured, refused=str(exc))
     return RetrainResult(trained, measured, promotion)
 
 
@@ -187,16 +195,16 @@ def run(args: argparse.Namespace) -> int:
     since = (pd.Timestamp(until) - args.since).to_pydatetime()
     try:
         result = retrain(settings, ModelRegistry.from_settings(settings), since, until,
-                         config=TrainConfig(holdout_days=args.holdout_days), golden=golden_set(settings),
+                         config=TrainConfig(holdout_days=args.holdout_days), golden=lambda: golden_set(settings),
                          promote_to=args.promote_to, min_labels=args.min_labels, reports_root=args.reports)
     except DataValidationError as exc:
         print(f"retraining stopped: {exc}\n{json.dumps(exc.report, indent=2, default=str)}", file=sys.stderr)
         return 2
     except StreamscoreError as exc:
-        log.error("retraining failed or its promotion was refused: %s", exc)
+        log.error("retraining failed: %s", exc)
         return 1
     print(json.dumps(summary(result), indent=2, default=str))
-    return 0
+    return 1 if result.refused else 0
 
 
 def summary(result: RetrainResult) -> dict[str, Any]:
@@ -205,7 +213,7 @@ def summary(result: RetrainResult) -> dict[str, Any]:
     return {"version": result.trained.version, "report_dir": str(result.trained.report_dir),
             "recent_days": {k: m[k] for k in ("n", "positives", "roc_auc", "pr_auc", "threshold")},
             "golden": result.golden,
-            "promoted": result.promotion.as_dict() if result.promotion else None}
+            "promoted": result.promotion.as_dict() if result.promotion else None, "refused": result.refused}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,8 @@ import pytest
 from models import features as model_features
 from models.dataset import with_missing_profiles
 from models.features import LABEL, feature_bounds, feature_definitions_hash, model_feature_names
-from models.retrain import parse_instant, parse_span, recorded_entities, retrain
+from models.golden import GoldenSet
+from models.retrain import main, parse_instant, parse_span, recorded_entities, retrain
 from models.train import DEFAULT_PARAMS, TrainConfig
 from models.validate import ValidationPolicy, content_hash
 from stream_app.adapters.label_log import label_frame
@@ -29,7 +30,7 @@ from stream_app.core.profiles import TIMESTAMP
 from stream_app.core.records import LabelRow, TransactionRow
 from stream_app.core.window_spec import ALL_WINDOWS
 from stream_app.errors import DataValidationError
-from stream_app.settings import REPO_ROOT, Settings
+from stream_app.settings import REPO_ROOT, Settings, get_settings
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 EVENTS = 1200  # one every 5 minutes: about four days
@@ -128,7 +129,10 @@ def test_a_retrained_version_carries_its_lineage_and_equal_records_give_equal_ha
     since = T0 + timedelta(days=1)
     first = retrain(settings, registry, since, UNTIL, config=config, min_labels=100, historical=fake_features)
     registry.set_alias("production", first.trained.version, forced=True)
-    second = retrain(settings, registry, since, UNTIL, config=config, min_labels=100, historical=fake_features)
+    golden_frame = fake_features(recorded_entities(tmp_path, since, UNTIL, min_labels=1).entities)
+    golden = GoldenSet(X=golden_frame[model_feature_names()], y=golden_frame[LABEL].to_numpy(dtype=np.int8))
+    second = retrain(settings, registry, since, UNTIL, config=config, min_labels=100, historical=fake_features,
+                     golden=lambda: golden, promote_to="shadow")
 
     a, b = (registry.metadata(r.trained.version) for r in (first, second))
     assert a.lineage is not None and b.lineage is not None
@@ -142,6 +146,12 @@ def test_a_retrained_version_carries_its_lineage_and_equal_records_give_equal_ha
     assert a.training_data.content_hash == content_hash(frame[[TIMESTAMP, *model_feature_names(), LABEL]])
     assert a.features == model_feature_names() and a.git_commit is not None
     assert first.golden is None and first.promotion is None
+    # the same data gives the same model: it passes the gate against production, and goes to shadow
+    assert second.promotion is not None and second.promotion.passed and second.refused is None
+    assert registry.get_alias("shadow") == second.trained.version
+    assert second.golden is not None and second.golden["roc_auc"] > 0.9
+    recorded = registry.metadata(second.trained.version).golden_metrics
+    assert recorded is not None and recorded["candidate"]["roc_auc"] == second.golden["roc_auc"]
 
 
 def test_feature_definitions_hash_is_the_same_in_another_process_and_follows_the_windows(
@@ -177,3 +187,18 @@ def test_a_missing_profile_reads_as_serving_serves_it() -> None:
     out = with_missing_profiles(frame)
     assert list(out["merchant_txn_count_30d"]) == [3.0, 0.0]  # MISSING_PROFILE: nothing known, count 0
     assert np.isnan(out["merchant_avg_amount_30d"][1]) and np.isnan(out["user_txn_count_1h"][1])  # stay missing
+
+
+def test_the_command_exits_2_with_the_counts_when_too_few_labels_are_known(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    write_logs(tmp_path, events=50)
+    monkeypatch.setenv("STREAMSCORE_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        code = main(["--since", "30d", "--until", (T0 + timedelta(days=10)).isoformat(), "--min-labels", "46"])
+    finally:
+        get_settings.cache_clear()
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "only 45 recorded transactions" in err and '"transactions": 50' in err
+    assert not (tmp_path / "registry").exists() or not list((tmp_path / "registry").rglob("model.ubj"))
