@@ -120,9 +120,11 @@ def fit_and_score(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, 
 
 
 def git_commit() -> str | None:
-    """The repository's HEAD commit, None outside a git checkout."""
+    """The HEAD commit of the checkout this code runs from (whatever the working directory: cron and
+    orchestrators start jobs elsewhere), None outside a git checkout."""
     try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, timeout=5)
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, timeout=5,
+                              cwd=Path(__file__).resolve().parent)
     except OSError:
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None
