@@ -2,7 +2,8 @@
 or an orchestrator): no generated history, only the sink's logs.
 
 The labelled entity frame joins the transaction log (valid transactions' request fields, event time in
-[since, until]) with the label log, counting only labels known by the cut-off (``label_time <= until``);
+[since, until]) with the label log, counting only labels known by the cut-off (``label_time <= until``;
+a label follows its transaction, so only label hours from ``since`` on are read);
 the label log holds labels the worker joined to its predictions, so every row is a transaction the worker
 scored. Features come from ``get_historical_features`` through the production FeatureService, i.e. from
 the window rows the sink logged from the predictions: what serving served. Then ``train.train_frame``
@@ -53,7 +54,7 @@ class Recorded:
     since: datetime
     until: datetime
     transactions: int  # recorded valid transactions with event time in [since, until]
-    labels: int  # logged labels known by the cut-off
+    labels: int  # logged labels with label time in [since, until]: known by the cut-off
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,9 @@ def recorded_entities(data_dir: Path, since: datetime, until: datetime, *,
     rows result: too few to validate, split and train on, so nothing is fetched or trained."""
     if since >= until:
         raise DataValidationError(f"empty range: since {since} is not before until {until}")
-    transactions = read_transactions(data_dir / TRANSACTION_LOG)
-    in_range = transactions[(transactions["event_time"] >= since) & (transactions["event_time"] <= until)]
-    labels = read_labels(data_dir / LABEL_LOG)
-    known = labels[labels["label_time"] <= until]
+    in_range = read_transactions(data_dir / TRANSACTION_LOG, since=since, until=until)
+    labels = read_labels(data_dir / LABEL_LOG, hours=(since, until))  # a label comes after its transaction
+    known = labels[(labels["label_time"] >= since) & (labels["label_time"] <= until)]
     entities = entity_frame(in_range, known)
     counts = {"since": since.isoformat(), "until": until.isoformat(), "transactions": len(in_range),
               "labels_known": len(known), "labelled": len(entities), "min_labels": min_labels}

@@ -9,6 +9,7 @@ positions); ``read_labels`` reads them back."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,12 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def read_labels(directory: Path, attempts: int = 3) -> pd.DataFrame:
+def read_labels(directory: Path, attempts: int = 3, hours: tuple[datetime, datetime] | None = None,
+                ) -> pd.DataFrame:
     """Every logged label, one row per event_id (a label replayed at other batch boundaries is logged twice,
-    identically); parts read by ``offline_log.read_parts`` (which survives a concurrent compaction)."""
-    parts = read_parts(directory, attempts)
+    identically); parts read by ``offline_log.read_parts`` (which survives a concurrent compaction), only
+    those of the label-time ``hours`` when given (rows are not filtered: the caller's cut-off does that)."""
+    parts = read_parts(directory, attempts, hours)
     if not parts:
         return label_frame([])
     frame = pd.concat(parts, ignore_index=True)

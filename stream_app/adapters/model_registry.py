@@ -71,7 +71,7 @@ class Lineage(BaseModel):
     since: AwareDatetime  # transactions with event time in [since, until]
     until: AwareDatetime  # also the label cut-off: labels with label_time <= until
     transactions: int = Field(ge=0)  # recorded valid transactions in the range
-    labels: int = Field(ge=0)  # labels known by the cut-off
+    labels: int = Field(ge=0)  # labels logged in [since, until]: known by the cut-off
     labelled: int = Field(ge=0)  # recorded transactions with a known label: the entity frame's rows
     feature_definitions_hash: str = Field(min_length=1)
     parent_version: str | None = None  # the production version when it was trained

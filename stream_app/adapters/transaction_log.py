@@ -11,6 +11,7 @@ names it. ``read_transactions`` keeps one row per event_id, the first the worker
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +59,17 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def read_transactions(directory: Path, attempts: int = 3) -> pd.DataFrame:
-    """Every logged transaction, one row per event_id: of duplicates (a producer's retry, or a replay
-    after a sink crash) the one read first, as the worker scores the first and dead-letters the rest."""
-    parts = read_parts(directory, attempts)
+def read_transactions(directory: Path, attempts: int = 3, since: datetime | None = None,
+                      until: datetime | None = None) -> pd.DataFrame:
+    """Every logged transaction (with event time in [``since``, ``until``] when given: only those hours
+    are read), one row per event_id: of duplicates (a producer's retry, or a replay after a sink crash)
+    the one read first, as the worker scores the first and dead-letters the rest."""
+    hours = None if since is None or until is None else (since, until)
+    parts = read_parts(directory, attempts, hours)
     if not parts:
         return transaction_frame([])
     frame = pd.concat([conform(p) for p in parts], ignore_index=True)
+    if hours is not None:
+        frame = frame[(frame["event_time"] >= since) & (frame["event_time"] <= until)]
     frame = frame.sort_values(["partition", "offset"], kind="stable")
     return frame.drop_duplicates("event_id", keep="first").reset_index(drop=True)

@@ -81,7 +81,7 @@ def test_the_entity_frame_holds_recorded_transactions_in_range_with_labels_known
     entities = recorded.entities
     assert sorted(entities["event_id"]) == sorted(expected_events(since, UNTIL))
     assert recorded.transactions == sum(1 for i in range(EVENTS) if since <= event_time(i) <= UNTIL)
-    assert recorded.labels == sum(1 for i in range(EVENTS) if i % 10 and label_time(i) <= UNTIL)
+    assert recorded.labels == sum(1 for i in range(EVENTS) if i % 10 and since <= label_time(i) <= UNTIL)
     late = [f"e{i}" for i in range(EVENTS) if i % 10 and since <= event_time(i) <= UNTIL < label_time(i)]
     assert late and not set(late) & set(entities["event_id"])  # labelled, but after the cut-off
     row = entities.set_index("event_id").loc["e301"]  # 301 % 3 == 1

@@ -74,3 +74,16 @@ def test_read_transactions_keeps_the_first_read_of_duplicates_and_compaction_kee
     after = read_transactions(directory)
     pd.testing.assert_frame_equal(conform(after.sort_values("event_id", ignore_index=True)),
                                   conform(before.sort_values("event_id", ignore_index=True)))
+
+
+def test_a_time_range_reads_only_its_hours_and_rows(tmp_path: Path) -> None:
+    clock = Clock()
+    messages = [message(i, txn(i, minutes=30 * i)) for i in range(6)]  # 12:58, 13:28, .. 15:28
+    sink, _ = make_sink(tmp_path, messages, clock, part_max_age_s=1.0)
+    sink.step()
+    clock.now = 2.0
+    sink.step()
+    directory = settings_for(tmp_path).data_dir / TRANSACTION_LOG
+    (directory / "2026-11-01T15" / "part-unreadable.parquet").write_bytes(b"not parquet")  # outside the range
+    since, until = T0 + timedelta(minutes=30), T0 + timedelta(minutes=61)
+    assert list(read_transactions(directory, since=since, until=until)["event_id"]) == ["t1", "t2"]
