@@ -27,10 +27,11 @@ from typing import Any
 import pandas as pd
 
 from models import promote
-from models.dataset import entity_frame
+from models.dataset import entity_frame, historical_features
 from models.features import feature_definitions_hash, model_feature_names
 from models.golden import GoldenSet, golden_metrics, golden_set
 from models.train import TrainConfig, TrainResult, train_frame
+from stream_app.adapters.feast_store import open_store
 from stream_app.adapters.label_log import read_labels
 from stream_app.adapters.model_registry import ALIASES, Lineage, ModelRegistry
 from stream_app.adapters.transaction_log import read_transactions
@@ -120,10 +121,6 @@ def recorded_frame(settings: Settings, since: datetime, until: datetime, *, min_
 
 def store_features(settings: Settings) -> HistoricalFeatures:
     """``dataset.historical_features`` on ``settings``' Feast store."""
-    # imports feast (~5 s): only a retraining that reaches this point pays
-    from models.dataset import historical_features  # noqa: PLC0415
-    from stream_app.adapters.feast_store import open_store  # noqa: PLC0415
-
     store = open_store(settings)
     return lambda entities: historical_features(store, entities)
 
