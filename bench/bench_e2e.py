@@ -75,7 +75,7 @@ from stream_app.adapters.model_registry import ModelRegistry
 from stream_app.contract import decode_transaction
 from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
 from stream_app.settings import REPO_ROOT, Settings, settings_env
-from stream_app.sink.runner import logs_of
+from stream_app.sink.runner import LABELS_LOG, TRANSACTIONS_LOG, logs_of
 from stream_app.worker.loop_lag import worst_stall_ms
 from stream_app.worker.process import SINK_ARGS, WORKER_ARGS, WorkerProcess, free_port
 
@@ -334,11 +334,12 @@ def sink_files(logs: dict[str, Any], before: dict[str, set[Path]], wall_s: float
         new = sorted(set(target.directory.rglob(SINK_PART)) - before[name])
         per_log[name] = {"parts": len(new), "hour_dirs": len({p.parent for p in new}),
                          "bytes": sum(p.stat().st_size for p in new)}
-    views = [v for k, v in per_log.items() if k != "labels"]
+    views = [v for k, v in per_log.items() if k not in (LABELS_LOG, TRANSACTIONS_LOG)]
     worst = max((v["parts"] for v in views), default=0)
     sink = settings.sink
     span = max(wall_s, sink.part_max_age_s)
-    return {"how": "streamscore sink (own consumer group) over the e2e run's predictions and labels.joined, "
+    return {"how": "streamscore sink (own consumer group) over the e2e run's predictions, labels.joined and "
+                   "transactions, "
                    "started before the e2e worker and stopped (SIGTERM: open parts written) after its drain; "
                    f"parts named {SINK_PART} counted per log",
             "records_streamed": records, "sink_wall_s": round(wall_s, 1), "per_log": per_log,

@@ -1,5 +1,6 @@
-"""``streamscore train`` and ``streamscore promote``: registered on the ``streamscore`` command through the
-``streamscore.commands`` entry point (pyproject.toml), so the runtime package never imports training."""
+"""``streamscore train``, ``streamscore retrain`` and ``streamscore promote``: registered on the ``streamscore``
+command through the ``streamscore.commands`` entry point (pyproject.toml), so the runtime package never imports
+training."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from models import promote
+from models import promote, retrain
 from models.dataset import entity_frame, historical_features
 from models.train import TrainConfig, train_frame
 from stream_app.adapters.feast_store import open_store
@@ -20,7 +21,7 @@ from stream_app.settings import get_settings
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``train`` and ``promote`` to the ``streamscore`` command."""
+    """Add ``train``, ``retrain`` and ``promote`` to the ``streamscore`` command."""
     train = commands.add_parser(
         "train", help="validate, train, evaluate and register a model from the history's features",
         description="Labelled entity frame -> get_historical_features (production FeatureService) -> validation "
@@ -30,6 +31,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     train.add_argument("--holdout-days", type=float, default=TrainConfig.holdout_days)
     train.add_argument("--reports", type=Path, default=None, help="default: <data_dir>/reports")
     train.set_defaults(run=run_train)
+
+    again = commands.add_parser("retrain", help="train and register a model from what the stream recorded "
+                                "(transaction and label logs)", description=retrain.DESCRIPTION)
+    retrain.add_arguments(again)
+    again.set_defaults(run=retrain.run)
 
     gate = commands.add_parser("promote", help="move an alias to a version if it passes the golden-set gate, "
                                "or back with --rollback", description=promote.DESCRIPTION)

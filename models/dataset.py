@@ -10,7 +10,7 @@ import pandas as pd
 
 from models.features import LABEL, model_feature_names, production_service
 from stream_app.adapters.feast_store import in_repo
-from stream_app.core.profiles import TIMESTAMP
+from stream_app.core.profiles import MISSING_PROFILE, TIMESTAMP
 from stream_app.errors import DataValidationError
 
 if TYPE_CHECKING:
@@ -47,7 +47,18 @@ def historical_features(store: FeatureStore, entities: pd.DataFrame) -> pd.DataF
     if missing:
         raise DataValidationError(f"historical retrieval lacks features {missing}", {"missing": missing})
     # Feast may reorder rows: restore the entity frame's order by event_id.
-    return frame.set_index("event_id").loc[entities["event_id"]].reset_index()
+    frame = frame.set_index("event_id").loc[entities["event_id"]].reset_index()
+    return with_missing_profiles(frame)
+
+
+def with_missing_profiles(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a missing profile value read as serving reads it (``MISSING_PROFILE``: counts 0).
+    Snapshots hold a row for every entity from its first day, so a profile is missing only for an entity
+    the snapshots never saw, e.g. one that first appeared on the stream; the online store then serves
+    these defaults, and training must see the same values."""
+    defaults = {name: value for name, value in MISSING_PROFILE.items()
+                if name in frame.columns and value is not None and not np.isnan(value)}
+    return frame.fillna(defaults) if defaults else frame
 
 
 def apply_definitions(store: FeatureStore) -> None:

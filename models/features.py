@@ -3,11 +3,14 @@ feature list, value bounds for validation, which features may be missing, and th
 
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from stream_app.adapters.feast_store import service_feature_names
 from stream_app.core.profiles import MERCHANT_PROFILE_FEATURES, USER_PROFILE_FEATURES
+from stream_app.core.request_features import REQUEST_FEATURES, REQUEST_INPUTS
 from stream_app.core.window_spec import ALL_WINDOWS, Function
 
 if TYPE_CHECKING:
@@ -35,6 +38,22 @@ def model_feature_names() -> list[str]:
 
 def production_service_name() -> str:
     return str(production_service().name)
+
+
+def feature_definitions_hash() -> str:
+    """SHA-256 of what the production FeatureService is made of: its name, each view projection's features
+    and types, every window's definition and the request features and inputs. Equal definitions give
+    equal hashes in any process; the code computing them is identified by the git commit instead."""
+    service = production_service()
+    spec = {
+        "service": service.name,
+        "projections": [{"view": p.name, "features": [[f.name, str(f.dtype)] for f in p.features]}
+                        for p in service.feature_view_projections],
+        "windows": [repr(w) for w in ALL_WINDOWS],
+        "request_features": REQUEST_FEATURES,
+        "request_inputs": REQUEST_INPUTS,
+    }
+    return "sha256:" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def feature_bounds() -> dict[str, tuple[float, float]]:

@@ -17,7 +17,9 @@ import pandas as pd
 
 from models.dataset import entity_frame, historical_features
 from models.features import LABEL, model_feature_names, production_service_name
+from stream_app.core.metrics import pr_auc, roc_auc
 from stream_app.core.profiles import TIMESTAMP
+from stream_app.core.scoring import Scorer
 from stream_app.errors import DataValidationError
 from stream_app.generator.config import GENERATOR_VERSION
 from stream_app.generator.history import GOLDEN_SEED, golden_config
@@ -43,6 +45,13 @@ class GoldenSet:
             raise DataValidationError(
                 f"golden set needs 0/1 labels of both classes, got {positives} positives out of {y.size}"
             )
+
+
+def golden_metrics(scorer: Scorer, golden: GoldenSet) -> dict[str, float]:
+    """ROC-AUC and PR-AUC of ``scorer`` on the golden set (DataValidationError if it lacks features)."""
+    y = np.asarray(golden.y)
+    scores = scorer.score_frame(golden.X)
+    return {"roc_auc": roc_auc(y, scores), "pr_auc": pr_auc(y, scores)}
 
 
 def build_golden_frame(settings: Settings, seed: int = GOLDEN_SEED) -> pd.DataFrame:

@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 
 from models.features import model_feature_names
-from models.golden import GoldenSet, golden_set
+from models.golden import GoldenSet, golden_metrics, golden_set
 from stream_app.adapters.model_registry import ALIASES, LoadedModel, ModelRegistry
 from stream_app.cli_types import configure_logging
-from stream_app.core.metrics import pr_auc, roc_auc
 from stream_app.errors import DataValidationError, RegistryError, StreamscoreError
 
 log = logging.getLogger(__name__)
@@ -51,9 +50,7 @@ class PromotionResult:
 
 def _golden_metrics(model: LoadedModel, golden: GoldenSet) -> dict[str, Any]:
     """ROC-AUC and PR-AUC of ``model`` on the golden set (DataValidationError if it lacks features)."""
-    scores = model.scorer().score_frame(golden.X)
-    y = np.asarray(golden.y)
-    return {"version": model.version, "roc_auc": roc_auc(y, scores), "pr_auc": pr_auc(y, scores)}
+    return {"version": model.version, **golden_metrics(model.scorer(), golden)}
 
 
 def _feature_difference(actual: Sequence[str], expected: Sequence[str]) -> str:

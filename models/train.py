@@ -25,7 +25,7 @@ import xgboost
 
 from models import evaluate, validate
 from models.features import LABEL, feature_bounds, model_feature_names, nullable_features, production_service_name
-from stream_app.adapters.model_registry import ModelMetadata, ModelRegistry, TrainingData
+from stream_app.adapters.model_registry import Lineage, ModelMetadata, ModelRegistry, TrainingData
 from stream_app.core.profiles import TIMESTAMP
 from stream_app.core.scoring import Scorer
 from stream_app.errors import DataValidationError
@@ -120,17 +120,20 @@ def fit_and_score(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, 
 
 
 def git_commit() -> str | None:
-    """The repository's HEAD commit, None outside a git checkout."""
+    """The HEAD commit of the checkout this code runs from (whatever the working directory: cron and
+    orchestrators start jobs elsewhere), None outside a git checkout."""
     try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, timeout=5)
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, timeout=5,
+                              cwd=Path(__file__).resolve().parent)
     except OSError:
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 def train_frame(frame: pd.DataFrame, registry: ModelRegistry, reports_root: Path,
-                config: TrainConfig | None = None) -> TrainResult:
-    """Validate, train, evaluate, register. ``frame`` is the historical-features frame with the label."""
+                config: TrainConfig | None = None, *, lineage: Lineage | None = None) -> TrainResult:
+    """Validate, train, evaluate, register. ``frame`` is the historical-features frame with the label;
+    ``lineage`` (from ``models.retrain``) is recorded in the version's metadata."""
     config = config or TrainConfig()
     features = model_feature_names()
     previous = registry.get_alias("production") or registry.latest_version()
@@ -154,7 +157,7 @@ def train_frame(frame: pd.DataFrame, registry: ModelRegistry, reports_root: Path
                                    end=frame[TIMESTAMP].max().to_pydatetime(), rows=len(frame),
                                    content_hash=validate.content_hash(model_frame)),
         params=config.params, metrics=metrics, git_commit=git_commit(),
-        reference_distributions=validate.reference_distributions(frame, features),
+        reference_distributions=validate.reference_distributions(frame, features), lineage=lineage,
     )
     version = registry.register(booster, metadata)
     report_dir = reports_root / version

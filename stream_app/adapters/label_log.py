@@ -9,11 +9,13 @@ positions); ``read_labels`` reads them back."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from stream_app.adapters.offline_log import read_parts
 from stream_app.core.records import LabelRow
 
 COLUMNS = ("event_id", "user_id", "merchant_id", "is_fraud", "label_time", "score", "model_version")
@@ -43,19 +45,13 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def read_labels(directory: Path, attempts: int = 3) -> pd.DataFrame:
+def read_labels(directory: Path, attempts: int = 3, hours: tuple[datetime, datetime] | None = None,
+                ) -> pd.DataFrame:
     """Every logged label, one row per event_id (a label replayed at other batch boundaries is logged twice,
-    identically). A part removed between the listing and its reading (merged into another by compaction,
-    docs/decisions/0020-compacting-closed-hours.md) makes it list the parts again, up to ``attempts`` times."""
-    for attempt in range(1, attempts + 1):
-        parts = sorted(directory.glob("**/part-*.parquet"))
-        if not parts:
-            return label_frame([])
-        try:
-            frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-        except FileNotFoundError:
-            if attempt == attempts:
-                raise
-            continue
-        return frame.drop_duplicates("event_id", keep="first").reset_index(drop=True)
-    raise ValueError("attempts must be at least 1")
+    identically); parts read by ``offline_log.read_parts`` (which survives a concurrent compaction), only
+    those of the label-time ``hours`` when given (rows are not filtered: the caller's cut-off does that)."""
+    parts = read_parts(directory, attempts, hours)
+    if not parts:
+        return label_frame([])
+    frame = pd.concat(parts, ignore_index=True)
+    return frame.drop_duplicates("event_id", keep="first").reset_index(drop=True)

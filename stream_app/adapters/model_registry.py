@@ -59,6 +59,24 @@ class TrainingData(BaseModel):
     content_hash: str = Field(min_length=1)
 
 
+class Lineage(BaseModel):
+    """Where a retrained model's data came from (``models.retrain``): the recorded range, the label cut-off,
+    how many recorded transactions and known labels it drew on, the definitions of what it consumes and
+    the version it retrains. The rows, event-time range and content hash of the training frame itself
+    are ``TrainingData``; the code commit is ``ModelMetadata.git_commit``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str = Field(min_length=1)  # e.g. "stream record"
+    since: AwareDatetime  # transactions with event time in [since, until]
+    until: AwareDatetime  # also the label cut-off: labels with label_time <= until
+    transactions: int = Field(ge=0)  # recorded valid transactions in the range
+    labels: int = Field(ge=0)  # labels logged in [since, until]: known by the cut-off
+    labelled: int = Field(ge=0)  # recorded transactions with a known label: the entity frame's rows
+    feature_definitions_hash: str = Field(min_length=1)
+    parent_version: str | None = None  # the production version when it was trained
+
+
 class ModelMetadata(BaseModel):
     """Everything needed to serve, audit and compare a version. ``version`` and ``model_sha256`` are
     filled in by ``ModelRegistry.register``; leave them None when building metadata for a new model."""
@@ -76,6 +94,7 @@ class ModelMetadata(BaseModel):
     git_commit: str | None = None
     reference_distributions: dict[str, dict[str, Any]] = Field(default_factory=dict)
     golden_metrics: dict[str, Any] | None = None
+    lineage: Lineage | None = None  # set by models.retrain; None for models trained from a generated history
     model_sha256: str | None = None
 
     @field_validator("features")

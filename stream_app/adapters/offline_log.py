@@ -17,6 +17,7 @@ import os
 import re
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from stream_app.adapters.files import fsync_dir
-from stream_app.core.offline_layout import CREATED
+from stream_app.core.offline_layout import CREATED, hour_of
 from stream_app.core.profiles import TIMESTAMP
 from stream_app.core.records import WindowRow
 from stream_app.core.window_spec import Function, WindowSpec
@@ -84,6 +85,31 @@ def part_name(source: str, identities: Sequence[str]) -> str:
     if len(identity) > _MAX_IDENTITY or not _SAFE_NAME.fullmatch(identity):
         identity = "h" + hashlib.sha256(identity.encode()).hexdigest()[:32]
     return f"part-{source}-{identity}.parquet"
+
+
+def read_parts(directory: Path, attempts: int = 3, hours: tuple[datetime, datetime] | None = None,
+               ) -> list[pd.DataFrame]:
+    """Every part under ``directory`` (hour directories and the top), in path order; none if it holds none.
+    With ``hours`` = (first, last), parts of hour directories outside the hours holding ``first`` to ``last``
+    are not read (the caller still filters rows: an hour holds rows of its whole hour). A part removed
+    between the listing and its reading (merged into another by compaction,
+    docs/decisions/0020-compacting-closed-hours.md) makes it list the parts again, up to ``attempts`` times."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return [pd.read_parquet(p) for p in sorted(directory.glob("**/part-*.parquet"))
+                    if hours is None or _in_hours(p.parent, directory, hours)]
+        except FileNotFoundError:
+            if attempt == attempts:
+                raise
+    raise ValueError("attempts must be at least 1")
+
+
+def _in_hours(parent: Path, directory: Path, hours: tuple[datetime, datetime]) -> bool:
+    if parent == directory:
+        return True
+    start = hour_of(parent.name)
+    first, last = hours
+    return start is None or (start <= last and first < start + timedelta(hours=1))
 
 
 def write_part(frame: pd.DataFrame, target: Path, writer_id: str = "w") -> Path:

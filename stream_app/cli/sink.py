@@ -15,19 +15,21 @@ from stream_app.sink.runner import build_sink, compaction_targets, serve_metrics
 
 def register(commands: Commands) -> None:
     parser = commands.add_parser(
-        "sink", help="write predictions and joined labels to the offline feature log and the label log "
+        "sink", help="write predictions, joined labels and valid transactions to the offline feature log, "
+        "the label log and the transaction log "
         "(SIGTERM writes the open parts, commits, then stops)",
-        description="Consume predictions and labels.joined in the consumer group STREAMSCORE_SINK__GROUP_ID; "
-        "write hourly, rolled parquet parts into the Feast repository's offline log and <data_dir>/labels, "
+        description="Consume predictions, labels.joined and transactions in the consumer group "
+        "STREAMSCORE_SINK__GROUP_ID; write hourly, rolled parquet parts into the Feast repository's offline log, "
+        "<data_dir>/labels and <data_dir>/transactions, "
         "committing offsets only once their parts are durable. Every STREAMSCORE_SINK__COMPACT_EVERY_S "
         "(0: never) it merges each closed hour's parts into one file, as `sink compact` does.")
     parser.set_defaults(run=run_sink)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     compact = actions.add_parser(
         "compact", help="merge the parts of each closed hour of every log into one file, once (idempotent)",
-        description="Merge the parquet parts of each hour directory of the offline feature log and the label "
-        "log whose hour ended at least the grace ago into one file, dropping identical rows; the merged "
-        "file is written before the parts are removed. Safe alongside running sinks and readers.")
+        description="Merge the parquet parts of each hour directory of the offline feature log, the label "
+        "log and the transaction log whose hour ended at least the grace ago into one file, dropping identical "
+        "rows; the merged file is written before the parts are removed. Safe alongside running sinks and readers.")
     compact.add_argument("--grace", type=non_negative, default=None,
                          help="seconds after an hour's end before it is closed "
                          "(default: STREAMSCORE_SINK__COMPACT_GRACE_S; 0: every hour that has ended)")

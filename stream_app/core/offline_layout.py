@@ -1,4 +1,4 @@
-"""Where the offline feature log, the label log and the batch profiles live, and their bookkeeping
+"""Where the offline feature log, the label log, the transaction log and the batch profiles live, and their bookkeeping
 columns: written by the sink and the backfill, read by feature_repo's sources and training."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ BATCH_DIR: Final = "data/batch"
 USER_WINDOW_LOG: Final = f"{OFFLINE_LOG_DIR}/user_windows"  # one directory of parquet parts per view
 MERCHANT_WINDOW_LOG: Final = f"{OFFLINE_LOG_DIR}/merchant_windows"
 LABEL_LOG: Final = "labels"  # relative to the data directory
+TRANSACTION_LOG: Final = "transactions"  # relative to the data directory: the valid transactions' request fields
 CREATED: Final = "created_timestamp"  # when the row was written; Feast's tie-break between equal timestamps
 # A log's parts: the sink's in hour directories (``hour_dir``), the backfill's at the top. Hour
 # directories carry no "=": DuckDB would read "key=value" directories as extra (hive partition) columns.

@@ -33,3 +33,20 @@ class LabelRow:
     label_time: datetime
     score: float
     model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionRow:
+    """A valid transaction as the transaction log stores it: its fields and where it was read
+    (partition, offset), which orders duplicates of an event_id as the worker saw them."""
+
+    event_id: str
+    user_id: int
+    merchant_id: int
+    amount: float
+    currency: str
+    country: str
+    channel: str
+    event_time: datetime
+    partition: int
+    offset: int

@@ -190,13 +190,15 @@ class Demo:
         return worker
 
     def start_sink(self, settings: Settings, stack: contextlib.ExitStack) -> WorkerProcess:
-        """The sink that writes the offline feature log and the label log, in a consumer group of this run
-        positioned at the end of its topics (earlier runs' predictions belong to earlier workspaces).
+        """The sink that writes the offline feature log, the label log and the transaction log, in a consumer
+        group of this run positioned at the end of its topics (earlier runs' records belong to earlier
+        workspaces).
         Started before the worker, so it is stopped after it: its last parts are written on SIGTERM."""
         topics = settings.topics
         group = f"{self.app_id}-sink"
         commit_group_offsets(settings, group, end_offsets(settings, [topics.predictions.name,
-                                                                     topics.labels_joined.name]))
+                                                                     topics.labels_joined.name,
+                                                                     topics.transactions.name]))
         sink = WorkerProcess({**self.env, "STREAMSCORE_SINK__GROUP_ID": group}, self.config.logs_dir / "sink.log",
                              args=SINK_ARGS)
 

@@ -1,6 +1,7 @@
 """The sink's consumer loop: a plain confluent-kafka consumer group (auto-commit off) over
-``predictions`` and ``labels.joined``. Each prediction becomes one row per window view (derived from
-the feature vector it carries, ``core.served_rows``), each joined label one label-log row; rows go to
+``predictions``, ``labels.joined`` and ``transactions``. Each prediction becomes one row per window view
+(derived from the feature vector it carries, ``core.served_rows``), each joined label one label-log row,
+each valid transaction one transaction-log row (``adapters.transaction_log``); rows go to
 ``RollingParts`` under the hour of their event (label) time, and offsets are committed only up to
 records whose parts are durable."""
 
@@ -24,8 +25,10 @@ from stream_app.adapters.label_log import conform as conform_labels
 from stream_app.adapters.label_log import label_frame
 from stream_app.adapters.offline_log import conform, rows_frame
 from stream_app.adapters.prometheus_metrics import SinkMetrics
-from stream_app.contract import decode_joined_label, decode_prediction
-from stream_app.core.offline_layout import LABEL_LOG, MERCHANT_WINDOW_LOG, USER_WINDOW_LOG, hour_dir
+from stream_app.adapters.transaction_log import conform as conform_transactions
+from stream_app.adapters.transaction_log import transaction_frame, transaction_row
+from stream_app.contract import decode_joined_label, decode_prediction, decode_transaction
+from stream_app.core.offline_layout import LABEL_LOG, MERCHANT_WINDOW_LOG, TRANSACTION_LOG, USER_WINDOW_LOG, hour_dir
 from stream_app.core.profiles import TIMESTAMP
 from stream_app.core.records import LabelRow
 from stream_app.core.served_rows import view_row
@@ -37,7 +40,7 @@ from stream_app.sink.parts import LogTarget, Position, RollingParts
 from stream_app.sink.sensor import NULL_SINK_SENSOR, SinkSensor
 
 log = logging.getLogger(__name__)
-USER_LOG, MERCHANT_LOG, LABELS_LOG = "user_windows", "merchant_windows", "labels"
+USER_LOG, MERCHANT_LOG, LABELS_LOG, TRANSACTIONS_LOG = "user_windows", "merchant_windows", "labels", "transactions"
 CONSUME_BATCH = 5000
 RETRY_MAX_S = 5.0
 
@@ -49,6 +52,7 @@ class MessageLike(Protocol):
     def topic(self) -> str | None: ...
     def partition(self) -> int | None: ...
     def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
     def value(self) -> bytes | None: ...
 
 
@@ -67,18 +71,22 @@ class SinkStats:
 
     predictions: int = 0
     labels: int = 0
+    transactions: int = 0  # valid transactions logged
+    rejected: int = 0  # transactions that failed validation (the worker dead-letters them): not logged
     invalid: int = 0  # records that did not decode: logged and skipped
     missing: Counter[str] = field(default_factory=Counter)  # predictions lacking a view's feature, by view
     commits: int = 0
 
 
 def logs_of(settings: Settings) -> dict[str, LogTarget]:
-    """The logs the sink writes: the two window views inside the Feast repository, and the label log."""
+    """The logs the sink writes: the two window views inside the Feast repository, the label log and the
+    transaction log."""
     repo = Path(settings.feast.repo_path)
     return {
         USER_LOG: LogTarget(repo / USER_WINDOW_LOG, lambda rows: rows_frame(rows, USER_WINDOWS)),
         MERCHANT_LOG: LogTarget(repo / MERCHANT_WINDOW_LOG, lambda rows: rows_frame(rows, MERCHANT_WINDOWS)),
         LABELS_LOG: LogTarget(settings.data_dir / LABEL_LOG, label_frame),
+        TRANSACTIONS_LOG: LogTarget(settings.data_dir / TRANSACTION_LOG, transaction_frame),
     }
 
 
@@ -91,6 +99,8 @@ def compaction_targets(settings: Settings) -> dict[str, CompactTarget]:
         USER_LOG: _view_target(logs[USER_LOG].directory, USER_WINDOWS),
         MERCHANT_LOG: _view_target(logs[MERCHANT_LOG].directory, MERCHANT_WINDOWS),
         LABELS_LOG: CompactTarget(logs[LABELS_LOG].directory, conform_labels),
+        TRANSACTIONS_LOG: CompactTarget(logs[TRANSACTIONS_LOG].directory, conform_transactions,
+                                        ("partition", "offset")),
     }
 
 
@@ -99,25 +109,28 @@ def _view_target(directory: Path, specs: tuple[WindowSpec, ...]) -> CompactTarge
 
 
 class Sink:
-    """Consumes predictions and joined labels into ``parts``; ``step`` is one poll, ``run`` loops until
-    stopped. Offsets are committed synchronously after the parts due are written, only up to
-    ``RollingParts.commit_positions``; on revocation (and on stop) every open part is written first.
-    ``sensor`` is told what each step consumed and how many rows stay buffered."""
+    """Consumes predictions, joined labels and (with ``transactions_topic``) transactions into ``parts``;
+    ``step`` is one poll, ``run`` loops until stopped. Offsets are committed synchronously after the parts
+    due are written, only up to ``RollingParts.commit_positions``; on revocation (and on stop) every open
+    part is written first. ``sensor`` is told what each step consumed and how many rows stay buffered."""
 
     def __init__(self, consumer: ConsumerLike, parts: RollingParts, *, predictions_topic: str, labels_topic: str,
-                 poll_s: float, compactor: Compactor | None = None, sensor: SinkSensor = NULL_SINK_SENSOR) -> None:
+                 poll_s: float, compactor: Compactor | None = None, transactions_topic: str | None = None,
+                 sensor: SinkSensor = NULL_SINK_SENSOR) -> None:
         self.consumer = consumer
         self.sensor = sensor
         self.parts = parts
         self.compactor = compactor
         self.predictions_topic = predictions_topic
         self.labels_topic = labels_topic
+        self.transactions_topic = transactions_topic
         self.poll_s = poll_s
         self.stats = SinkStats()
         self._committed: dict[tuple[str, int], int] = {}
 
     def start(self) -> None:
-        self.consumer.subscribe([self.predictions_topic, self.labels_topic], on_revoke=self._revoked)
+        topics = [self.predictions_topic, self.labels_topic, *filter(None, [self.transactions_topic])]
+        self.consumer.subscribe(topics, on_revoke=self._revoked)
 
     def step(self) -> None:
         """Consume what arrived (waiting up to ``poll_s``), write the parts due, commit what they made safe."""
@@ -194,6 +207,8 @@ class Sink:
         try:
             if where[0] == self.predictions_topic:
                 self._prediction(message.value(), where)
+            elif where[0] == self.transactions_topic:
+                self._transaction(message.value(), message.key(), where)
             else:
                 self._label(message.value(), where)
         except InvalidRecordError as exc:
@@ -219,6 +234,16 @@ class Sink:
             added = True
         if not added:
             self.parts.consumed(where)
+
+    def _transaction(self, value: bytes | None, key: bytes | None, where: Position) -> None:
+        try:
+            txn = decode_transaction(value, key)
+        except InvalidRecordError:  # the worker dead-letters it with its reason; nothing to train on
+            self.stats.rejected += 1
+            self.parts.consumed(where)
+            return
+        self.stats.transactions += 1
+        self.parts.add(TRANSACTIONS_LOG, hour_dir(txn.event_time), transaction_row(txn, where[1], where[2]), where)
 
     def _label(self, value: bytes | None, where: Position) -> None:
         joined = decode_joined_label(value)
@@ -257,7 +282,8 @@ def serve_metrics(settings: Settings, stop: threading.Event) -> SinkSensor:
         log.error("sink metrics not served: port %d: %s", port, exc)
         return NULL_SINK_SENSOR
     lag = ConsumerLag(settings.kafka, settings.sink.group_id,
-                      [settings.topics.predictions.name, settings.topics.labels_joined.name])
+                      [settings.topics.predictions.name, settings.topics.labels_joined.name,
+                       settings.topics.transactions.name])
     poll_every(LAG_POLL_S, lambda: metrics.lag.set(lag.poll()), stop)
 
     def shut_down() -> None:
@@ -283,4 +309,4 @@ def build_sink(settings: Settings, consumer: ConsumerLike | None = None,
     return Sink(real, parts,
                 predictions_topic=settings.topics.predictions.name,
                 labels_topic=settings.topics.labels_joined.name, poll_s=settings.sink.poll_s, compactor=compactor,
-                sensor=sensor)
+                transactions_topic=settings.topics.transactions.name, sensor=sensor)

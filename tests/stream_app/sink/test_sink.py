@@ -28,9 +28,10 @@ PREDICTIONS, JOINED = "predictions", "labels.joined"
 
 
 class Message:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None, key: bytes | None = None) -> None:
         self._where = (topic, partition, offset)
         self._value = value
+        self._key = key
 
     def error(self) -> None:
         return None
@@ -43,6 +44,9 @@ class Message:
 
     def offset(self) -> int:
         return self._where[2]
+
+    def key(self) -> bytes | None:
+        return self._key
 
     def value(self) -> bytes | None:
         return self._value
