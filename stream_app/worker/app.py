@@ -143,6 +143,26 @@ def faust_datadir(settings: Settings) -> Path:
     return settings.data_dir / "faust" / settings.worker.app_id
 
 
+def stream_buffer_size(worker: WorkerSettings) -> int:
+    """Records Faust buffers per topic for its agent (``stream_buffer_maxsize``)."""
+    return max(4096, 4 * worker.batch_size)
+
+
+def max_poll_records(buffer_size: int) -> int:
+    """Records one fetch hands to Faust (``broker_max_poll_records``): an eighth of a topic's buffer.
+
+    Both agents are fed by one fetch loop, which waits when it meets a record for a full buffer — and
+    then feeds neither. The labels agent stops reading its buffer while it holds labels that arrived
+    before their transactions were scored; if its buffer filled, the loop would wait, the transactions
+    agent would get nothing more, and the held labels' transactions would never come. Faust stops
+    fetching a partition once its buffer is 80 % full (the queue's pressure mark) but still hands over
+    the rest of the fetch already in hand; unbounded (Faust's default), that rest can be thousands of
+    records. At an eighth of the buffer it always fits in the remaining fifth, so no buffer fills and
+    the fetch loop never waits on one agent.
+    """
+    return buffer_size // 8
+
+
 def _built(runner_factory: Callable[[faust.App], Runners], app: faust.App) -> Runners:
     """The runners; then what startup left alive (Feast's registry, the model, imported modules) is kept
     out of the cyclic collector's scans: otherwise every full collection walks it all while holding the
@@ -185,7 +205,8 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
         consumer_group_instance_id=group_instance_id(worker, socket.gethostname()),
         broker_session_timeout=worker.session_timeout_s,
         broker_heartbeat_interval=min(3.0, worker.session_timeout_s / 3),
-        stream_buffer_maxsize=max(4096, 4 * worker.batch_size),
+        stream_buffer_maxsize=stream_buffer_size(worker),
+        broker_max_poll_records=max_poll_records(stream_buffer_size(worker)),
     )
     transactions = app.topic(settings.topics.transactions.name, value_serializer="raw", key_serializer="raw")
     app.topic(settings.topics.predictions.name, value_serializer="raw", key_serializer="raw")

@@ -62,6 +62,7 @@ class LabelRunner:
         self.outbox = Outbox(publisher, processor)
         self.stopping = asyncio.Event()
         self._held_since: float | None = None  # when the batch in hand was first held for its transactions
+        self._holding = True  # False once shutting down: early labels are no longer held
 
     async def handle(self, records: Sequence[RawRecord]) -> LabelBatchResult:
         """The batch's result once its effects are done; BatchAbandonedError if ``stop`` was called while
@@ -89,8 +90,9 @@ class LabelRunner:
         return result
 
     def stop_holding(self) -> None:
-        """Shutting down: don't wait for transactions any longer; early labels count as unjoined."""
-        self._held_since = float("-inf")
+        """Shutting down: don't wait for transactions any longer; early labels count as unjoined (this batch
+        and every later one)."""
+        self._holding = False
 
     def stop(self) -> None:
         """Shutting down: stop holding early labels; a batch waiting out an outage is given up, unacked."""
@@ -102,7 +104,8 @@ class LabelRunner:
 
     async def _once(self, records: Sequence[RawRecord]) -> LabelBatchResult:
         now = time.monotonic()
-        hold = self._held_since is None or now - self._held_since < self.settings.label_join_wait_s
+        hold = self._holding and (self._held_since is None
+                                  or now - self._held_since < self.settings.label_join_wait_s)
         try:
             result = await self.lane.run(lambda: self.processor.process(records, hold_early=hold))
         except LabelsAheadError:

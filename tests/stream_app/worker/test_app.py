@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,13 @@ def test_faust_keeps_its_data_under_the_data_dir_not_the_working_directory(
     app._create_directories()  # what a starting worker does (Faust creates only the last level of each)
     assert conf.tabledir.is_dir()
     assert list(cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("batch_size", [1, 500, 1000, 5000])
+def test_one_fetch_always_fits_in_the_room_left_above_a_buffers_pressure_mark(batch_size: int) -> None:
+    """Faust stops fetching a partition when its buffer passes maxsize / 1.25 and hands over the rest of
+    the fetch in hand; that rest must fit, or the fetch loop waits on one full buffer and feeds no agent."""
+    app = create_app(Settings(worker=WorkerSettings(batch_size=batch_size)), never_built).app
+    buffer, per_fetch = app.conf.stream_buffer_maxsize, app.conf.broker_max_poll_records
+    assert per_fetch is not None and 0 < per_fetch <= buffer - math.floor(buffer / 1.25)
+    assert buffer >= 4 * batch_size

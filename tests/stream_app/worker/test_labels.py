@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -173,6 +174,24 @@ def test_stop_holding_lets_a_held_batch_finish_at_shutdown() -> None:
 
     asyncio.run(shutdown_soon())
     assert (runner.stats.unjoined, runner.stats.early) == (1, 1)
+
+
+def test_after_stop_later_batches_are_not_held_either() -> None:
+    """Shutting down, a batch that starts after ``stop`` must not be held: its retries would not wait (the
+    runner is stopping) and would spin until the join wait ran out."""
+    effects = Effects()
+    index = FakeIndex({}, watermarks={0: T0.timestamp()})
+    runner = LabelRunner(processor=label_processor(effects, index), publisher=effects,
+                         state=effects, quality=OnlineQuality(),
+                         settings=WorkerSettings(retry_initial_s=0.01, retry_max_s=0.02, label_join_wait_s=3600))
+    runner.stop()
+    # on a thread: a retry loop that never yields would block asyncio.wait_for's own timeout
+    handled = threading.Thread(target=asyncio.run, args=(runner.handle([label(0, "x", True, hours=1)]),),
+                               daemon=True)
+    handled.start()
+    handled.join(timeout=2.0)
+    assert not handled.is_alive(), "the batch was held after stop"
+    assert (runner.stats.unjoined, runner.stats.early, runner.stats.retries) == (1, 1, 0)
 
 
 class RefusingLabels(Effects):
