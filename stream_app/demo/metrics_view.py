@@ -160,6 +160,26 @@ def metrics_section(scrapes: Scrapes) -> dict[str, Any]:
     }
 
 
+def metrics_notes(section: Mapping[str, Any], *, predictions_seen: int, dead_letters_seen: int) -> list[str]:
+    """Where /metrics disagrees with what the demo read from the topics itself (``predictions_seen``
+    counts duplicates too: the counter counts every publication), or could not be read."""
+    out: list[str] = []
+    published, dlq = section["predictions_published"], section["dead_letters"]
+    if published is not None and published != predictions_seen:
+        out.append(f"the worker's /metrics counted {published:,} predictions published, the demo read "
+                   f"{predictions_seen:,} from the topic")
+    if dlq is not None and dlq["total"] != dead_letters_seen:
+        out.append(f"the worker's /metrics counted {dlq['total']:,} dead letters, the demo read {dead_letters_seen:,}")
+    final_lag = section["consumer_lag"][WORKER]["final"]
+    if final_lag:
+        out.append(f"the worker's consumer lag still read {final_lag:,.0f} at the end")
+    failed = {k: v["failed"] for k, v in section["scrapes"].items() if isinstance(v, dict) and v.get("failed")}
+    if failed:
+        out.append("failed /metrics scrapes: " + ", ".join(f"{k} {v:,}" for k, v in failed.items())
+                   + "; the metrics section is from the others")
+    return out
+
+
 def fmt(value: Any, spec: str = ",.0f", unit: str = "") -> str:
     """``value`` formatted, or "n/a" for None."""
     return "n/a" if value is None else f"{value:{spec}}{unit}"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from stream_app.core.metrics import pr_auc, roc_auc
-from stream_app.demo.metrics_view import Scrapes, fmt, format_metrics, metrics_section
+from stream_app.demo.metrics_view import Scrapes, fmt, format_metrics, metrics_notes, metrics_section
 from stream_app.demo.records import SeenPrediction
 
 
@@ -137,6 +137,9 @@ def build_summary(observed: Observed, *, config: Mapping[str, Any], timings_s: M
     versions = Counter(p.model_version for p in predictions.values())
     stream_s = observed.stream_s if observed.stream_s > 0 else float("nan")
     unaccounted = observed.transactions_in - len(predictions) - dlq_total
+    metrics = metrics_section(observed.scrapes) if observed.scrapes is not None else None
+    checks = metrics_notes(metrics, predictions_seen=len(predictions) + observed.duplicate_predictions,
+                           dead_letters_seen=dlq_total) if metrics is not None else []
     summary: dict[str, Any] = _json_clean({
         "config": dict(config),
         "model_version": model_version,
@@ -162,9 +165,9 @@ def build_summary(observed: Observed, *, config: Mapping[str, Any], timings_s: M
             "worker": latency_stats([p.worker_ms for p in predictions.values()]),
         },
         "online_quality": quality.as_dict(),
-        "metrics": metrics_section(observed.scrapes) if observed.scrapes is not None else None,
+        "metrics": metrics,
         "sources": SOURCES,
-        "notes": notes(observed.transactions_in / stream_s, max(backlog, default=0), unaccounted),
+        "notes": notes(observed.transactions_in / stream_s, max(backlog, default=0), unaccounted) + checks,
     })
     return summary
 

@@ -21,6 +21,7 @@ from stream_app.demo.metrics_view import (
     gauge_series,
     lag_series,
     latency_series,
+    metrics_notes,
     metrics_section,
 )
 from stream_app.demo.scraper import MetricsScraper
@@ -167,6 +168,20 @@ def test_nothing_scraped_gives_an_empty_section_not_an_error() -> None:
     assert "worker 0 ok, 30 failed" in text and "online quality   n/a" in text
 
 
+def test_notes_say_where_metrics_disagree_with_the_demo_or_could_not_be_read() -> None:
+    section = metrics_section(scrapes())
+    assert metrics_notes(section, predictions_seen=40, dead_letters_seen=3) == [
+        "failed /metrics scrapes: sink 2; the metrics section is from the others"]
+    disagree = metrics_notes(section, predictions_seen=41, dead_letters_seen=2)
+    assert disagree[:2] == ["the worker's /metrics counted 40 predictions published, the demo read 41 from the topic",
+                            "the worker's /metrics counted 3 dead letters, the demo read 2"]
+    behind = scrapes()
+    behind.worker = behind.worker[:2]  # the last scrape at t=2: lag 7 + 3 + 1
+    behind.failed = {}
+    assert metrics_notes(metrics_section(behind), predictions_seen=20, dead_letters_seen=1) == [
+        "the worker's consumer lag still read 11 at the end"]
+
+
 def _observed(with_scrapes: Scrapes | None) -> Observed:
     return Observed(transactions_in=3, invalid_in=0, labels_in=0, labels_pending=0, stream_s=1.0, predictions={},
                     duplicate_predictions=0, dead_letters={}, labels={},
@@ -177,6 +192,7 @@ def test_the_summary_has_the_metrics_section_and_its_text_ends_with_it() -> None
     summary = build_summary(_observed(scrapes()), config={}, timings_s={"total": 12.0}, model_version="v0001")
     json.dumps(summary, allow_nan=False)
     assert summary["metrics"]["predictions_published"] == 40
+    assert "the worker's /metrics counted 40 predictions published, the demo read 0 from the topic" in summary["notes"]
     assert "metrics" in summary["sources"] and "events_in" in summary["sources"]
     lines = format_summary(summary).splitlines()
     assert lines[-len(format_metrics(summary["metrics"])):] == format_metrics(summary["metrics"])
