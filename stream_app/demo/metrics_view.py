@@ -106,10 +106,13 @@ def _top(values: Mapping[str, float], n: int = TOP_FEATURES) -> list[dict[str, A
 
 
 def _lag(scrapes: Sequence[Scrape]) -> dict[str, Any]:
+    """The consumer group's lag summed over its partitions (max over the scrapes, and at the last one) and
+    per partition."""
     series = lag_series(scrapes)
-    final = {key: points[-1][1] for key, points in series.items() if points[-1][0] == scrapes[-1].t} if scrapes else {}
-    return {"max": max((v for points in series.values() for _, v in points), default=None),
-            "final": sum(final.values()) if final else None,
+    totals = [total(s.samples, m.CONSUMER_LAG) for s in scrapes if any(n == m.CONSUMER_LAG for n, _ in s.samples)]
+    last_t = scrapes[-1].t if scrapes else None
+    final = {key: points[-1][1] for key, points in series.items() if points[-1][0] == last_t}
+    return {"max": max(totals, default=None), "final": sum(final.values()) if final else None,
             "max_by_partition": {key: max(v for _, v in points) for key, points in series.items()},
             "final_by_partition": final}
 
@@ -193,8 +196,8 @@ def format_metrics(section: Mapping[str, Any]) -> list[str]:
              f"sink {sc['sink']['ok']:,} ok, {sc['sink']['failed']:,} failed (every {sc['interval_s']:g} s)"]
     if sc["first_error"]:
         lines.append("  first errors     " + "; ".join(f"{k}: {v}" for k, v in sc["first_error"].items()))
-    lines.append(f"  consumer lag     worker max {fmt(w_lag['max'])}, at the end {fmt(w_lag['final'])}; "
-                 f"sink max {fmt(s_lag['max'])}, at the end {fmt(s_lag['final'])} "
+    lines.append(f"  consumer lag     (all partitions) worker max {fmt(w_lag['max'])}, "
+                 f"at the end {fmt(w_lag['final'])}; sink max {fmt(s_lag['max'])}, at the end {fmt(s_lag['final'])} "
                  f"(open rows {fmt(section['sink']['open_rows'], ',')})")
     if lat is not None:
         lines.append(f"  event latency    p50 {fmt(lat['p50'], unit=' ms')}, p95 {fmt(lat['p95'], unit=' ms')}, "

@@ -119,7 +119,7 @@ def test_counters_and_histograms_are_their_increase_over_the_run_and_gauges_the_
     assert section["decisions"] == {"approve": 40, "decline": 0}
     assert section["dead_letters"] == {"total": 3, "by_reason": {"schema": 3}}  # reasons without any left out
     lag = section["consumer_lag"][WORKER]
-    assert (lag["max"], lag["final"]) == (7.0, 0.0)
+    assert (lag["max"], lag["final"]) == (11.0, 0.0)  # summed over the partitions: 7 + 3 + 1 at t=2
     assert lag["max_by_partition"] == {"labels/0": 4.0, "transactions/0": 7.0, "transactions/1": 3.0}
     assert lag["final_by_partition"] == {"labels/0": 0.0, "transactions/0": 0.0, "transactions/1": 0.0}
     assert (section["consumer_lag"][SINK]["max"], section["consumer_lag"][SINK]["final"]) == (4.0, 4.0)
@@ -198,7 +198,7 @@ def test_the_summary_has_the_metrics_section_and_its_text_ends_with_it() -> None
     assert lines[-len(format_metrics(summary["metrics"])):] == format_metrics(summary["metrics"])
     text = "\n".join(lines)
     for fragment in ("worker 4 ok, 0 failed; sink 2 ok, 2 failed (every 2 s)",
-                     "worker max 7, at the end 0; sink max 4, at the end 4 (open rows 30)",
+                     "(all partitions) worker max 11, at the end 0; sink max 4, at the end 4 (open rows 30)",
                      "p50 250 ms, p95 900 ms, p99 980 ms over 40 events",
                      "40 predictions; dead letters 3 (schema 3)",
                      "v0001: ROC-AUC 0.900, precision 0.500, recall 0.250 on 40 labels",
