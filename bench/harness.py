@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from models import pipeline
 from stream_app.adapters import prometheus_metrics as metric
-from stream_app.adapters.metrics_reader import Samples, bucket_quantile, buckets, scrape, total
+from stream_app.adapters.metrics_reader import Samples, histogram_figures, scrape, total
 from stream_app.contract import Topics, TopicSpec
 from stream_app.generator.config import HistoryConfig, stream, to_us
 from stream_app.generator.live import LiveSource
@@ -394,12 +394,9 @@ def scrape_metrics(port: int, timeout_s: float = 5.0) -> Samples:
 
 
 def histogram_summary(samples: Samples, name: str, scale: float = 1.0, **labels: str) -> dict[str, Any]:
-    count, sum_ = total(samples, f"{name}_count", **labels), total(samples, f"{name}_sum", **labels)
-    cumulative = buckets(samples, name, **labels)
-    p50, p99 = bucket_quantile(cumulative, 0.5), bucket_quantile(cumulative, 0.99)
-    return {"count": int(count), "mean": round(scale * sum_ / count, 3) if count else None,
-            "p50": None if p50 is None else round(scale * p50, 3),
-            "p99": None if p99 is None else round(scale * p99, 3)}
+    """Count, mean, p50 and p99 of a histogram (values times ``scale``), rounded for a result file."""
+    figures = histogram_figures(samples, name, scale, (0.5, 0.99), **labels)
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
 
 
 def worker_metrics(samples: Samples, transactions: str) -> dict[str, Any]:

@@ -1,13 +1,15 @@
 """Reading a process's Prometheus metrics back: fetch ``/metrics`` (``scrape``), parse the text exposition
 into samples (``parse``), pick values out of them (``total``, ``by_label``, ``buckets``) and estimate a
-histogram's quantile from its buckets (``bucket_quantile``). Used by the demo and the benchmarks, which
-show what an operator's Prometheus would see; the metric names are in ``prometheus_metrics``."""
+histogram's quantiles from its buckets (``bucket_quantile``, ``histogram_figures``). Used by the demo
+and the benchmarks, which show what an operator's Prometheus would see; the metric names are in
+``prometheus_metrics``."""
 
 from __future__ import annotations
 
 import math
 import urllib.request
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -84,6 +86,20 @@ def bucket_quantile(cumulative: Sequence[tuple[float, float]], q: float) -> floa
             return lower + (le - lower) * (rank - below) / (count - below)
         lower, below = le, count
     return lower
+
+
+def histogram_figures(samples: Samples, name: str, scale: float = 1.0,
+                      quantiles: Sequence[float] = (0.5, 0.95, 0.99), **labels: str) -> dict[str, Any]:
+    """``count``, ``mean`` and ``p<100q>`` for each of ``quantiles`` (``bucket_quantile``) of histogram
+    ``name`` summed over its other labels, the values times ``scale`` (1e3: seconds to ms); None where
+    the histogram is empty."""
+    count, sum_ = total(samples, f"{name}_count", **labels), total(samples, f"{name}_sum", **labels)
+    cumulative = buckets(samples, name, **labels)
+    out: dict[str, Any] = {"count": int(count), "mean": scale * sum_ / count if count > 0 else None}
+    for q in quantiles:
+        value = bucket_quantile(cumulative, q)
+        out[f"p{100 * q:g}"] = None if value is None else scale * value
+    return out
 
 
 def scrape_value(text: str, name: str, labels: Mapping[str, str] | None = None) -> float | None:

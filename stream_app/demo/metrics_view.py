@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_app.adapters import prometheus_metrics as m
-from stream_app.adapters.metrics_reader import Samples, bucket_quantile, buckets, by_label, delta, total
+from stream_app.adapters.metrics_reader import (
+    Samples,
+    bucket_quantile,
+    buckets,
+    by_label,
+    delta,
+    histogram_figures,
+    total,
+)
 
 WORKER, SINK = "worker", "sink"  # the scraped processes
 QUANTILES = (0.5, 0.95, 0.99)
@@ -55,17 +63,6 @@ def gained(scrapes: Sequence[Scrape]) -> Samples:
     return delta(scrapes[0].samples, scrapes[-1].samples)
 
 
-def histogram_ms(samples: Samples, name: str) -> dict[str, Any]:
-    """Count, mean and the ``QUANTILES`` (interpolated in the buckets) of a seconds histogram, in ms."""
-    count, seconds = total(samples, f"{name}_count"), total(samples, f"{name}_sum")
-    cumulative = buckets(samples, name)
-    out: dict[str, Any] = {"count": int(count), "mean": 1e3 * seconds / count if count > 0 else None}
-    for q in QUANTILES:
-        value = bucket_quantile(cumulative, q)
-        out[f"p{round(q * 100)}"] = None if value is None else 1e3 * value
-    return out
-
-
 def lag_series(scrapes: Sequence[Scrape]) -> dict[str, Series]:
     """The consumer lag of every ``topic/partition`` over the scrapes."""
     out: dict[str, Series] = {}
@@ -80,13 +77,13 @@ def lag_series(scrapes: Sequence[Scrape]) -> dict[str, Series]:
 def latency_series(scrapes: Sequence[Scrape]) -> dict[str, Series]:
     """Event latency quantiles (ms) of the events acknowledged between consecutive scrapes, at the later
     one (an interval without events has no point): what ``histogram_quantile`` over ``rate()`` shows."""
-    out: dict[str, Series] = {f"p{round(q * 100)}": [] for q in QUANTILES}
+    out: dict[str, Series] = {f"p{100 * q:g}": [] for q in QUANTILES}
     for before, after in itertools.pairwise(scrapes):
         cumulative = buckets(delta(before.samples, after.samples), m.EVENT_LATENCY)
         for q in QUANTILES:
             value = bucket_quantile(cumulative, q)
             if value is not None:
-                out[f"p{round(q * 100)}"].append((after.t, 1e3 * value))
+                out[f"p{100 * q:g}"].append((after.t, 1e3 * value))
     return out
 
 
@@ -147,7 +144,7 @@ def metrics_section(scrapes: Scrapes) -> dict[str, Any]:
                     SINK: {"ok": len(sink), "failed": scrapes.failed.get(SINK, 0)},
                     "first_error": dict(scrapes.first_error)},
         "consumer_lag": {WORKER: _lag(worker), SINK: _lag(sink)},
-        "event_latency_ms": histogram_ms(w_gain, m.EVENT_LATENCY) if worker else None,
+        "event_latency_ms": histogram_figures(w_gain, m.EVENT_LATENCY, 1e3, QUANTILES) if worker else None,
         "predictions_published": int(total(w_gain, m.PREDICTIONS_PUBLISHED)) if worker else None,
         "decisions": {k: int(v) for k, v in sorted(by_label(w_gain, m.DECISIONS, "decision").items())},
         "dead_letters": {"total": sum(dead_letters.values()), "by_reason": dead_letters} if worker else None,

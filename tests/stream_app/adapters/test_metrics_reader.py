@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from stream_app.adapters.metrics_reader import bucket_quantile, buckets, by_label, delta, parse, scrape, total
+from stream_app.adapters.metrics_reader import (
+    bucket_quantile,
+    buckets,
+    by_label,
+    delta,
+    histogram_figures,
+    parse,
+    scrape,
+    total,
+)
 
 TEXT = """\
 # HELP streamscore_consumer_lag end offset - committed offset
@@ -79,6 +88,15 @@ def test_empty_buckets_are_skipped_and_an_empty_histogram_has_no_quantile() -> N
     assert bucket_quantile([], 0.5) is None
     with pytest.raises(ValueError, match="q must be"):
         bucket_quantile(hist, 1.5)
+
+
+def test_histogram_figures_are_count_mean_and_quantiles_scaled() -> None:
+    figures = histogram_figures(parse(TEXT), "streamscore_latency_seconds", 1e3)
+    assert figures == {"count": 40, "mean": pytest.approx(300.0), "p50": pytest.approx(300.0),
+                       "p95": pytest.approx(900.0), "p99": pytest.approx(980.0)}
+    assert histogram_figures(parse(TEXT), "streamscore_latency_seconds", quantiles=(0.999,))["p99.9"] == (
+        pytest.approx(0.998))
+    assert histogram_figures({}, "absent") == {"count": 0, "mean": None, "p50": None, "p95": None, "p99": None}
 
 
 def test_quantiles_of_a_fine_histogram_approach_the_exact_percentiles() -> None:
