@@ -1,7 +1,8 @@
 """The demo's numbers, from what it observed: counts, latency percentiles, throughput, and online ROC-AUC
 from labels joined to predictions by event_id. Pure functions on plain data, so they are unit-tested
 without Kafka; ROC/PR-AUC come from ``stream_app.core.metrics`` so online and offline numbers are
-computed the same way."""
+computed the same way. The summary's ``metrics`` section, from the worker's and the sink's /metrics,
+is ``metrics_view``'s; ``SOURCES`` says which figure comes from where."""
 
 from __future__ import annotations
 
