@@ -55,7 +55,6 @@ from harness import (
     cpu_seconds,
     log,
     measure_drain,
-    metrics_delta,
     prepare_world,
     record_pid,
     redis_memory,
@@ -71,6 +70,7 @@ from harness import (
 
 from models.features import production_service
 from stream_app.adapters.kafka_admin import ensure_topics
+from stream_app.adapters.metrics_reader import delta
 from stream_app.adapters.model_registry import ModelRegistry
 from stream_app.contract import decode_transaction
 from stream_app.core.engine import FeatureEngine, TransactionEvent, WindowRows
@@ -620,7 +620,7 @@ def latency_phase(tap: PredictionTap, run: Run, world: World, *, rate: float, se
         "worker_rss_mb": round(rss_mb(worker.pid)[0], 1),
         "max_loop_stall_ms": (worst_stall_ms(run.settings.worker.loop_lag_file, launched, drained)
                               if run.settings.worker.loop_lag_file else None),
-        "worker_metrics": worker_metrics(metrics_delta(scraped, scrape_metrics(run.settings.worker.web_port)),
+        "worker_metrics": worker_metrics(delta(scraped, scrape_metrics(run.settings.worker.web_port)),
                                          run.settings.topics.transactions.name),
     }
 

@@ -15,7 +15,6 @@ import math
 import os
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,10 +24,10 @@ from typing import Any
 import pandas as pd
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from models import pipeline
 from stream_app.adapters import prometheus_metrics as metric
+from stream_app.adapters.metrics_reader import Samples, histogram_figures, scrape, total
 from stream_app.contract import Topics, TopicSpec
 from stream_app.generator.config import HistoryConfig, stream, to_us
 from stream_app.generator.live import LiveSource
@@ -263,11 +262,11 @@ class OutputMeter:
         self._partitions = [TopicPartition(t.name, p) for t in topics for p in range(t.partitions)]
 
     def count(self) -> int:
-        total = 0
+        records = 0
         for tp in self._partitions:
             _low, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-            total += high
-        return total
+            records += high
+        return records
 
     def close(self) -> None:
         self._consumer.close()
@@ -385,64 +384,19 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
 
 # ----------------------------------------------------------------------------------------------- /metrics
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (name, sorted labels) -> value
-
-
 def scrape_metrics(port: int, timeout_s: float = 5.0) -> Samples:
     """Every sample a process serves at http://127.0.0.1:<port>/metrics (the worker's web port, the sink's
     metrics port); empty if it does not answer."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as response:
-            text = response.read().decode()
-    except OSError:
+        return scrape(port, timeout_s=timeout_s)
+    except (OSError, ValueError):
         return {}
-    return {(s.name, tuple(sorted(s.labels.items()))): float(s.value)
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def _total(samples: Samples, name: str, **labels: str) -> float:
-    return sum(v for (n, ls), v in samples.items()
-               if n == name and all(dict(ls).get(k) == x for k, x in labels.items()))
-
-
-def _buckets(samples: Samples, name: str, **labels: str) -> list[tuple[float, float]]:
-    """(le, cumulative count) of a histogram, summed over its other labels, in bound order."""
-    counts: dict[float, float] = {}
-    for (n, ls), v in samples.items():
-        found = dict(ls)
-        if n == f"{name}_bucket" and all(found.get(k) == x for k, x in labels.items()):
-            le = float(found["le"])
-            counts[le] = counts.get(le, 0.0) + v
-    return sorted(counts.items())
-
-
-def bucket_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
-    """Prometheus's histogram_quantile: linear interpolation inside the bucket holding the rank."""
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    rank = q * buckets[-1][1]
-    lower, below = 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            if math.isinf(le):
-                return lower
-            return lower + (le - lower) * (rank - below) / max(count - below, 1e-12)
-        lower, below = le, count
-    return lower
-
-
-def metrics_delta(before: Samples, after: Samples) -> Samples:
-    """What counters and histograms gained between two scrapes (gauges: the later value)."""
-    return {key: value - before.get(key, 0.0) for key, value in after.items()}
 
 
 def histogram_summary(samples: Samples, name: str, scale: float = 1.0, **labels: str) -> dict[str, Any]:
-    count, total = _total(samples, f"{name}_count", **labels), _total(samples, f"{name}_sum", **labels)
-    buckets = _buckets(samples, name, **labels)
-    p50, p99 = bucket_quantile(buckets, 0.5), bucket_quantile(buckets, 0.99)
-    return {"count": int(count), "mean": round(scale * total / count, 3) if count else None,
-            "p50": None if p50 is None else round(scale * p50, 3),
-            "p99": None if p99 is None else round(scale * p99, 3)}
+    """Count, mean, p50 and p99 of a histogram (values times ``scale``), rounded for a result file."""
+    figures = histogram_figures(samples, name, scale, (0.5, 0.99), **labels)
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
 
 
 def worker_metrics(samples: Samples, transactions: str) -> dict[str, Any]:
@@ -452,16 +406,16 @@ def worker_metrics(samples: Samples, transactions: str) -> dict[str, Any]:
     if not samples:
         return {"error": "the worker's /metrics did not answer"}
     return {
-        "records": int(_total(samples, metric.RECORDS_CONSUMED, topic=transactions)),
-        "predictions": int(_total(samples, metric.PREDICTIONS_PUBLISHED)),
-        "dead_letters": int(_total(samples, metric.DEAD_LETTERS)),
-        "retries": int(_total(samples, metric.RETRIES)),
-        "outage_s": _total(samples, metric.OUTAGE_SECONDS),
+        "records": int(total(samples, metric.RECORDS_CONSUMED, topic=transactions)),
+        "predictions": int(total(samples, metric.PREDICTIONS_PUBLISHED)),
+        "dead_letters": int(total(samples, metric.DEAD_LETTERS)),
+        "retries": int(total(samples, metric.RETRIES)),
+        "outage_s": total(samples, metric.OUTAGE_SECONDS),
         "batch_size": histogram_summary(samples, metric.BATCH_SIZE, topic=transactions),
         "batch_ms": histogram_summary(samples, metric.BATCH_SECONDS, 1e3, topic=transactions),
         "redis_load_ms": histogram_summary(samples, metric.REDIS_SECONDS, 1e3, op="load"),
         "redis_commit_ms": histogram_summary(samples, metric.REDIS_SECONDS, 1e3, op="commit"),
-        "redis_errors": int(_total(samples, metric.REDIS_ERRORS)),
+        "redis_errors": int(total(samples, metric.REDIS_ERRORS)),
         "event_latency_ms": histogram_summary(samples, metric.EVENT_LATENCY, 1e3),
     }
 
@@ -471,8 +425,8 @@ def sink_metrics(samples: Samples) -> dict[str, Any]:
     if not samples:
         return {"error": "the sink's /metrics did not answer"}
     return {
-        "records": int(_total(samples, metric.SINK_RECORDS)),
-        "rows_written": int(_total(samples, metric.SINK_ROWS_WRITTEN)),
-        "parts_written": int(_total(samples, metric.SINK_PARTS_WRITTEN)),
+        "records": int(total(samples, metric.SINK_RECORDS)),
+        "rows_written": int(total(samples, metric.SINK_ROWS_WRITTEN)),
+        "parts_written": int(total(samples, metric.SINK_PARTS_WRITTEN)),
         "part_write_ms": histogram_summary(samples, metric.SINK_PART_WRITE_SECONDS, 1e3),
     }

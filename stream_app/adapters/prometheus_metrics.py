@@ -21,7 +21,6 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from stream_app.contract import ErrorCode
@@ -346,15 +345,4 @@ class SinkMetrics:
 
     def on_open_rows(self, rows: int) -> None:
         self.open_rows.set(rows)
-
-
-def scrape_value(text: str, name: str, labels: Mapping[str, str] | None = None) -> float | None:
-    """The value of one sample in a Prometheus text exposition (the first whose labels include
-    ``labels``), None when absent: for tests and the benchmarks reading a live process's /metrics."""
-    wanted = dict(labels or {})
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in wanted.items()):
-                return float(sample.value)
-    return None
 

@@ -1,5 +1,7 @@
-"""``summary.png``: throughput and backlog over time, the event→prediction latency distribution, score
-distributions by label and the online ROC curve, in one figure a reader can take in at a glance."""
+"""``summary.png``: what the demo measured itself (throughput and backlog over time, the event→prediction
+latency distribution, score distributions by label, the online ROC curve) and, in the bottom two rows,
+what the worker's ``/metrics`` showed over the same run (consumer lag per partition, event latency
+percentiles, drift PSI per feature, online quality), in one figure a reader can take in at a glance."""
 
 from __future__ import annotations
 
@@ -11,18 +13,24 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from stream_app.adapters import prometheus_metrics as m
+from stream_app.adapters.metrics_reader import by_label
 from stream_app.core.metrics import roc_curve
+from stream_app.demo.metrics_view import Scrape, Scrapes, gauge_series, lag_series, latency_series
 from stream_app.demo.progress import backlog
 from stream_app.demo.records import SeenPrediction
 from stream_app.demo.summary import Sample, join_labels, rates
 
+FROM_METRICS = " (/metrics)"
+DRIFT_BARS = 12
+
 
 def write_chart(path: Path, samples: Sequence[Sample], predictions: Mapping[str, SeenPrediction],
-                labels: Mapping[str, bool], summary: Mapping[str, Any]) -> Path:
-    fig = Figure(figsize=(13, 9))
+                labels: Mapping[str, bool], summary: Mapping[str, Any], *, scrapes: Scrapes | None = None) -> Path:
+    fig = Figure(figsize=(13, 17))
     FigureCanvasAgg(fig)  # renders to a file: no display, no pyplot state
-    axes = fig.subplots(2, 2)
-    (ax_tput, ax_lat), (ax_score, ax_roc) = axes
+    axes = fig.subplots(4, 2)
+    (ax_tput, ax_lat), (ax_score, ax_roc) = axes[:2]
 
     for attr, label in (("produced", "in (transactions)"), ("scored", "predictions"), ("dead_letters", "dead letters")):
         series = rates(samples, attr)
@@ -74,10 +82,76 @@ def write_chart(path: Path, samples: Sequence[Sample], predictions: Mapping[str,
         ax_roc.text(0.5, 0.5, f"ROC-AUC n/a\n{quality['note']}", ha="center", va="center")
     ax_roc.set(title="Online ROC from delayed labels", xlabel="false positive rate", ylabel="true positive rate")
 
+    worker = scrapes.worker if scrapes is not None else []
+    (ax_lag, ax_mlat), (ax_drift, ax_quality) = axes[2:]
+    _lag_panel(ax_lag, worker)
+    _latency_panel(ax_mlat, worker)
+    _drift_panel(ax_drift, worker)
+    _quality_panel(ax_quality, worker, summary)
+
     ev = summary["events_in"]
     fig.suptitle(f"streamscore demo: {ev['transactions']:,} transactions in, {summary['predictions_out']:,} "
                  f"predictions, {summary['dead_letters']['total']:,} dead letters (model {summary['model_version']})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.98))  # room for the title
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+
+def _no_data(ax: Any, what: str) -> None:
+    ax.text(0.5, 0.5, f"{what}: not scraped", ha="center", va="center", transform=ax.transAxes)
+
+
+def _lag_panel(ax: Any, worker: Sequence[Scrape]) -> None:
+    lag = lag_series(worker)
+    for key, points in lag.items():
+        ax.plot([t for t, _ in points], [v for _, v in points], label=key, drawstyle="steps-post")
+    if lag:
+        ax.legend(fontsize="x-small", ncol=2)
+    else:
+        _no_data(ax, "consumer lag")
+    ax.set(title="Consumer lag per partition" + FROM_METRICS, xlabel="seconds since the stream began",
+           ylabel="records (end - committed offset)")
+
+
+def _latency_panel(ax: Any, worker: Sequence[Scrape]) -> None:
+    latency = latency_series(worker)
+    for (key, points), style in zip(latency.items(), ("-", "--", ":"), strict=False):
+        ax.plot([t for t, _ in points], [v for _, v in points], linestyle=style, marker=".", label=key)
+    if any(latency.values()):
+        ax.set_yscale("log")
+        ax.legend(fontsize="small")
+    else:
+        _no_data(ax, "event latency")
+    ax.set(title="Event latency per scrape interval" + FROM_METRICS, xlabel="seconds since the stream began",
+           ylabel="ms, record timestamp → acknowledged (log)")
+
+
+def _drift_panel(ax: Any, worker: Sequence[Scrape]) -> None:
+    last = by_label(worker[-1].samples, m.FEATURE_DRIFT_PSI, "feature") if worker else {}
+    psi = sorted(((f, v) for f, v in last.items() if np.isfinite(v)), key=lambda fv: fv[1])[-DRIFT_BARS:]
+    if psi:
+        ax.barh([f for f, _ in psi], [v for _, v in psi], color="tab:purple")
+        ax.tick_params(axis="y", labelsize="x-small")
+    else:
+        _no_data(ax, "drift")
+    ax.set(title="Feature drift vs the training reference" + FROM_METRICS, xlabel=f"PSI (top {DRIFT_BARS} features)")
+
+
+def _quality_panel(ax: Any, worker: Sequence[Scrape], summary: Mapping[str, Any]) -> None:
+    plotted = False
+    for name, label in ((m.ONLINE_ROC_AUC, "ROC-AUC"), (m.ONLINE_PRECISION, "precision"),
+                        (m.ONLINE_RECALL, "recall")):
+        for version, points in gauge_series(worker, name, "model_version").items():
+            ax.plot([t for t, _ in points], [v for _, v in points], label=f"{label} {version}")
+            plotted = True
+    if plotted:
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize="small", loc="lower right")
+    else:
+        _no_data(ax, "online quality")
+    quality = (summary.get("metrics") or {}).get("online_quality") or {}
+    labels = sum((q.get("labels") or 0) for q in quality.values())
+    ax.set(title=f"Online quality, rolling window of {labels:,.0f} labels" + FROM_METRICS,
+           xlabel="seconds since the stream began", ylabel="ROC-AUC; precision, recall at the threshold")

@@ -30,7 +30,9 @@ from stream_app.adapters.model_registry import ModelRegistry
 from stream_app.core.metrics import roc_auc
 from stream_app.demo.chart import write_chart
 from stream_app.demo.config import DemoConfig
+from stream_app.demo.metrics_view import SINK, WORKER
 from stream_app.demo.progress import backlog, choose_samples, format_prediction, format_tick
+from stream_app.demo.scraper import MetricsScraper
 from stream_app.demo.services import KAFKA, REDIS, Service, ServiceStartError, plan, run_script
 from stream_app.demo.steps import StepError, last_line, pipeline_steps, run_step
 from stream_app.demo.summary import Observed, Sample, build_summary, format_summary
@@ -74,6 +76,7 @@ class Demo:
         self.config = config
         self.t0 = time.monotonic()
         self.timings: dict[str, float] = {}
+        self.metrics_ports: dict[str, int] = {}  # WORKER / SINK -> the port of its /metrics
         self.run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         self.app_id = f"streamscore-demo-{self.run_id}"
         self.env = {
@@ -177,8 +180,9 @@ class Demo:
         # a new consumer group per run, positioned at the end: never replays what earlier runs left behind
         commit_group_offsets(settings, self.app_id, end_offsets(settings, [topics.transactions.name,
                                                                            topics.labels.name]))
+        self.metrics_ports[WORKER] = free_port()
         env = {**self.env, "STREAMSCORE_WORKER__APP_ID": self.app_id,
-               "STREAMSCORE_WORKER__WEB_PORT": str(free_port())}
+               "STREAMSCORE_WORKER__WEB_PORT": str(self.metrics_ports[WORKER])}
         worker = WorkerProcess(env, self.config.logs_dir / "worker.log")
 
         def stop() -> None:
@@ -199,8 +203,10 @@ class Demo:
         commit_group_offsets(settings, group, end_offsets(settings, [topics.predictions.name,
                                                                      topics.labels_joined.name,
                                                                      topics.transactions.name]))
-        sink = WorkerProcess({**self.env, "STREAMSCORE_SINK__GROUP_ID": group}, self.config.logs_dir / "sink.log",
-                             args=SINK_ARGS)
+        self.metrics_ports[SINK] = free_port()
+        sink = WorkerProcess({**self.env, "STREAMSCORE_SINK__GROUP_ID": group,
+                              "STREAMSCORE_SINK__METRICS_PORT": str(self.metrics_ports[SINK])},
+                             self.config.logs_dir / "sink.log", args=SINK_ARGS)
 
         def stop() -> None:
             rc = sink.stop()
@@ -254,7 +260,9 @@ class Demo:
         self.say(f"live: {cfg.rate:g} transactions/s for {cfg.duration_s:g} s ({cfg.invalid_fraction:.0%} invalid), "
                  f"labels delayed x{cfg.label_delay_scale:g}; then up to {cfg.drain_s:g} s of labels and catch-up")
         thread = threading.Thread(target=produce, name="demo-live", daemon=True)
+        scraper = MetricsScraper(self.metrics_ports, log=self.say)
         origin = time.monotonic()
+        scraper.start(origin)
         thread.start()
         samples = [Sample(0.0, 0, 0, 0, 0)]
         try:
@@ -266,6 +274,7 @@ class Demo:
             producer.close()
             tap.wait_quiet()
             tap.close()
+            scrapes = scraper.close()
         if failures:
             raise DemoError(f"the live generator failed: {failures[0]!r}") from failures[0]
         counts = outcome[0] if outcome else LiveCounts()
@@ -278,7 +287,8 @@ class Demo:
             transactions_in=producer.delivered[topics.transactions.name], invalid_in=counts.invalid,
             labels_in=producer.delivered[topics.labels.name], labels_pending=counts.labels_pending,
             stream_s=cfg.duration_s, predictions=tap.predictions, duplicate_predictions=tap.duplicates,
-            dead_letters=dict(tap.dead_letters), labels=tap.labels, samples=samples, unreadable=tap.unreadable)
+            dead_letters=dict(tap.dead_letters), labels=tap.labels, samples=samples, unreadable=tap.unreadable,
+            scrapes=scrapes)
 
     def _watch(self, live: _Live, origin: float, samples: list[Sample]) -> None:
         """Print progress once a second until the stream is over, the drain time has passed and the worker
@@ -339,7 +349,8 @@ class Demo:
             summary["services"] = services
             summary["files"] = {"summary": str(cfg.summary_json), "chart": str(cfg.summary_png),
                                 "logs": str(cfg.logs_dir)}
-            write_chart(cfg.summary_png, observed.samples, observed.predictions, observed.labels, summary)
+            write_chart(cfg.summary_png, observed.samples, observed.predictions, observed.labels, summary,
+                        scrapes=observed.scrapes)
             summary["timings_s"]["until_summary"] = time.monotonic() - self.t0
             cfg.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
             self.say("stopping what the demo started")
@@ -367,11 +378,7 @@ def run_demo(config: DemoConfig) -> int:
     except (DemoError, StepError, StreamscoreError) as exc:
         print(f"\ndemo failed: {exc}\n(logs in {config.logs_dir})", file=sys.stderr)
         return 1
-    holdout = summary["offline_holdout"]["roc_auc"]
     print("\n=== streamscore demo summary ===")
     print(format_summary(summary))
-    if holdout is not None:
-        print(f"offline holdout    ROC-AUC {holdout:.3f} (the same model on the last 5 days of history)")
-    print(f"wall time          {summary['timings_s']['total']:.0f} s")
     print(f"\nwrote {config.summary_json}\n      {config.summary_png}\nlogs  {config.logs_dir}")
     return 0

@@ -1,7 +1,8 @@
 """The demo's numbers, from what it observed: counts, latency percentiles, throughput, and online ROC-AUC
 from labels joined to predictions by event_id. Pure functions on plain data, so they are unit-tested
 without Kafka; ROC/PR-AUC come from ``stream_app.core.metrics`` so online and offline numbers are
-computed the same way."""
+computed the same way. The summary's ``metrics`` section, from the worker's and the sink's /metrics,
+is ``metrics_view``'s; ``SOURCES`` says which figure comes from where."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from stream_app.core.metrics import pr_auc, roc_auc
+from stream_app.demo.metrics_view import Scrapes, fmt, format_metrics, metrics_notes, metrics_section
 from stream_app.demo.records import SeenPrediction
 
 
@@ -44,6 +46,7 @@ class Observed:
     labels: Mapping[str, bool]
     samples: Sequence[Sample] = field(default_factory=list)
     unreadable: int = 0
+    scrapes: Scrapes | None = None  # the worker's and the sink's /metrics over the same phase
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -113,6 +116,16 @@ def rates(samples: Sequence[Sample], attr: str) -> list[tuple[float, float]]:
     return out
 
 
+SOURCES = {
+    "events_in": "the demo's producer: records the broker acknowledged",
+    "predictions_out, decisions, dead_letters, backlog, latency, online_quality": "the demo's own consumer of "
+    "predictions, transactions.dlq and labels (latency.event_to_prediction: event_time -> the prediction's "
+    "Kafka timestamp; online_quality: every labelled prediction of the run, joined by event_id)",
+    "metrics": "the worker's and the sink's /metrics, what Prometheus would scrape (event latency: record "
+    "timestamp -> prediction acknowledged, from histogram buckets; online quality: the worker's rolling window)",
+}
+
+
 def build_summary(observed: Observed, *, config: Mapping[str, Any], timings_s: Mapping[str, float],
                   model_version: str | None) -> dict[str, Any]:
     """The summary written to ``summary.json`` (plain JSON: no NaN, no numpy scalars)."""
@@ -125,6 +138,9 @@ def build_summary(observed: Observed, *, config: Mapping[str, Any], timings_s: M
     versions = Counter(p.model_version for p in predictions.values())
     stream_s = observed.stream_s if observed.stream_s > 0 else float("nan")
     unaccounted = observed.transactions_in - len(predictions) - dlq_total
+    metrics = metrics_section(observed.scrapes) if observed.scrapes is not None else None
+    checks = metrics_notes(metrics, predictions_seen=len(predictions) + observed.duplicate_predictions,
+                           dead_letters_seen=dlq_total) if metrics is not None else []
     summary: dict[str, Any] = _json_clean({
         "config": dict(config),
         "model_version": model_version,
@@ -150,7 +166,9 @@ def build_summary(observed: Observed, *, config: Mapping[str, Any], timings_s: M
             "worker": latency_stats([p.worker_ms for p in predictions.values()]),
         },
         "online_quality": quality.as_dict(),
-        "notes": notes(observed.transactions_in / stream_s, max(backlog, default=0), unaccounted),
+        "metrics": metrics,
+        "sources": SOURCES,
+        "notes": notes(observed.transactions_in / stream_s, max(backlog, default=0), unaccounted) + checks,
     })
     return summary
 
@@ -178,10 +196,6 @@ def _json_clean(value: Any) -> Any:
     return value
 
 
-def _fmt(value: Any, spec: str = ",.0f", unit: str = "") -> str:
-    return "n/a" if value is None else f"{value:{spec}}{unit}"
-
-
 def format_summary(summary: Mapping[str, Any]) -> str:
     """The human-readable summary printed at the end of the demo."""
     ev, dlq, lat, q = summary["events_in"], summary["dead_letters"], summary["latency"], summary["online_quality"]
@@ -197,14 +211,21 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"duplicates {summary['duplicate_predictions']:,})",
         f"dead letters       {dlq['total']:,} ({reasons})",
         f"unaccounted        {summary['unaccounted']:,} (in - predictions - dead letters)",
-        f"throughput         in {_fmt(tput['in_mean'])}/s; out {_fmt(tput['out_mean_while_streaming'])}/s mean, "
-        f"{_fmt(tput['out_peak'])}/s peak; backlog max {_fmt(summary['backlog']['max'], ',')}",
-        f"latency            event -> prediction p50 {_fmt(e2e['p50_ms'], ',.0f', ' ms')}, "
-        f"p99 {_fmt(e2e['p99_ms'], ',.0f', ' ms')} (max {_fmt(e2e['max_ms'], ',.0f', ' ms')}); "
-        f"in the worker p50 {_fmt(worker['p50_ms'], ',.0f', ' ms')}, p99 {_fmt(worker['p99_ms'], ',.0f', ' ms')}",
+        f"throughput         in {fmt(tput['in_mean'])}/s; out {fmt(tput['out_mean_while_streaming'])}/s mean, "
+        f"{fmt(tput['out_peak'])}/s peak; backlog max {fmt(summary['backlog']['max'], ',')}",
+        f"latency            event -> prediction p50 {fmt(e2e['p50_ms'], ',.0f', ' ms')}, "
+        f"p99 {fmt(e2e['p99_ms'], ',.0f', ' ms')} (max {fmt(e2e['max_ms'], ',.0f', ' ms')}); "
+        f"in the worker p50 {fmt(worker['p50_ms'], ',.0f', ' ms')}, p99 {fmt(worker['p99_ms'], ',.0f', ' ms')}",
         f"online quality     {auc} on {q['labelled_predictions']:,} labelled predictions "
-        f"({q['positives']:,} fraud); declines: precision {_fmt(q['decline_precision'], '.3f')}, "
-        f"recall {_fmt(q['decline_recall'], '.3f')}",
+        f"({q['positives']:,} fraud); declines: precision {fmt(q['decline_precision'], '.3f')}, "
+        f"recall {fmt(q['decline_recall'], '.3f')}",
     ]
+    holdout = (summary.get("offline_holdout") or {}).get("roc_auc")
+    if holdout is not None:
+        lines.append(f"offline holdout    ROC-AUC {holdout:.3f} (the same model on the last 5 days of history)")
+    if summary["timings_s"].get("total") is not None:
+        lines.append(f"wall time          {summary['timings_s']['total']:.0f} s")
     lines += [f"note               {note}" for note in summary.get("notes", [])]
+    if summary.get("metrics") is not None:
+        lines += format_metrics(summary["metrics"])
     return "\n".join(lines)

@@ -6,7 +6,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from stream_app.adapters import prometheus_metrics as m
-from stream_app.adapters.prometheus_metrics import BatchHistogram, PrometheusSensor, SinkMetrics, scrape_value
+from stream_app.adapters.metrics_reader import scrape_value
+from stream_app.adapters.prometheus_metrics import BatchHistogram, PrometheusSensor, SinkMetrics
 from stream_app.core.metrics import histogram_reference
 from stream_app.core.observations import BatchSeen, ScoredSeen, ServedModel
 from stream_app.core.online_quality import OnlineQuality
