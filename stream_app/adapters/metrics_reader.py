@@ -27,7 +27,12 @@ def parse(text: str) -> Samples:
 def scrape(port: int, host: str = "127.0.0.1", timeout_s: float = 5.0) -> Samples:
     """The samples served at ``http://<host>:<port>/metrics``. Raises OSError when the process does not
     answer and ValueError when the answer is not an exposition."""
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout_s) as response:
+    return scrape_url(f"http://{host}:{port}/metrics", timeout_s)
+
+
+def scrape_url(url: str, timeout_s: float = 5.0) -> Samples:
+    """The samples served at ``url``; raises as ``scrape``."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
         return parse(response.read().decode())
 
 
@@ -48,6 +53,17 @@ def by_label(samples: Samples, name: str, label: str, **labels: str) -> dict[str
         key = dict(ls).get(label)
         if n == name and key is not None and _matches(ls, labels):
             out[key] = out.get(key, 0.0) + v
+    return out
+
+
+def max_by_label(samples: Samples, name: str, label: str, **labels: str) -> dict[str, float]:
+    """The samples called ``name`` (whose labels include ``labels``): the largest by the value of ``label``
+    (for a gauge reported by several processes, where a sum means nothing); NaN samples are left out."""
+    out: dict[str, float] = {}
+    for (n, ls), v in samples.items():
+        key = dict(ls).get(label)
+        if n == name and key is not None and not math.isnan(v) and _matches(ls, labels):
+            out[key] = max(out.get(key, v), v)
     return out
 
 

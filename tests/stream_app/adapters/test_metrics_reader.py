@@ -19,8 +19,10 @@ from stream_app.adapters.metrics_reader import (
     by_label,
     delta,
     histogram_figures,
+    max_by_label,
     parse,
     scrape,
+    scrape_url,
     total,
 )
 
@@ -51,6 +53,19 @@ def test_samples_are_picked_by_name_and_labels() -> None:
     assert buckets(samples, "streamscore_latency_seconds") == [(0.1, 10.0), (0.5, 30.0), (1.0, 40.0),
                                                               (math.inf, 40.0)]
     assert total(samples, "streamscore_latency_seconds_count") == 40.0
+
+
+def test_max_by_label_is_the_largest_reported_value_without_nan() -> None:
+    samples = parse("""\
+# TYPE psi gauge
+psi{feature="a",instance="w1"} 0.1
+psi{feature="a",instance="w2"} 0.3
+psi{feature="b",instance="w1"} NaN
+psi{feature="c",instance="w1"} 0.2
+psi{feature="c",instance="w2"} NaN
+""")
+    assert max_by_label(samples, "psi", "feature") == {"a": 0.3, "c": 0.2}
+    assert max_by_label(samples, "psi", "feature", instance="w1") == {"a": 0.1, "c": 0.2}
 
 
 def test_not_an_exposition_is_a_value_error() -> None:
@@ -145,6 +160,7 @@ def test_scrape_reads_a_served_registry(served: tuple[int, CollectorRegistry]) -
     samples = scrape(port)
     assert total(samples, "c_total", reason="schema") == 3.0
     assert total(samples, "g") == 1.5
+    assert scrape_url(f"http://127.0.0.1:{port}/metrics") == samples
 
 
 def test_scrape_of_a_closed_port_is_an_os_error() -> None:
