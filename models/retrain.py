@@ -26,13 +26,14 @@ from typing import Any
 
 import pandas as pd
 
-from models import promote
+from models import promote, triggers
 from models.dataset import entity_frame, historical_features
 from models.features import feature_definitions_hash, model_feature_names
 from models.golden import GoldenSet, golden_metrics, golden_set
 from models.train import TrainConfig, TrainResult, train_frame
 from stream_app.adapters.feast_store import open_store
 from stream_app.adapters.label_log import read_labels
+from stream_app.adapters.metrics_reader import scrape_url
 from stream_app.adapters.model_registry import ALIASES, Lineage, ModelRegistry
 from stream_app.adapters.transaction_log import read_transactions
 from stream_app.cli_types import configure_logging
@@ -166,7 +167,10 @@ DESCRIPTION = (
     "UNTIL] and labels known by UNTIL -> get_historical_features (production FeatureService) -> validation "
     "-> training -> evaluation on the most recent labelled days and the golden set -> registry version with "
     "its lineage; with --promote, the promotion gate. Exit code 0 registered (and promoted), 1 failed or "
-    "promotion refused (the version stays registered), 2 the data failed validation (report printed)."
+    "promotion refused (the version stays registered), 2 the data failed validation (report printed). "
+    "With --if-needed it first reads the production model's feature drift (PSI), online ROC-AUC and age, "
+    "from the worker's /metrics (--metrics-url) or from the recorded logs of the last --recent span, "
+    "prints which trigger fired and retrains only if one did (exit code 0 without training otherwise)."
 )
 
 
@@ -183,6 +187,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-labels", type=int, default=DEFAULT_MIN_LABELS,
                         help="refuse to train on fewer labelled transactions (default %(default)s)")
     parser.add_argument("--reports", type=Path, default=None, help="default: <data_dir>/reports")
+    when = parser.add_argument_group("triggers (--if-needed)")
+    when.add_argument("--if-needed", action="store_true",
+                      help="retrain only when a trigger fires: drift, online ROC-AUC, model age")
+    when.add_argument("--metrics-url", default=None,
+                      help="read drift and ROC-AUC from this worker /metrics, e.g. http://worker:6066/metrics "
+                      "(default: from the recorded logs)")
+    when.add_argument("--recent", type=parse_span, default=pd.Timedelta(triggers.DEFAULT_RECENT),
+                      help="the span of the recorded logs the triggers read, back from --until "
+                      "(default %(default)s)")
+    when.add_argument("--max-psi", type=float, default=triggers.DEFAULT_MAX_PSI,
+                      help="drift trigger: a feature's PSI above this (default %(default)s, the drift alert's)")
+    when.add_argument("--min-roc-auc", type=float, default=promote.DEFAULT_MIN_ROC_AUC,
+                      help="quality trigger: online ROC-AUC below this (default %(default)s, the alert's)")
+    when.add_argument("--min-auc-labels", type=int, default=triggers.DEFAULT_MIN_AUC_LABELS,
+                      help="the online ROC-AUC counts over at least this many labels (default %(default)s)")
+    when.add_argument("--max-age-days", type=float, default=triggers.DEFAULT_MAX_AGE_DAYS,
+                      help="age trigger: the production model is older than this (default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -190,6 +211,14 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     until: datetime = args.until or datetime.now(UTC)
     since = (pd.Timestamp(until) - args.since).to_pydatetime()
+    if args.if_needed:
+        try:
+            fired = check_triggers(args, settings, until)
+        except (OSError, ValueError) as exc:
+            log.error("retrain triggers could not be read: %s", exc)
+            return 1
+        if not fired:
+            return 0
     try:
         result = retrain(settings, ModelRegistry.from_settings(settings), since, until,
                          config=TrainConfig(holdout_days=args.holdout_days), golden=lambda: golden_set(settings),
@@ -202,6 +231,24 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(summary(result), indent=2, default=str))
     return 1 if result.refused else 0
+
+
+def check_triggers(args: argparse.Namespace, settings: Settings, now: datetime) -> list[triggers.Trigger]:
+    """The triggers that fire at ``now`` as parsed by ``add_arguments``; prints them (or that none fired)
+    with the numbers they were judged on. Raises OSError / ValueError when the metrics cannot be read."""
+    metrics = scrape_url(args.metrics_url) if args.metrics_url else None
+    observed = triggers.observe(ModelRegistry.from_settings(settings), settings, now,
+                                pd.Timedelta(args.recent).to_pytimedelta(), metrics)
+    thresholds = triggers.Thresholds(max_psi=args.max_psi, min_roc_auc=args.min_roc_auc,
+                                     min_auc_labels=args.min_auc_labels, max_age_days=args.max_age_days)
+    fired = triggers.fired(observed, thresholds)
+    for trigger in fired:
+        print(f"retrain trigger fired: {trigger.name}: {trigger.reason}")
+    if not fired:
+        print("no retrain trigger fired: not retraining")
+    print(json.dumps({"observed": observed.as_dict(), "thresholds": vars(thresholds),
+                      "fired": [t.name for t in fired]}, default=str))
+    return fired
 
 
 def summary(result: RetrainResult) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from models.promote import DEFAULT_MIN_ROC_AUC
+from models.triggers import DEFAULT_MAX_PSI, DEFAULT_MIN_AUC_LABELS
 from tests.fixtures.metric_catalogue import PROMETHEUS_OWN, stored_names
 from tests.fixtures.prometheus import ALERT_RULES, MONITORING, metric_names, promtool_binary
 
@@ -97,3 +98,11 @@ def test_the_online_roc_auc_floor_is_the_promotion_floor() -> None:
     expr = alerts()["StreamscoreOnlineRocAucLow"]["expr"]
     floor = re.search(r"streamscore_online_roc_auc\s*<\s*([0-9.]+)", expr)
     assert floor is not None and float(floor.group(1)) == DEFAULT_MIN_ROC_AUC
+
+
+def test_the_retrain_triggers_default_to_the_alerts_thresholds() -> None:
+    """``retrain --if-needed`` retrains on what the drift and ROC-AUC alerts fire on (models.triggers)."""
+    drift = re.search(r"streamscore_feature_drift_psi\)\s*>\s*([0-9.]+)", alerts()["StreamscoreFeatureDrift"]["expr"])
+    assert drift is not None and float(drift.group(1)) == DEFAULT_MAX_PSI
+    labels = re.search(r"streamscore_online_labels\s*>=\s*([0-9]+)", alerts()["StreamscoreOnlineRocAucLow"]["expr"])
+    assert labels is not None and int(labels.group(1)) == DEFAULT_MIN_AUC_LABELS
