@@ -10,6 +10,8 @@ the window rows the sink logged from the predictions: what serving served. Then 
 validates (schema, ranges, label rate, PSI against production's reference), trains, evaluates on the
 most recent labelled days (its time holdout) and registers the version with its ``Lineage``; the
 version is evaluated on the golden set, and with ``--promote shadow`` the promotion gate decides.
+With ``--if-needed`` all that runs only when a trigger of ``models.triggers`` fires (drift, online
+ROC-AUC, model age).
 """
 
 from __future__ import annotations
@@ -193,7 +195,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     when.add_argument("--metrics-url", default=None,
                       help="read drift and ROC-AUC from this worker /metrics, e.g. http://worker:6066/metrics "
                       "(default: from the recorded logs)")
-    when.add_argument("--recent", type=parse_span, default=pd.Timedelta(triggers.DEFAULT_RECENT),
+    when.add_argument("--recent", type=parse_span, default=triggers.DEFAULT_RECENT,
                       help="the span of the recorded logs the triggers read, back from --until "
                       "(default %(default)s)")
     when.add_argument("--max-psi", type=float, default=triggers.DEFAULT_MAX_PSI,
