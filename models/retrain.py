@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     if args.if_needed:
         try:
             fired = check_triggers(args, settings, until)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, StreamscoreError) as exc:
             log.error("retrain triggers could not be read: %s", exc)
             return 1
         if not fired:

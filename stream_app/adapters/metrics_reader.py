@@ -1,8 +1,8 @@
 """Reading a process's Prometheus metrics back: fetch ``/metrics`` (``scrape``), parse the text exposition
 into samples (``parse``), pick values out of them (``total``, ``by_label``, ``buckets``) and estimate a
 histogram's quantiles from its buckets (``bucket_quantile``, ``histogram_figures``). Used by the demo
-and the benchmarks, which show what an operator's Prometheus would see; the metric names are in
-``prometheus_metrics``."""
+and the benchmarks, which show what an operator's Prometheus would see, and by ``retrain --if-needed``
+(``models.triggers``); the metric names are in ``prometheus_metrics``."""
 
 from __future__ import annotations
 

@@ -91,9 +91,9 @@ def test_no_production_model_fires_and_every_trigger_is_reported() -> None:
 METRICS = """\
 # HELP streamscore_feature_drift_psi PSI of the served values vs the model's reference
 # TYPE streamscore_feature_drift_psi gauge
-streamscore_feature_drift_psi{feature="user_txn_count_1h",model_version="v0002"} 0.31
-streamscore_feature_drift_psi{feature="txn_amount",model_version="v0002"} 0.02
-streamscore_feature_drift_psi{feature="hour_of_day",model_version="v0002"} NaN
+streamscore_feature_drift_psi{feature="user_txn_count_1h"} 0.31
+streamscore_feature_drift_psi{feature="txn_amount"} 0.02
+streamscore_feature_drift_psi{feature="hour_of_day"} NaN
 # HELP streamscore_online_roc_auc rolling ROC-AUC from delayed labels
 # TYPE streamscore_online_roc_auc gauge
 streamscore_online_roc_auc{model_version="v0001"} 0.6
@@ -233,3 +233,11 @@ def test_if_needed_reads_the_metrics_url_when_given(
 def test_without_if_needed_training_runs_whatever_the_triggers(tmp_path: Path, command: list[Any]) -> None:
     production_model(tmp_path, NOW - timedelta(days=2))
     assert retrain_module.main(["--since", "30d", "--until", NOW.isoformat()]) == 2 and len(command) == 1
+
+
+def test_unreadable_metrics_exit_1_without_training(tmp_path: Path, command: list[Any]) -> None:
+    production_model(tmp_path, NOW - timedelta(days=40))  # old enough to fire, were the metrics readable
+    missing = (tmp_path / "no-metrics.txt").as_uri()
+    assert retrain_module.main(["--since", "30d", "--until", NOW.isoformat(), "--if-needed",
+                                "--metrics-url", missing]) == 1
+    assert command == []
