@@ -82,9 +82,10 @@ from stream_app.worker.process import SINK_ARGS, WORKER_ARGS, WorkerProcess, fre
 BENCH = Path(__file__).resolve().parent
 TARGETS = {"e2e_events_per_s": 4_000, "e2e_over_naive": 60, "e2e_over_passthrough": 0.65,
            "p50_ms_at_1k": 15, "p99_ms_at_1k": 50, "p99_ms_at_2k": 25, "two_workers_over_one": 1.4,
-           "sink_parts_per_view_per_10min": 36, "rss_mb_1m_users": 1024, "max_loop_stall_ms_at_1k": 20}
+           "sink_parts_per_view_per_10min": 36, "rss_mb_1m_users": 1024, "max_loop_stall_ms_at_1k": 20,
+           "metrics_cost_pct": 5}
 LOWER_IS_BETTER = {"p50_ms_at_1k", "p99_ms_at_1k", "p99_ms_at_2k", "sink_parts_per_view_per_10min",
-                   "rss_mb_1m_users", "max_loop_stall_ms_at_1k"}
+                   "rss_mb_1m_users", "max_loop_stall_ms_at_1k", "metrics_cost_pct"}
 # Faust's own ceiling: the passthrough (same records, own consumer group each) with the worker's faust.App
 # arguments overridden (bench/passthrough_worker.py, BENCH_FAUST_CONF)
 CEILING_VARIANTS: dict[str, dict[str, Any]] = {
@@ -492,6 +493,28 @@ def bench_scale(world: World, root: Path, args: argparse.Namespace, out: dict[st
     out["scale"] = result
 
 
+def bench_metrics_cost(world: World, root: Path, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """The worker's throughput with its Prometheus metrics on and off (``STREAMSCORE_WORKER__METRICS``):
+    one worker drains a backlog of the same size four times, on, off, on, off (so drift over the run
+    weighs on both), each run on its own topics and group after the warm-up ``scale_run`` does; the cost
+    is 1 - mean(on) / mean(off), in percent."""
+    rate = float((out.get("e2e") or {}).get("events_per_s") or 1000.0)
+    n = int(min(max(rate * args.metrics_seconds, 10_000), args.max_backlog))
+    rates: dict[str, list[int]] = {"on": [], "off": []}
+    for i, state in enumerate(("on", "off", "on", "off")):
+        run = make_run(world, f"bench-{args.run_id}-metrics{i}", worker={"metrics": state == "on"})
+        source = Backlog(world.users, world.merchants, world.seed + 4 + i, args.nominal_rate,
+                         datetime.now(UTC) - timedelta(minutes=30), args.base_records)
+        log(f"metrics cost: metrics {state}, draining {n:,} records")
+        drain = scale_run(run, f"worker_metrics_{i}_{state}", 1, source, n=n, root=root,
+                          timeout_s=args.metrics_seconds * 6 + 60)
+        rates[state].append(drain["events_per_s"])
+        log(f"metrics cost: metrics {state}, {drain['events_per_s']:,} ev/s")
+    on, off = (sum(r) / len(r) for r in (rates["on"], rates["off"]))
+    out["metrics_cost"] = {"records_per_run": n, "events_per_s": rates, "cost_pct": round(100 * (1 - on / off), 1),
+                           "how": "one worker, own topics and group per run, metrics on/off/on/off"}
+
+
 def profile_worker(world: World, root: Path, args: argparse.Namespace, out: dict[str, Any]) -> None:
     """A CPU profile of one worker's steady state: bench/profiled_worker.py (the worker with cProfile
     switched on after the warm-up and off after the drain of ``--profile-records`` records, own topics
@@ -721,6 +744,7 @@ def summarize(out: dict[str, Any]) -> dict[str, Any]:
         "sink_parts_per_view_per_10min": get("sink", "parts_per_view_per_10min"),
         "rss_mb_1m_users": rss,
         "max_loop_stall_ms_at_1k": phase_at(1000).get("max_loop_stall_ms"),
+        "metrics_cost_pct": get("metrics_cost", "cost_pct"),
     }
     targets: dict[str, Any] = {
         name: {"value": value, "target": TARGETS[name],
@@ -767,6 +791,10 @@ def print_summary(out: dict[str, Any]) -> None:
     if isinstance(scale, dict):
         print(f"scale-out: 1 worker {scale['one_worker']['events_per_s']} ev/s, 2 workers (one group) "
               f"{scale['two_workers']['events_per_s']} ev/s = {scale['two_over_one']}x ({scale['records']:,} records)")
+    cost = out.get("metrics_cost")
+    if isinstance(cost, dict):
+        print(f"metrics cost: {cost['cost_pct']} % of throughput; ev/s with metrics on / off: "
+              f"{cost['events_per_s']['on']} / {cost['events_per_s']['off']}, {cost['records_per_run']:,} records")
     if isinstance(sink, dict):
         print(f"sink: {sink['parts']} parts in {sink['sink_wall_s']} s ({sink['per_log']}); per view "
               f"{sink['parts_per_view_per_10min']} per 10 min, {sink['parts_per_view_per_hour']} per hour")
@@ -825,8 +853,10 @@ def main() -> int:
     parser.add_argument("--rss-users", type=int, default=30_000 if QUICK else 1_000_000)
     parser.add_argument("--rss-full-users", type=int, default=10_000 if QUICK else 120_000,
                         help="of --rss-users, through the whole runner (the rest: window-state path)")
-    parser.add_argument("--only", nargs="*", default=["naive", "throughput", "scale", "profile", "latency",
-                                                         "rss"])
+    parser.add_argument("--metrics-seconds", type=float, default=5.0 if QUICK else 20.0,
+                        help="seconds of one worker's drain that size each metrics on/off run")
+    parser.add_argument("--only", nargs="*", default=["naive", "throughput", "scale", "metrics_cost", "profile",
+                                                         "latency", "rss"])
     parser.add_argument("--keep", action="store_true", help="keep the run directory (workspace, logs)")
     args = parser.parse_args()
     args.run_id = uuid.uuid4().hex[:6]
@@ -876,6 +906,7 @@ def main() -> int:
     section("naive", naive)
     section("throughput", throughput)
     section("scale", lambda: bench_scale(world, root, args, out))
+    section("metrics_cost", lambda: bench_metrics_cost(world, root, args, out))
     section("profile", lambda: profile_worker(world, root, args, out))
     section("latency", lambda: bench_latency(world, root, args, out))
     section("rss", lambda: bench_rss(world, root, args, out))

@@ -181,6 +181,9 @@ class WorkerSettings(BaseModel):
     # The address the web server (and so /metrics) listens on; 0.0.0.0 where a scraper on another host or
     # container must reach it (docker-compose.yml).
     web_bind: str = Field(default="127.0.0.1", min_length=1)
+    # Serve the Prometheus metrics at /metrics (the sensor and the consumer-lag poller); off, the web server
+    # runs without them (the bench measures their cost with and without).
+    metrics: bool = True
     # Static consumer-group membership (stream_app.worker.app.group_instance_id,
     # docs/decisions/0015-static-group-membership.md): unset, it is "<app_id>-<hostname>-<web_port>";
     # "" turns static membership off.

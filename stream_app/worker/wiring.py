@@ -63,10 +63,11 @@ def build_runners(settings: Settings, app: faust.App, sensor: PrometheusSensor |
 
 
 def build_worker(settings: Settings, web_enabled: bool = False) -> WorkerApp:
-    """The worker app, its runners built from ``settings`` on first use. With its web server, the worker
-    serves its metrics at ``/metrics`` and measures its consumer group's lag every few seconds."""
-    if not web_enabled:
-        return create_app(settings, lambda app: build_runners(settings, app))
+    """The worker app, its runners built from ``settings`` on first use. With its web server (and
+    ``worker.metrics``), the worker serves its metrics at ``/metrics`` and measures its consumer group's lag
+    every few seconds."""
+    if not web_enabled or not settings.worker.metrics:
+        return create_app(settings, lambda app: build_runners(settings, app), web_enabled=web_enabled)
     registry = CollectorRegistry()
     sensor = PrometheusSensor(registry, group=settings.worker.app_id)
     lag = ConsumerLag(settings.kafka, settings.worker.app_id,

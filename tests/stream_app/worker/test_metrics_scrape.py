@@ -9,13 +9,15 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.adapters import prometheus_metrics as m
 from stream_app.adapters.kafka_admin import ensure_topics
 from stream_app.adapters.model_registry import ModelRegistry
-from stream_app.contract import decode_transaction
+from stream_app.contract import decode_joined_label, decode_transaction
+from stream_app.core.metrics import precision_recall_at, roc_auc
 from stream_app.errors import InvalidRecordError
 from stream_app.generator.live import stream_live
 from stream_app.settings import Settings
@@ -123,6 +125,17 @@ def test_a_scrape_after_a_short_stream_matches_what_was_produced(
     joined = total(w, m.LABEL_DELAY + "_count")
     assert 0 < joined <= counts.labels
     assert total(w, m.ONLINE_LABELS, model_version=str(metadata.version)) == joined
+    # online quality equals the same maths over the joined labels the worker published (score, label)
+    published = [decode_joined_label(value) for _, value, _, _ in
+                 consume(settings, settings.topics.labels_joined.name, int(joined))]
+    y = np.array([row.is_fraud for row in published])
+    scores = np.array([row.score for row in published])
+    assert len(published) == joined and 0 < y.sum() < len(y), "the stream's labels need both classes"
+    version = str(metadata.version)
+    assert total(w, m.ONLINE_ROC_AUC, model_version=version) == pytest.approx(roc_auc(y, scores), abs=1e-9)
+    at = precision_recall_at(y, scores, metadata.threshold)
+    assert total(w, m.ONLINE_PRECISION, model_version=version) == pytest.approx(at.precision, abs=1e-9)
+    assert total(w, m.ONLINE_RECALL, model_version=version) == pytest.approx(at.recall, abs=1e-9)
     assert total(w, m.MODEL_RELOADS) == 0
     # sink
     assert total(s, m.SINK_RECORDS, topic=settings.topics.predictions.name) == len(valid)
