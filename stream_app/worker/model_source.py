@@ -119,6 +119,8 @@ class RegistryModel:
                  clock: Callable[[], float] = time.monotonic, sensor: WorkerSensor = NULL_SENSOR, *,
                  served: Sequence[str] | None = None, background: bool = False,
                  canary_rows: int = CANARY_ROWS) -> None:
+        if canary_rows < 1:
+            raise ValueError(f"canary_rows must be >= 1, got {canary_rows}")
         self.registry = registry
         self.sensor = sensor
         self.alias = alias

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import numpy.typing as npt
@@ -16,9 +17,10 @@ import xgboost
 from stream_app.adapters.model_registry import LoadedModel, ModelMetadata, ModelRegistry, TrainingData
 from stream_app.core.observations import ServedModel
 from stream_app.errors import RegistryError
-from stream_app.worker.model_source import RegistryModel, check_candidate
+from stream_app.worker.model_source import RegistryModel
 from stream_app.worker.processor import BatchProcessor
 from stream_app.worker.sensor import NullSensor
+from stream_app.worker.wiring import served_features
 from tests.fixtures.fakes import FEATURES as FAKE_FEATURES
 from tests.fixtures.fakes import FakeModel, FakeOnline, FakeState, record, txn
 
@@ -189,8 +191,6 @@ def test_the_canary_holds_the_recent_vectors_the_worker_scored(tmp_path: Path) -
     source.scored(FEATURES, np.full((3, 2), 10.0))  # the large vectors first, then newer small ones
     source.scored(["f0", "f9"], np.full((1, 2), -10.0))  # another model's vectors: not in the canary
     source.scored(FEATURES, np.full((2, 2), -10.0))
-    assert (check_candidate(registry, registry.alias_stamp("production"), FEATURES,
-                            list(source._recent)).canary_rows == 3 + 2 + 1)
     assert _promote_and_poll(registry, source, now, poisoned) == first and sensor.failed == 1
     source.scored(FEATURES, np.full((4, 2), -10.0))  # the large vectors are no longer among the last 4
     assert _promote_and_poll(registry, source, now, poisoned) == poisoned and sensor.failed == 1
@@ -227,3 +227,18 @@ def test_the_processor_tells_the_model_source_each_scored_matrix() -> None:
     processor = BatchProcessor(allowed_lateness_s=300, state=FakeState(), online=FakeOnline(), model=model)
     processor.process([record(0, txn(0)), record(1, txn(1, minutes=1)), record(2, b"{bad", key=b"1")])
     assert model.seen == [(FAKE_FEATURES, 2)]
+
+
+def test_the_worker_serves_the_features_of_the_feature_service_its_starting_model_was_trained_on(
+        tmp_path: Path) -> None:
+    class Store:  # the Feast store's feature-service lookup, over a service of two views
+        def get_feature_service(self, name: str) -> SimpleNamespace:
+            assert name == "svc"
+            return SimpleNamespace(feature_view_projections=[
+                SimpleNamespace(features=[SimpleNamespace(name="f0")]),
+                SimpleNamespace(features=[SimpleNamespace(name="f1"), SimpleNamespace(name="f2")])])
+
+    registry, _, _, _, _ = _started(tmp_path)
+    assert served_features(Store(), registry, "production") == ["f0", "f1", "f2"]  # type: ignore[arg-type]
+    with pytest.raises(RegistryError, match="not set"):
+        served_features(Store(), registry, "shadow")  # type: ignore[arg-type]
