@@ -7,6 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from stream_app.adapters.redis_writes import HashRead, Write
 from stream_app.contract import DeadLetter, Prediction
 from stream_app.core.engine import WindowState
@@ -81,9 +84,11 @@ class OnlineStorePort(Protocol):
 
 
 class ModelPort(Protocol):
-    """The scorer to use for the next batch."""
+    """The scorer to use for the next batch, told what each batch's scorer was given."""
 
     def current(self) -> Scorer: ...
+    def scored(self, features: Sequence[str], matrix: npt.NDArray[np.float64]) -> None:
+        """``matrix`` (events × ``features``, the current scorer's) was scored."""
 
 
 class PublisherPort(Protocol):

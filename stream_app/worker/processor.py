@@ -129,6 +129,7 @@ class BatchProcessor:
         result.state = state
         if served:
             self._score(served, result, *profiles)
+            self.model.scored(result.features, result.matrix)
         return result
 
     def _score(self, served: list[_Served], result: BatchResult, users: Mapping[int, Mapping[str, Any]],

@@ -44,7 +44,7 @@ class WorkerSensor(Protocol):
     def on_model_loaded(self, model: ServedModel) -> None:
         """``model`` serves from now on (at start, and after each successful reload)."""
     def on_model_failed(self) -> None:
-        """A new version could not be loaded; the previous one still serves."""
+        """A new version was refused (it could not be loaded or failed its checks); the previous one still serves."""
 
 
 class NullSensor:

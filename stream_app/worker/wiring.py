@@ -4,12 +4,13 @@ the Prometheus sensor serving ``/metrics``."""
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import faust
 import redis
 from prometheus_client import CollectorRegistry
 
-from stream_app.adapters.feast_store import open_store
+from stream_app.adapters.feast_store import open_store, service_feature_names
 from stream_app.adapters.kafka_lag import LAG_POLL_S, ConsumerLag, poll_every
 from stream_app.adapters.model_registry import ModelRegistry
 from stream_app.adapters.online_store import OnlineFeatures
@@ -17,6 +18,7 @@ from stream_app.adapters.prediction_index import PredictionIndex
 from stream_app.adapters.prometheus_metrics import PrometheusSensor, exposition
 from stream_app.adapters.state_store import RedisWindowStore
 from stream_app.core.online_quality import OnlineQuality
+from stream_app.errors import ConfigError, RegistryError
 from stream_app.settings import Settings
 from stream_app.worker.app import Runners, WorkerApp, create_app
 from stream_app.worker.label_runner import LabelRunner
@@ -27,6 +29,27 @@ from stream_app.worker.processor import BatchProcessor
 from stream_app.worker.publisher import KafkaPublisher
 from stream_app.worker.runner import BatchRunner
 from stream_app.worker.sensor import NULL_SENSOR, TimedState, WorkerSensor
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+
+def served_features(store: FeatureStore, registry: ModelRegistry, alias: str) -> list[str]:
+    """The features the worker serves: those of the FeatureService (in Feast's registry) that the model the
+    alias names at start was trained on. A new version must take exactly these to be swapped in."""
+    version = registry.get_alias(alias)
+    if version is None:
+        raise RegistryError(f"alias {alias!r} is not set in {registry.root}; promote a version first")
+    name = registry.metadata(version).feature_service
+    # feast is imported by whoever built ``store``; importing this module must not import it (~5 s)
+    from feast.errors import FeatureServiceNotFoundException  # noqa: PLC0415
+
+    try:
+        service = store.get_feature_service(name)
+    except FeatureServiceNotFoundException as exc:
+        raise ConfigError(f"the FeatureService {name!r} of {alias} ({version}) is not in Feast's registry: {exc} "
+                          "(run `python -m stream_app feast apply`)") from exc
+    return service_feature_names(service)
 
 
 def build_runners(settings: Settings, app: faust.App, sensor: PrometheusSensor | None = None) -> Runners:
@@ -42,8 +65,9 @@ def build_runners(settings: Settings, app: faust.App, sensor: PrometheusSensor |
     sensed: WorkerSensor = NULL_SENSOR if sensor is None else sensor
     state = store_state if sensor is None else TimedState(store_state, sensor)
     index = PredictionIndex(client, namespace)
-    model = RegistryModel(ModelRegistry(settings.models_dir), settings.worker.model_alias, settings.worker.model_poll_s,
-                          sensor=sensed)
+    registry = ModelRegistry(settings.models_dir)
+    model = RegistryModel(registry, settings.worker.model_alias, settings.worker.model_poll_s, sensor=sensed,
+                          served=served_features(store, registry, settings.worker.model_alias), background=True)
     processor = BatchProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, online=online,
                                model=model, max_future_skew_s=settings.worker.max_future_skew_s)
     publisher = KafkaPublisher(settings)
