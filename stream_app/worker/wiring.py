@@ -27,6 +27,7 @@ from stream_app.worker.processor import BatchProcessor
 from stream_app.worker.publisher import KafkaPublisher
 from stream_app.worker.runner import BatchRunner
 from stream_app.worker.sensor import NULL_SENSOR, TimedState, WorkerSensor
+from stream_app.worker.shadow_source import ShadowModel
 
 
 def build_runners(settings: Settings, app: faust.App, sensor: PrometheusSensor | None = None) -> Runners:
@@ -42,10 +43,11 @@ def build_runners(settings: Settings, app: faust.App, sensor: PrometheusSensor |
     sensed: WorkerSensor = NULL_SENSOR if sensor is None else sensor
     state = store_state if sensor is None else TimedState(store_state, sensor)
     index = PredictionIndex(client, namespace)
-    model = RegistryModel(ModelRegistry(settings.models_dir), settings.worker.model_alias, settings.worker.model_poll_s,
-                          sensor=sensed)
+    registry = ModelRegistry(settings.models_dir)
+    model = RegistryModel(registry, settings.worker.model_alias, settings.worker.model_poll_s, sensor=sensed)
+    shadow = ShadowModel(registry, settings.worker.model_poll_s)
     processor = BatchProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, online=online,
-                               model=model, max_future_skew_s=settings.worker.max_future_skew_s)
+                               model=model, max_future_skew_s=settings.worker.max_future_skew_s, shadow=shadow)
     publisher = KafkaPublisher(settings)
     lane = Lane()  # both runners: they share the state store, which is used from one thread only
     transactions = BatchRunner(processor=processor, publisher=publisher, online=online, state=state,
