@@ -47,10 +47,11 @@ class PredictionIndex:
             out.append(RaiseScores(self.watermark_key, {str(k): v for k, v in watermarks.items()}))
         return out
 
-    def remember(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None) -> None:
-        """Apply ``writes(predictions, watermarks)`` now, in one round trip."""
+    def remember(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None,
+                 shadow: Mapping[str, Prediction] | None = None) -> None:
+        """Apply ``writes(predictions, watermarks, shadow)`` now, in one round trip."""
         with unavailable_when_down("remember predictions"):
-            self._apply(self.writes(predictions, watermarks))
+            self._apply(self.writes(predictions, watermarks, shadow))
 
     def watermarks(self, partitions: Sequence[int]) -> list[float | None]:
         """The transactions partitions' watermarks (epoch seconds), None where none was recorded yet.
