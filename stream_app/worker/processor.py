@@ -6,6 +6,7 @@ one round trip, and writes nothing; the runner applies the effects afterwards (`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -71,6 +72,7 @@ class _Served:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+log = logging.getLogger(__name__)
 
 
 def _now() -> datetime:
@@ -83,7 +85,8 @@ class BatchProcessor:
     With a ``shadow`` model set, each prediction gets a shadow twin: the shadow's score and decision of the
     same event, from one more batched predict (on the champion's matrix when both models take the same
     features, else on the shadow's own matrix assembled from the same parts). Only the champion's
-    prediction decides; the twin is published to ``predictions.shadow`` for comparison."""
+    prediction decides; the twin is published to ``predictions.shadow`` for comparison. A shadow that
+    fails to score leaves the batch without twins (logged) and never fails the champion's predictions."""
 
     def __init__(self, *, allowed_lateness_s: float, state: BatchStatePort, online: OnlineStorePort, model: ModelPort,
                  clock: Callable[[], datetime] = _now, max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
@@ -165,9 +168,15 @@ class BatchProcessor:
             scorer.version, scorer.features, matrix, scores, scorer.threshold)
         shadow = None if self.shadow is None else self.shadow.current()
         if shadow is not None:
-            shadow_matrix = matrix if shadow.features == scorer.features else assemble(shadow.features, parts)
-            result.shadow_scores, result.shadow_threshold = shadow.score(shadow_matrix), shadow.threshold
-            shadow_decisions = shadow.decide(result.shadow_scores)
+            try:
+                shadow_matrix = matrix if shadow.features == scorer.features else assemble(shadow.features, parts)
+                shadow_scores = shadow.score(shadow_matrix)
+            except ValueError:  # XGBoostError too: the shadow must never fail the champion's batch
+                log.exception("shadow model %s could not score the batch: no shadow predictions", shadow.version)
+                shadow = None
+            else:
+                result.shadow_scores, result.shadow_threshold = shadow_scores, shadow.threshold
+                shadow_decisions = shadow.decide(shadow_scores)
         for i, item in enumerate(served):
             entered = (_EPOCH + timedelta(milliseconds=item.record.timestamp_ms)
                        if item.record.timestamp_ms is not None else item.txn.event_time)

@@ -88,6 +88,17 @@ def test_a_shadow_with_other_features_scores_its_own_matrix_from_the_same_values
         assert twin.score == float(own[0])
 
 
+class Broken(Scorer):
+    def score(self, matrix: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
+        raise xgboost.core.XGBoostError("corrupt booster")
+
+
+def test_a_shadow_that_fails_to_score_leaves_no_twins_and_the_champion_unharmed() -> None:
+    broken = Broken(SAME.booster, FEATURES, threshold=0.3, version="v0045")
+    result = processor(broken).process(BATCH)
+    assert result.shadow == [] and result.predictions == processor(None).process(BATCH).predictions
+
+
 def test_the_sensor_is_told_both_models_scores_of_the_same_events() -> None:
     result = processor(SAME).process(BATCH)
     seen = scored_seen(result)
