@@ -38,7 +38,11 @@ class ShadowModel:
         now = self.clock()
         if now - self._checked >= self.poll_s:
             self._checked = now
-            stamp = self.registry.alias_stamp(self.alias)
+            try:
+                stamp = self.registry.alias_stamp(self.alias)
+            except RegistryError:  # an unreadable alias file: keep shadowing (or not) as before
+                log.exception("alias %s cannot be read", self.alias)
+                stamp = self._stamp
             if stamp[0] is None:
                 if self._model is not None:
                     log.info("alias %s removed: no shadow model any more", self.alias)
