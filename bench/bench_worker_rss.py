@@ -53,10 +53,11 @@ class DroppingPublisher:
         self.sent = 0
         self.bytes = 0
 
-    async def publish(self, predictions: Sequence[Any], dead_letters: Sequence[Any]) -> None:
-        for record in [*predictions, *dead_letters]:
+    async def publish(self, predictions: Sequence[Any], dead_letters: Sequence[Any], labels: Sequence[Any] = (),
+                      shadow: Sequence[Any] = ()) -> None:
+        for record in [*predictions, *dead_letters, *shadow]:
             self.bytes += len(encode(record))
-        self.sent += len(predictions) + len(dead_letters)
+        self.sent += len(predictions) + len(dead_letters) + len(shadow)
 
 
 def records(users: np.ndarray, merchants: np.ndarray, first: int, *, rng: np.random.Generator,  # type: ignore[type-arg]

@@ -34,21 +34,24 @@ class PredictionIndex:
         self._apply = applier(client)
 
     def writes(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None,
-               ) -> list[Write]:
-        """The writes that index ``predictions`` and move the partitions' ``watermarks`` (epoch seconds)
+               shadow: Mapping[str, Prediction] | None = None) -> list[Write]:
+        """The writes that index ``predictions`` (with the score and version of each one's shadow twin in
+        ``shadow``, by event id, when there is one) and move the partitions' ``watermarks`` (epoch seconds)
         forward (ZADD GT)."""
+        twins = shadow or {}
         out: list[Write] = [
             SetValue(self.prefix + p.event_id, json.dumps([p.merchant_id, p.score, p.model_version,
-                                                                p.event_time.timestamp()]),
+                                                           p.event_time.timestamp(), *_twin(twins.get(p.event_id))]),
                      self.ttl_s * 1000) for p in predictions]
         if watermarks:
             out.append(RaiseScores(self.watermark_key, {str(k): v for k, v in watermarks.items()}))
         return out
 
-    def remember(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None) -> None:
-        """Apply ``writes(predictions, watermarks)`` now, in one round trip."""
+    def remember(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None,
+                 shadow: Mapping[str, Prediction] | None = None) -> None:
+        """Apply ``writes(predictions, watermarks, shadow)`` now, in one round trip."""
         with unavailable_when_down("remember predictions"):
-            self._apply(self.writes(predictions, watermarks))
+            self._apply(self.writes(predictions, watermarks, shadow))
 
     def watermarks(self, partitions: Sequence[int]) -> list[float | None]:
         """The transactions partitions' watermarks (epoch seconds), None where none was recorded yet.
@@ -73,7 +76,12 @@ class PredictionIndex:
             if value is None:
                 out.append(None)
                 continue
-            merchant, score, version, *event_time = json.loads(value)
-            out.append(Indexed(int(merchant), float(score), str(version),
-                               float(event_time[0]) if event_time else None))
+            merchant, score, version, *rest = json.loads(value)
+            out.append(Indexed(int(merchant), float(score), str(version), float(rest[0]) if rest else None,
+                               float(rest[1]) if len(rest) > 2 else None, str(rest[2]) if len(rest) > 2 else ""))
         return out
+
+
+def _twin(shadow: Prediction | None) -> list[float | str]:
+    """The shadow twin's score and version, as the index entry's last two items (none without a twin)."""
+    return [] if shadow is None else [shadow.score, shadow.model_version]

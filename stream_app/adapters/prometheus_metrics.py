@@ -27,6 +27,7 @@ from stream_app.contract import ErrorCode
 from stream_app.core.drift import DEFAULT_SAMPLE_ROWS, RollingSample, drift_psi, missing_ratios
 from stream_app.core.observations import BatchSeen, ScoredSeen, ServedModel
 from stream_app.core.online_quality import OnlineQuality
+from stream_app.core.shadow import ShadowComparison
 
 # worker: service
 RECORDS_CONSUMED: Final = "streamscore_records_consumed_total"
@@ -58,6 +59,9 @@ ONLINE_RECALL: Final = "streamscore_online_recall"
 ONLINE_LABELS: Final = "streamscore_online_labels"
 LABEL_DELAY: Final = "streamscore_label_delay_seconds"
 MODEL_RELOADS: Final = "streamscore_model_reloads_total"
+SHADOW_PREDICTIONS: Final = "streamscore_shadow_predictions_total"
+SHADOW_SCORE_CORRELATION: Final = "streamscore_shadow_score_correlation"
+SHADOW_DECISION_AGREEMENT: Final = "streamscore_shadow_decision_agreement"
 # sink
 SINK_RECORDS: Final = "streamscore_sink_records_total"
 SINK_ROWS_WRITTEN: Final = "streamscore_sink_rows_written_total"
@@ -180,6 +184,9 @@ class PrometheusSensor(Collector):
         self.label_delay = BatchHistogram(LABEL_DELAY, "label time - event time of joined labels",
                                           LABEL_DELAY_BUCKETS, r)
         self.reloads = Counter(MODEL_RELOADS, "model reload attempts", ("result",), registry=r)
+        self.shadow_predictions = Counter(SHADOW_PREDICTIONS, "events the shadow model scored beside the champion",
+                                          registry=r)
+        self._shadow = ShadowComparison()
         self.lag = ConsumerLagGauge(group, r)
         for code in ErrorCode:  # every series exists from the start, so rates and alerts see zeros
             self.dead_letters.labels(str(code))
@@ -231,6 +238,12 @@ class PrometheusSensor(Collector):
         sample = self._sample
         if sample is not None and scored.features == sample.features and len(scored.matrix):
             sample.add(scored.matrix)
+        shadow = scored.shadow
+        if shadow is not None:
+            self.shadow_predictions.inc(len(shadow.scores))
+            self._thresholds[shadow.version] = shadow.threshold  # its online precision / recall
+            self._shadow.add(shadow.version, shadow.champion_scores, shadow.scores, shadow.champion_threshold,
+                             shadow.threshold)
 
     def on_labels(self, delays_s: Sequence[float]) -> None:
         self.label_delay.observe_many(np.asarray(delays_s, dtype=np.float64))
@@ -275,6 +288,7 @@ class PrometheusSensor(Collector):
                                     value=float(self._cache_age()))
         yield from self._recomputed(FEATURE_DRIFT_PSI, now, self._data_quality)
         yield from self._recomputed(ONLINE_ROC_AUC, now, self._online_quality)
+        yield from self._recomputed(SHADOW_SCORE_CORRELATION, now, self._shadow_comparison)
 
     def describe(self) -> Iterable[Metric]:
         return []  # the families depend on what was seen: not checked for clashes at registration
@@ -297,6 +311,19 @@ class PrometheusSensor(Collector):
             for feature, share in missing_ratios(sample).items():
                 missing.add_metric((feature,), share)
         return [drift, missing]
+
+    def _shadow_comparison(self) -> list[Metric]:
+        correlation = GaugeMetricFamily(SHADOW_SCORE_CORRELATION, "Pearson correlation of the shadow's and the "
+                                        "champion's scores of the same events, rolling", labels=("shadow_version",))
+        agreement = GaugeMetricFamily(SHADOW_DECISION_AGREEMENT, "share of events the shadow decides as the "
+                                      "champion does, rolling", labels=("shadow_version",))
+        shadow = self._shadow
+        if shadow.count():
+            value = shadow.correlation()
+            if not math.isnan(value):
+                correlation.add_metric((shadow.shadow_version,), value)
+            agreement.add_metric((shadow.shadow_version,), shadow.agreement())
+        return [correlation, agreement]
 
     def _online_quality(self) -> list[Metric]:
         families = {name: GaugeMetricFamily(name, text, labels=("model_version",)) for name, text in (

@@ -32,6 +32,18 @@ class BatchSeen:
 
 
 @dataclass(frozen=True)
+class ShadowSeen:
+    """A shadow model's scoring of a batch's events: its version and threshold, the champion's threshold,
+    and both models' scores of the same events in the same order."""
+
+    version: str
+    threshold: float
+    champion_threshold: float
+    champion_scores: FloatArray
+    scores: FloatArray
+
+
+@dataclass(frozen=True)
 class ScoredSeen:
     """A transactions batch's scoring: events applied and scored (``valid``), replays, the published
     predictions' scores, declines and latencies (record timestamp -> acknowledged, seconds), the feature
@@ -47,6 +59,7 @@ class ScoredSeen:
     features: tuple[str, ...] = ()
     matrix: FloatArray = field(default_factory=lambda: np.empty((0, 0), dtype=np.float64))
     newest: Mapping[str, float] = field(default_factory=dict)
+    shadow: ShadowSeen | None = None  # the shadow model's scores of the same events, when one is set
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ class Indexed:
     model_version: str
     # the transaction's event time (epoch seconds), for the label delay; None in entries written without it
     event_time: float | None = field(default=None, compare=False)
+    # the shadow model's score and version of the same event; None / "" when no shadow scored it
+    shadow_score: float | None = None
+    shadow_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)

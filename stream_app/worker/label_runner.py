@@ -77,6 +77,8 @@ class LabelRunner:
                                  stopping=self.stopping, sensor=self.sensor)
         for row in result.joined:
             self.quality.add(row.model_version, row.score, row.is_fraud)
+        for version, score, is_fraud in result.shadow_joined:  # the shadow, on the same labels
+            self.quality.add(version, score, is_fraud)
         s = self.stats
         s.records += result.records
         s.applied += result.applied

@@ -34,6 +34,8 @@ class LabelBatchResult:
     state: WindowState = field(default_factory=WindowState)
     joined: list[LabelRow] = field(default_factory=list)  # newly applied labels, for the log and quality
     delays_s: list[float] = field(default_factory=list)  # label time - event time of the joined labels known
+    # (shadow version, shadow score, is_fraud) of the newly applied labels whose event a shadow scored too
+    shadow_joined: list[tuple[str, float, bool]] = field(default_factory=list)
 
 
 class LabelProcessor:
@@ -99,6 +101,8 @@ class LabelProcessor:
                                               label.label_time, hit.score, hit.model_version))
                 if hit.event_time is not None:
                     result.delays_s.append(label.label_time.timestamp() - hit.event_time)
+                if hit.shadow_score is not None:
+                    result.shadow_joined.append((hit.shadow_version, hit.shadow_score, label.is_fraud))
             elif outcome is Outcome.REPLAY:
                 result.replayed += 1
             else:

@@ -41,9 +41,11 @@ class PredictionIndexPort(Protocol):
     """The event_id → prediction index the label join reads, with per-partition watermarks."""
 
     def writes(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None,
-               ) -> Sequence[Write]:
-        """What indexes ``predictions`` and moves the ``watermarks``, for the state commit to apply."""
-    def remember(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None) -> None: ...
+               shadow: Mapping[str, Prediction] | None = None) -> Sequence[Write]:
+        """What indexes ``predictions`` (each with its shadow twin in ``shadow``, by event id, if any) and
+        moves the ``watermarks``, for the state commit to apply."""
+    def remember(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None,
+                 shadow: Mapping[str, Prediction] | None = None) -> None: ...
     def lookup(self, event_ids: Sequence[str]) -> list[Indexed | None]: ...
     def watermarks(self, partitions: Sequence[int]) -> list[float | None]: ...
 
@@ -91,9 +93,15 @@ class ModelPort(Protocol):
         """``matrix`` (events × ``features``, the current scorer's) was scored."""
 
 
+class ShadowPort(Protocol):
+    """The shadow model to score the next batch with too, or None when no shadow is set."""
+
+    def current(self) -> Scorer | None: ...
+
+
 class PublisherPort(Protocol):
-    """Publishes predictions, dead letters and joined labels (for the sink's label log)."""
+    """Publishes predictions, dead letters, joined labels (for the sink's label log) and shadow predictions."""
 
     async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter],
-                      labels: Sequence[LabelRow] = ()) -> None:
+                      labels: Sequence[LabelRow] = (), shadow: Sequence[Prediction] = ()) -> None:
         """Delivered (acknowledged by the broker) on return."""

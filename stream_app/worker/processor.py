@@ -6,6 +6,7 @@ one round trip, and writes nothing; the runner applies the effects afterwards (`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,7 @@ from stream_app.core.records import WindowRow
 from stream_app.core.scoring import as_features, assemble
 from stream_app.core.windows import Outcome
 from stream_app.errors import InvalidRecordError
-from stream_app.worker.ports import BatchStatePort, ModelPort, OnlineStorePort, RawRecord
+from stream_app.worker.ports import BatchStatePort, ModelPort, OnlineStorePort, RawRecord, ShadowPort
 
 
 @dataclass
@@ -56,6 +57,11 @@ class BatchResult:
     matrix: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty((0, 0), dtype=np.float64))
     scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, dtype=np.float64))
     acked_at: float = 0.0  # when the broker acknowledged the outputs (epoch seconds; 0: not yet)
+    # the shadow model's twin of each prediction (same order), its threshold and scores; empty without a shadow
+    shadow: list[Prediction] = field(default_factory=list)
+    shadow_threshold: float = 0.0
+    shadow_scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, dtype=np.float64))
+    champion_threshold: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,7 @@ class _Served:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+log = logging.getLogger(__name__)
 
 
 def _now() -> datetime:
@@ -73,15 +80,23 @@ def _now() -> datetime:
 
 
 class BatchProcessor:
-    """Decodes, validates, windows, enriches and scores a batch of transactions; writes nothing."""
+    """Decodes, validates, windows, enriches and scores a batch of transactions; writes nothing.
+
+    With a ``shadow`` model set, each prediction gets a shadow twin: the shadow's score and decision of the
+    same event, from one more batched predict (on the champion's matrix when both models take the same
+    features, else on the shadow's own matrix assembled from the same parts). Only the champion's
+    prediction decides; the twin is published to ``predictions.shadow`` for comparison. A shadow that
+    fails to score leaves the batch without twins (logged) and never fails the champion's predictions."""
 
     def __init__(self, *, allowed_lateness_s: float, state: BatchStatePort, online: OnlineStorePort, model: ModelPort,
-                 clock: Callable[[], datetime] = _now, max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S) -> None:
+                 clock: Callable[[], datetime] = _now, max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
+                 shadow: ShadowPort | None = None) -> None:
         self.allowed_lateness_s = allowed_lateness_s
         self.max_future_skew_s = max_future_skew_s
         self.state = state
         self.online = online
         self.model = model
+        self.shadow = shadow
         self.clock = clock
 
     def process(self, records: Sequence[RawRecord]) -> BatchResult:
@@ -150,17 +165,33 @@ class BatchProcessor:
         scores = scorer.score(matrix)
         decisions = scorer.decide(scores)
         scored_at = self.clock()
-        result.model_version, result.features, result.matrix, result.scores = (
-            scorer.version, scorer.features, matrix, scores)
+        result.model_version, result.features, result.matrix, result.scores, result.champion_threshold = (
+            scorer.version, scorer.features, matrix, scores, scorer.threshold)
+        shadow = None if self.shadow is None else self.shadow.current()
+        if shadow is not None:
+            try:
+                shadow_matrix = matrix if shadow.features == scorer.features else assemble(shadow.features, parts)
+                shadow_scores = shadow.score(shadow_matrix)
+            except ValueError:  # XGBoostError too: the shadow must never fail the champion's batch
+                log.exception("shadow model %s could not score the batch: no shadow predictions", shadow.version)
+                shadow = None
+            else:
+                result.shadow_scores, result.shadow_threshold = shadow_scores, shadow.threshold
+                shadow_decisions = shadow.decide(shadow_scores)
         for i, item in enumerate(served):
             entered = (_EPOCH + timedelta(milliseconds=item.record.timestamp_ms)
                        if item.record.timestamp_ms is not None else item.txn.event_time)
-            result.predictions.append(Prediction(
+            prediction = Prediction(
                 event_id=item.txn.event_id, user_id=item.txn.user_id, merchant_id=item.txn.merchant_id,
                 score=float(scores[i]), decision=decisions[i], model_version=scorer.version,
                 features=as_features(scorer.features, matrix[i]), event_time=item.txn.event_time,
-                scored_at=scored_at, latency_ms=max(0.0, (scored_at - entered) / timedelta(milliseconds=1))))
+                scored_at=scored_at, latency_ms=max(0.0, (scored_at - entered) / timedelta(milliseconds=1)))
+            result.predictions.append(prediction)
             result.sources.append(item.record)
+            if shadow is not None:
+                result.shadow.append(prediction.model_copy(update={
+                    "score": float(result.shadow_scores[i]), "decision": shadow_decisions[i],
+                    "model_version": shadow.version, "features": as_features(shadow.features, shadow_matrix[i])}))
 
     def dead_letter(self, record: RawRecord, error: InvalidRecordError) -> DeadLetter:
         return DeadLetter.of(topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,

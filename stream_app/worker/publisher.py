@@ -105,6 +105,7 @@ class KafkaPublisher:
     def __init__(self, settings: Settings, delivery_timeout_s: float = DELIVERY_TIMEOUT_S,
                  producer: ProducerLike | None = None) -> None:
         self.predictions_topic = settings.topics.predictions.name
+        self.shadow_topic = settings.topics.predictions_shadow.name
         self.dlq_topic = settings.topics.transactions_dlq.name
         self.labels_topic = settings.topics.labels_joined.name
         self.delivery_timeout_s = delivery_timeout_s
@@ -119,15 +120,16 @@ class KafkaPublisher:
             self._producer.poll(0.05)
 
     async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter],
-                      labels: Sequence[LabelRow] = ()) -> None:
+                      labels: Sequence[LabelRow] = (), shadow: Sequence[Prediction] = ()) -> None:
         """Positions in PermanentDeliveryError count the predictions first, then the dead letters, then the
-        joined labels."""
+        joined labels, then the shadow predictions (to ``predictions.shadow``)."""
         records: list[tuple[str, bytes | None, bytes]] = [
             (self.predictions_topic, p.event_id.encode(), encode(p)) for p in predictions]
         for letter in dead_letters:
             fitted = letter.fitted(self.dead_letter_max_bytes)
             records.append((self.dlq_topic, fitted.raw_key(), encode(fitted)))
         records.extend((self.labels_topic, row.event_id.encode(), encode(joined_label(row))) for row in labels)
+        records.extend((self.shadow_topic, p.event_id.encode(), encode(p)) for p in shadow)
         await self.publish_raw(records)
 
     async def publish_raw(self, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:

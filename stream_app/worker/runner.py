@@ -155,12 +155,19 @@ class Outbox:
     after the state commit failed re-publishes nothing). A prediction refused for
     good is replaced by a dead letter of its record (code ``undeliverable``); a dead letter or a joined
     label refused for good is logged and counted in ``dropped``: retrying cannot deliver it, and no output may stall a
-    partition."""
+    partition.
+
+    Shadow predictions go out in the same publish call as the champion's, so a batch replayed after a crash
+    sends both again, identical. One refused for good is logged and counted in ``shadow_dropped``, nothing
+    more: the champion's prediction of the same record is settled on its own, and a shadow never stalls
+    nor dead-letters anything. A transient failure of either fails the whole delivery (retried)."""
 
     def __init__(self, publisher: PublisherPort, dead_letters: DeadLetterPort) -> None:
         self.publisher = publisher
         self.dead_letters = dead_letters
         self.dropped = 0
+        self.shadow_dropped = 0
+        self._settled_shadow: set[Position] = set()  # shadow predictions answered: delivered or refused for good
         self._settled: set[Position] = set()  # answered: delivered, or refused for good
         self._replaced: dict[Position, DeadLetter] = {}  # the dead letter standing in for a refused prediction
         self._dropped: set[Position] = set()  # dead letters refused for good
@@ -169,32 +176,48 @@ class Outbox:
     def start(self) -> None:
         """Forgets the previous batch's outputs."""
         self._settled.clear()
+        self._settled_shadow.clear()
         self._replaced.clear()
         self._dropped.clear()
         self._settled_labels.clear()
 
     async def deliver(self, predictions: Sequence[tuple[Prediction, RawRecord]], dead_letters: Sequence[DeadLetter],
-                      labels: Sequence[LabelRow] = ()) -> tuple[list[tuple[Prediction, RawRecord]], list[DeadLetter]]:
-        """Publishes what this batch has not delivered yet (joined labels are sent with the dead letters).
-        Returns the batch's answers: the predictions (with their records) and the dead letters, the
-        stand-ins for refused predictions included."""
+                      labels: Sequence[LabelRow] = (), shadow: Sequence[tuple[Prediction, RawRecord]] = (),
+                      ) -> tuple[list[tuple[Prediction, RawRecord]], list[DeadLetter]]:
+        """Publishes what this batch has not delivered yet (joined labels are sent with the dead letters,
+        shadow predictions with the predictions). Returns the batch's answers: the predictions (with their
+        records) and the dead letters, the stand-ins for refused predictions included."""
         while True:
+            todo_shadow = [(p, r) for p, r in shadow if record_position(r) not in self._settled_shadow]
             kept = [(p, r) for p, r in predictions if record_position(r) not in self._replaced]
             letters = [*dead_letters, *(self._replaced[record_position(r)] for _, r in predictions
                                         if record_position(r) in self._replaced)]
             todo = [(p, r) for p, r in kept if record_position(r) not in self._settled]
             todo_letters = [d for d in letters if letter_position(d) not in self._settled]
             todo_labels = [row for row in labels if row.event_id not in self._settled_labels]
-            if todo or todo_letters or todo_labels:
+            if todo or todo_letters or todo_labels or todo_shadow:
                 try:
-                    await self.publisher.publish([p for p, _ in todo], todo_letters, todo_labels)
+                    await self.publisher.publish([p for p, _ in todo], todo_letters, todo_labels,
+                                                 [p for p, _ in todo_shadow])
                 except PermanentDeliveryError as exc:
                     self._refused(todo, todo_letters, todo_labels, exc.refused)
+                    self._refused_shadow(todo_shadow, len(todo) + len(todo_letters) + len(todo_labels),
+                                         exc.refused)
                     continue  # the stand-ins of refused predictions are still to be sent
             self._settled.update(record_position(r) for _, r in todo)
+            self._settled_shadow.update(record_position(r) for _, r in todo_shadow)
             self._settled.update(letter_position(d) for d in todo_letters)
             self._settled_labels.update(row.event_id for row in todo_labels)
             return kept, [d for d in letters if letter_position(d) not in self._dropped]
+
+    def _refused_shadow(self, shadow: Sequence[tuple[Prediction, RawRecord]], start: int,
+                        refused: dict[int, str]) -> None:
+        for i, (_, record) in enumerate(shadow, start=start):
+            self._settled_shadow.add(record_position(record))
+            if i in refused:
+                self.shadow_dropped += 1
+                log.error("the shadow prediction of %s offset %d was refused for good, dropped: %s",
+                          record.topic, record.offset, refused[i])
 
     def _refused(self, predictions: Sequence[tuple[Prediction, RawRecord]], letters: Sequence[DeadLetter],
                  labels: Sequence[LabelRow], refused: dict[int, str]) -> None:
@@ -309,7 +332,8 @@ class BatchRunner:
     async def _once(self, records: Sequence[RawRecord]) -> BatchResult:
         result = await self.lane.run(lambda: self.processor.process(records))
         answered, result.dead_letters = await self.outbox.deliver(
-            list(zip(result.predictions, result.sources, strict=True)), result.dead_letters)
+            list(zip(result.predictions, result.sources, strict=True)), result.dead_letters,
+            shadow=list(zip(result.shadow, result.sources, strict=True)) if result.shadow else ())
         result.acked_at = time.time()
         result.predictions = [p for p, _ in answered]
         result.sources = [r for _, r in answered]
@@ -319,7 +343,8 @@ class BatchRunner:
     def _commit(self, result: BatchResult) -> None:
         writes: list[Write] = []  # committed with the state: one atomic step in Redis
         if self.index is not None:
-            writes += self.index.writes(result.predictions, result.watermarks)
+            twins = {p.event_id: p for p in result.shadow} if result.shadow else None
+            writes += self.index.writes(result.predictions, result.watermarks, twins)
         if result.user_rows:
             writes += self.online.window_writes(result.user_rows, result.merchant_rows)
         self.state.commit(result.state, writes)

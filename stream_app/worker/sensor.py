@@ -16,7 +16,7 @@ import numpy as np
 from stream_app.adapters.redis_writes import HashRead, Write
 from stream_app.contract import DeadLetter
 from stream_app.core.engine import WindowState
-from stream_app.core.observations import BatchSeen, ScoredSeen, ServedModel
+from stream_app.core.observations import BatchSeen, ScoredSeen, ServedModel, ShadowSeen
 from stream_app.errors import RetryBatchError
 from stream_app.worker.ports import BatchStatePort, RawRecord
 from stream_app.worker.processor import BatchResult
@@ -83,10 +83,12 @@ def scored_seen(result: BatchResult) -> ScoredSeen:
                            for p, r in zip(predictions, result.sources, strict=True)), dtype=np.float64, count=n)
     newest = {view: _newest(rows) for view, rows in ((USER_VIEW, result.user_rows),
                                                      (MERCHANT_VIEW, result.merchant_rows)) if rows}
+    shadow = (ShadowSeen(result.shadow[0].model_version, result.shadow_threshold, result.champion_threshold,
+                         result.scores, result.shadow_scores) if result.shadow else None)
     return ScoredSeen(valid=len(result.scores), replayed=result.replayed, scores=scores,
                       declined=sum(1 for p in predictions if p.decision == "decline"),
                       latencies_s=np.maximum(result.acked_at - entered, 0.0), model_version=result.model_version,
-                      features=result.features, matrix=result.matrix, newest=newest)
+                      features=result.features, matrix=result.matrix, newest=newest, shadow=shadow)
 
 
 def _newest(rows: Sequence[tuple[int, datetime, object]]) -> float:

@@ -29,6 +29,7 @@ from stream_app.worker.processor import BatchProcessor
 from stream_app.worker.publisher import KafkaPublisher
 from stream_app.worker.runner import BatchRunner
 from stream_app.worker.sensor import NULL_SENSOR, TimedState, WorkerSensor
+from stream_app.worker.shadow_source import ShadowModel
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -68,8 +69,9 @@ def build_runners(settings: Settings, app: faust.App, sensor: PrometheusSensor |
     registry = ModelRegistry(settings.models_dir)
     model = RegistryModel(registry, settings.worker.model_alias, settings.worker.model_poll_s, sensor=sensed,
                           served=served_features(store, registry, settings.worker.model_alias), background=True)
+    shadow = ShadowModel(registry, settings.worker.model_poll_s)
     processor = BatchProcessor(allowed_lateness_s=settings.worker.allowed_lateness_s, state=state, online=online,
-                               model=model, max_future_skew_s=settings.worker.max_future_skew_s)
+                               model=model, max_future_skew_s=settings.worker.max_future_skew_s, shadow=shadow)
     publisher = KafkaPublisher(settings)
     lane = Lane()  # both runners: they share the state store, which is used from one thread only
     transactions = BatchRunner(processor=processor, publisher=publisher, online=online, state=state,

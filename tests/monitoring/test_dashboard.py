@@ -24,7 +24,7 @@ from stream_app.worker.process import WorkerProcess, free_port
 from tests.fixtures.metric_catalogue import CATALOGUE, PROMETHEUS_OWN, SINK_JOB, WORKER_JOB, stored_names
 from tests.fixtures.prometheus import ALERT_RULES, MONITORING, PrometheusServer, StartPrometheus, metric_names
 from tests.fixtures.workers import StartSink, StartWorker
-from tests.fixtures.world import MERCHANTS, SEED, USERS, prepare
+from tests.fixtures.world import MERCHANTS, SEED, USERS, prepare, set_shadow
 
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "streamscore.json"
 DATASOURCES = MONITORING / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
@@ -137,9 +137,10 @@ def answers(port: int, process: WorkerProcess) -> bool:
 def scrape_targets(settings: Settings, tmp_path: Path, unique: str, worker_process: StartWorker,
                    sink_process: StartSink) -> Iterator[dict[str, list[str]]]:
     """job -> the addresses Prometheus scrapes: a live worker (serving a model with reference
-    distributions) and sink, fed a stream with invalid records and labels due within a second until the
-    test ends."""
+    distributions, and a shadow model) and sink, fed a stream with invalid records and labels due within a
+    second until the test ends."""
     settings = prepare(settings, tmp_path, f"dash_{unique}")
+    set_shadow(settings)
     ensure_topics(settings.kafka, settings.topics.all())
     web_port, metrics_port = free_port(), free_port()
     worker = worker_process(settings, tmp_path / "worker.log", web_port=web_port)

@@ -29,6 +29,15 @@ def test_remember_then_lookup_with_expiry(settings: Settings, unique: str) -> No
     assert 0 < client.ttl(f"t{unique}:pred:a") <= 60
 
 
+def test_a_shadow_twins_score_and_version_are_indexed_beside_the_champions(settings: Settings, unique: str) -> None:
+    index = PredictionIndex(redis.Redis(**settings.redis.client_kwargs()), f"t{unique}")
+    twin = prediction("a", 7, 0.125).model_copy(update={"model_version": "v4"})
+    index.remember([prediction("a", 7, 0.25), prediction("b", 8, 0.75)], shadow={"a": twin})
+    a, b = index.lookup(["a", "b"])
+    assert a == Indexed(7, 0.25, "v3", shadow_score=0.125, shadow_version="v4")
+    assert b == Indexed(8, 0.75, "v3") and b.shadow_score is None and b.event_time == NOW.timestamp()
+
+
 def test_a_dead_redis_is_service_unavailable() -> None:
     index = PredictionIndex(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5), "x")
     with pytest.raises(ServiceUnavailableError):

@@ -9,7 +9,7 @@ from stream_app.adapters import prometheus_metrics as m
 from stream_app.adapters.metrics_reader import scrape_value
 from stream_app.adapters.prometheus_metrics import BatchHistogram, PrometheusSensor, SinkMetrics
 from stream_app.core.metrics import histogram_reference
-from stream_app.core.observations import BatchSeen, ScoredSeen, ServedModel
+from stream_app.core.observations import BatchSeen, ScoredSeen, ServedModel, ShadowSeen
 from stream_app.core.online_quality import OnlineQuality
 
 FEATURES = ("a", "b")
@@ -138,6 +138,33 @@ def test_scrape_time_gauges_read_the_watched_sources_and_online_quality_uses_the
     assert value(text, m.ONLINE_LABELS, model_version="v0000") == 1
     assert value(text, m.ONLINE_ROC_AUC, model_version="v0000") is None  # one class only: undefined
     assert value(text, m.ONLINE_PRECISION, model_version="v0000") is None
+
+
+def test_a_shadow_is_compared_with_the_champion_and_its_online_quality_uses_its_own_threshold() -> None:
+    registry = CollectorRegistry()
+    clock = [NOW]
+    s = sensor(registry, clock)
+    s.on_model_loaded(model("v0001", threshold=0.5))
+    quality = OnlineQuality()
+    s.watch(quality=quality)
+    assert value(scrape(registry), m.SHADOW_DECISION_AGREEMENT, shadow_version="v0002") is None  # no shadow yet
+    champion, shadow = np.array([0.1, 0.6, 0.7, 0.2]), np.array([0.2, 0.1, 0.8, 0.4])
+    s.on_scored(ScoredSeen(valid=4, scores=champion, shadow=ShadowSeen("v0002", 0.3, 0.5, champion, shadow)))
+    for score, shadow_score, fraud in ((0.9, 0.2, True), (0.1, 0.6, False)):
+        quality.add("v0001", score, fraud)
+        quality.add("v0002", shadow_score, fraud)
+    clock[0] += 5.0  # past the recomputation interval
+    text = scrape(registry)
+    assert value(text, m.SHADOW_PREDICTIONS) == 4
+    correlation = float(np.corrcoef(champion, shadow)[0, 1])
+    assert value(text, m.SHADOW_SCORE_CORRELATION, shadow_version="v0002") == correlation
+    # champion declines 0.6, 0.7 (>= 0.5); the shadow 0.8, 0.4 (>= 0.3): they agree on 0.1/0.2 and 0.7/0.8
+    assert value(text, m.SHADOW_DECISION_AGREEMENT, shadow_version="v0002") == 0.5
+    assert value(text, m.ONLINE_ROC_AUC, model_version="v0001") == 1.0
+    assert value(text, m.ONLINE_ROC_AUC, model_version="v0002") == 0.0
+    # at its own threshold 0.3 the shadow flags only the 0.6 (not fraud): precision 0
+    assert value(text, m.ONLINE_PRECISION, model_version="v0002") == 0.0
+    assert value(text, m.ONLINE_RECALL, model_version="v0001") == 1.0
 
 
 def test_sink_metrics() -> None:

@@ -147,3 +147,22 @@ def test_an_oversized_key_and_message_are_cut_too_and_the_result_always_fits() -
     assert fitted.error.message == "m" * MESSAGE_KEPT and fitted.value_length == len(value)
     with pytest.raises(ValueError):
         huge.fitted(FITTED_MIN_BYTES - 1)
+
+
+def test_shadow_predictions_go_to_their_own_topic_and_are_counted_after_the_joined_labels() -> None:
+    settings = Settings()
+    twin = prediction("e1").model_copy(update={"model_version": "v2", "score": 0.25})
+    producer = FakeProducer(refuse={b"e1": KafkaError.MSG_SIZE_TOO_LARGE})
+    publisher = KafkaPublisher(settings, delivery_timeout_s=2.0, producer=producer)
+    try:
+        with pytest.raises(PermanentDeliveryError) as raised:
+            asyncio.run(publisher.publish([prediction("e0")], [letter(b"7", b"{")],
+                                          shadow=[prediction("e0").model_copy(update={"model_version": "v2"}), twin]))
+    finally:
+        publisher.close(timeout_s=0.1)
+    assert list(raised.value.refused) == [3]  # prediction, dead letter, then the twins: the second twin
+    assert [(topic, key) for topic, key, _ in producer.sent] == [
+        (settings.topics.predictions.name, b"e0"), (settings.topics.transactions_dlq.name, b"7"),
+        (settings.topics.predictions_shadow.name, b"e0")]
+    assert settings.topics.predictions_shadow.name == "predictions.shadow"
+    assert json.loads(producer.sent[2][2] or b"")["model_version"] == "v2"

@@ -88,7 +88,7 @@ class Effects:
         self.outages = commit_outages
 
     async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[object],
-                      labels: Sequence[LabelRow] = ()) -> None:
+                      labels: Sequence[LabelRow] = (), shadow: Sequence[Prediction] = ()) -> None:
         self.effects.append(f"publish {len(dead_letters)} dead {len(labels)} joined")
         self.logged.extend(r.event_id for r in labels)
 
@@ -202,7 +202,7 @@ class RefusingLabels(Effects):
         self.calls = 0
 
     async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[object],
-                      labels: Sequence[LabelRow] = ()) -> None:
+                      labels: Sequence[LabelRow] = (), shadow: Sequence[Prediction] = ()) -> None:
         self.calls += 1
         await super().publish(predictions, dead_letters, [])
         if labels:

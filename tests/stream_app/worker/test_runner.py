@@ -44,7 +44,7 @@ class Publisher:
         self.journal = journal
 
     async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter],
-                      labels: Sequence[LabelRow] = ()) -> None:
+                      labels: Sequence[LabelRow] = (), shadow: Sequence[Prediction] = ()) -> None:
         self.journal.effects.append("publish")
         self.journal.predictions.extend(predictions)
         self.journal.dead.extend(dead_letters)
@@ -237,7 +237,7 @@ class Refusing(Publisher):
         self.calls: list[tuple[list[str], list[tuple[int, str]]]] = []
 
     async def publish(self, predictions: Sequence[Prediction], dead_letters: Sequence[DeadLetter],
-                      labels: Sequence[LabelRow] = ()) -> None:
+                      labels: Sequence[LabelRow] = (), shadow: Sequence[Prediction] = ()) -> None:
         self.calls.append(([p.event_id for p in predictions], [(d.offset, d.error.code) for d in dead_letters]))
         refused = {i: "MSG_SIZE_TOO_LARGE: too large" for i, p in enumerate(predictions)
                    if int(p.event_id[1:]) in self.offsets}
