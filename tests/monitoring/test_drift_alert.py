@@ -69,12 +69,13 @@ def test_a_shifted_amount_raises_its_psi_over_the_threshold_and_fires_the_drift_
     with worker_process(settings, tmp_path / "worker.log", web_port=web_port):
         plain = stream_live(settings, rate=500, duration_s=2.0, seed=SEED, users=USERS, merchants=MERCHANTS,
                             label_delay_scale=100, report=None)  # no labels
-        unshifted = by_label(scraped_after(web_port, plain.valid), m.FEATURE_DRIFT_PSI, "feature")[FEATURE]
+        before = scraped_after(web_port, plain.valid)
+        unshifted = by_label(before, m.FEATURE_DRIFT_PSI, "feature")[FEATURE]
         # ten times as many shifted events: they dominate the worker's rolling sample
         shifted = stream_live(settings, rate=5000, duration_s=2.0, seed=SEED + 1, users=USERS, merchants=MERCHANTS,
                               label_delay_scale=100, report=None, drift=DRIFTS["amount"])
-        drifted = by_label(scraped_after(web_port, plain.valid + shifted.valid), m.FEATURE_DRIFT_PSI,
-                           "feature")[FEATURE]
+        after = scraped_after(web_port, plain.valid + shifted.valid)
+        drifted = by_label(after, m.FEATURE_DRIFT_PSI, "feature")[FEATURE]
 
     assert unshifted < THRESHOLD < drifted, (unshifted, drifted)
     assert alerts()[ALERT]["expr"].endswith(f"> {THRESHOLD}")
