@@ -157,8 +157,8 @@ def max_poll_records(buffer_size: int) -> int:
     agent would get nothing more, and the held labels' transactions would never come. Faust stops
     fetching a partition once its buffer is 80 % full (the queue's pressure mark) but still hands over
     the rest of the fetch already in hand; unbounded (Faust's default), that rest can be thousands of
-    records. At an eighth of the buffer it always fits in the remaining fifth, so no buffer fills and
-    the fetch loop never waits on one agent.
+    records. At an eighth of the buffer it always fits in the remaining fifth, so a held agent's buffer
+    does not fill from the fetch in hand.
     """
     return buffer_size // 8
 
