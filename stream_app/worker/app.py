@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -148,19 +149,21 @@ def stream_buffer_size(worker: WorkerSettings) -> int:
     return max(4096, 4 * worker.batch_size)
 
 
-def max_poll_records(buffer_size: int) -> int:
-    """Records one fetch hands to Faust (``broker_max_poll_records``): an eighth of a topic's buffer.
+def max_poll_records(buffer_size: int, partitions: int) -> int:
+    """Records one fetch hands to Faust (``broker_max_poll_records``): the fifth of a topic's buffer above
+    its pressure mark, shared by the topic's ``partitions``.
 
     Both agents are fed by one fetch loop, which waits when it meets a record for a full buffer — and
     then feeds neither. The labels agent stops reading its buffer while it holds labels that arrived
     before their transactions were scored; if its buffer filled, the loop would wait, the transactions
     agent would get nothing more, and the held labels' transactions would never come. Faust stops
-    fetching a partition once its buffer is 80 % full (the queue's pressure mark) but still hands over
-    the rest of the fetch already in hand; unbounded (Faust's default), that rest can be thousands of
-    records. At an eighth of the buffer it always fits in the remaining fifth, so a held agent's buffer
-    does not fill from the fetch in hand.
+    fetching a partition once a put of that partition finds its topic's buffer 80 % full (the queue's
+    pressure mark), but every partition of the topic is stopped separately and still hands over the
+    rest of the fetch in hand; unbounded (Faust's default), that rest can be thousands of records. With
+    each fetch at most a fifth of the buffer divided by the partitions, all of them together fit above
+    the mark, so a held agent's buffer does not fill.
     """
-    return buffer_size // 8
+    return max(1, (buffer_size - math.floor(buffer_size / 1.25)) // max(1, partitions) - 1)
 
 
 def _built(runner_factory: Callable[[faust.App], Runners], app: faust.App) -> Runners:
@@ -206,7 +209,8 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
         broker_session_timeout=worker.session_timeout_s,
         broker_heartbeat_interval=min(3.0, worker.session_timeout_s / 3),
         stream_buffer_maxsize=stream_buffer_size(worker),
-        broker_max_poll_records=max_poll_records(stream_buffer_size(worker)),
+        broker_max_poll_records=max_poll_records(stream_buffer_size(worker), max(
+            settings.topics.transactions.partitions, settings.topics.labels.partitions)),
     )
     transactions = app.topic(settings.topics.transactions.name, value_serializer="raw", key_serializer="raw")
     app.topic(settings.topics.predictions.name, value_serializer="raw", key_serializer="raw")

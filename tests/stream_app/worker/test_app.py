@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from stream_app.contract import Topics, TopicSpec
 from stream_app.settings import Settings, WorkerSettings
 from stream_app.worker.app import Runners, create_app
 
@@ -38,11 +39,14 @@ def test_faust_keeps_its_data_under_the_data_dir_not_the_working_directory(
     assert list(cwd.iterdir()) == []
 
 
-@pytest.mark.parametrize("batch_size", [1, 500, 1000, 5000])
-def test_one_fetch_always_fits_in_the_room_left_above_a_buffers_pressure_mark(batch_size: int) -> None:
-    """Faust stops fetching a partition when its buffer passes maxsize / 1.25 and hands over the rest of
-    the fetch in hand; that rest must fit, or the fetch loop waits on one full buffer and feeds no agent."""
-    app = create_app(Settings(worker=WorkerSettings(batch_size=batch_size)), never_built).app
+@pytest.mark.parametrize(("batch_size", "partitions"), [(1, 1), (500, 4), (1000, 4), (1000, 12), (5000, 4)])
+def test_one_fetch_of_every_partition_fits_in_the_room_left_above_a_buffers_pressure_mark(
+        batch_size: int, partitions: int) -> None:
+    """Faust stops fetching a partition when a put of it finds the buffer past maxsize / 1.25, and still
+    hands over the rest of the fetch in hand; every partition of a topic does so once, and all those
+    rests must fit, or the fetch loop waits on one full buffer and feeds no agent."""
+    topics = Topics(**{role: TopicSpec(name=spec.name, partitions=partitions) for role, spec in Settings().topics})
+    app = create_app(Settings(worker=WorkerSettings(batch_size=batch_size), topics=topics), never_built).app
     buffer, per_fetch = app.conf.stream_buffer_maxsize, app.conf.broker_max_poll_records
-    assert per_fetch is not None and 0 < per_fetch <= buffer - math.floor(buffer / 1.25)
+    assert per_fetch is not None and 0 < per_fetch * partitions <= buffer - math.floor(buffer / 1.25)
     assert buffer >= 4 * batch_size
