@@ -5,9 +5,10 @@ See docs/decisions/0019-metrics-through-one-sensor.md."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -103,41 +104,31 @@ class TimedState:
         self.state = state
         self.sensor = sensor
 
-    def load(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> WindowState:
+    @contextlib.contextmanager
+    def _timed(self, op: RedisOp) -> Iterator[None]:
+        """Reports the round trip inside the block as ``op``; failed unless it returned or found a conflict."""
         started, failed = time.perf_counter(), True
         try:
-            loaded = self.state.load(user_ids, merchant_ids)
+            yield
             failed = False
-            return loaded
         except RetryBatchError:
             failed = False
             raise
         finally:
-            self.sensor.on_redis("load", time.perf_counter() - started, failed)
+            self.sensor.on_redis(op, time.perf_counter() - started, failed)
+
+    def load(self, user_ids: Sequence[int], merchant_ids: Sequence[int]) -> WindowState:
+        with self._timed("load"):
+            return self.state.load(user_ids, merchant_ids)
 
     def load_with(self, user_ids: Sequence[int], merchant_ids: Sequence[int], reads: Sequence[HashRead],
                   ) -> tuple[WindowState, list[list[bytes | None]]]:
-        started, failed = time.perf_counter(), True
-        try:
-            loaded = self.state.load_with(user_ids, merchant_ids, reads)
-            failed = False
-            return loaded
-        except RetryBatchError:
-            failed = False
-            raise
-        finally:
-            self.sensor.on_redis("load", time.perf_counter() - started, failed)
+        with self._timed("load"):
+            return self.state.load_with(user_ids, merchant_ids, reads)
 
     def commit(self, state: WindowState, also: Sequence[Write] = ()) -> None:
-        started, failed = time.perf_counter(), True
-        try:
+        with self._timed("commit"):
             self.state.commit(state, also)
-            failed = False
-        except RetryBatchError:
-            failed = False
-            raise
-        finally:
-            self.sensor.on_redis("commit", time.perf_counter() - started, failed)
 
     def invalidate(self) -> None:
         self.state.invalidate()
