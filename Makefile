@@ -54,8 +54,11 @@ test-unit: $(STAMP)
 
 # When no address is given in the environment, the fixtures start Kafka and Redis on free ports under
 # .run/test-<pid>/ and stop them at the end; the trailing stop covers a session that was killed.
+# TEST_WORKERS pytest-xdist processes share the files out (each file runs whole in one of them, with its own
+# services): most integration time is spent waiting on brokers and worker processes, not on a core.
+TEST_WORKERS ?= 2
 test: install lint
-	@set -o pipefail; rc=0; $(VENV)/bin/pytest -q --durations=15 & pid=$$!; wait $$pid || rc=$$?; \
+	@set -o pipefail; rc=0; $(VENV)/bin/pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile & pid=$$!; wait $$pid || rc=$$?; \
 	  infra/stop-run-dir.sh .run/test-$$pid; exit $$rc
 
 # The offline pipeline. History ends yesterday so that `feast materialize-incremental` (whose first run

@@ -4,10 +4,9 @@
 set -uo pipefail
 dir=${1:?usage: $0 RUN_DIR}
 [[ -d $dir ]] || exit 0
-for pid_file in "$dir"/*/*.pid; do
-  [[ -f $pid_file ]] || continue
+while IFS= read -r pid_file; do
   pid=$(cat "$pid_file")
   kill "$pid" 2>/dev/null && for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
   kill -9 "$pid" 2>/dev/null
-done
+done < <(find "$dir" -name '*.pid' -type f)
 rm -rf "$dir"
