@@ -97,7 +97,7 @@ def test_sentinel_settings_reach_our_client_and_feasts(monkeypatch: pytest.Monke
     assert all(s.connection_pool.make_connection().retry.get_retries() == 0 for s in pool.sentinel_manager.sentinels)
     connection = pool.connection_kwargs
     assert (connection["db"], connection["password"], connection["socket_timeout"]) == (4, "pw", 0.75)
-    assert "host" not in connection and pool.make_connection().retry.get_retries() == 0
+    assert "host" not in connection and pool.make_connection().retry.get_retries() == 0  # type: ignore[attr-defined]
 
     from feast.infra.online_stores.redis import RedisOnlineStore  # noqa: PLC0415  (imports feast, ~5 s: kept off test collection)
     from feast.repo_config import load_repo_config  # noqa: PLC0415  (as above)
@@ -114,7 +114,7 @@ def test_sentinel_settings_reach_our_client_and_feasts(monkeypatch: pytest.Monke
             for s in pool.sentinel_manager.sentinels] == [("s1", 26379), ("s2", 26380)]
     connection = pool.connection_kwargs
     assert (connection["db"], connection["password"], connection["socket_timeout"]) == (4, "pw", 0.75)
-    assert pool.make_connection().retry.get_retries() == 0
+    assert pool.make_connection().retry.get_retries() == 0  # type: ignore[attr-defined]
 
 
 def test_without_sentinels_feast_is_told_plain_redis(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
