@@ -52,9 +52,10 @@ start_node() {  # $1: port, $2: the master's port, or empty for a master
   local replica_args=()
   [[ -n $of && $of != "$port" ]] && replica_args=(--replicaof 127.0.0.1 "$of")
   # Diskless full syncs without delay: a replica that (re)joins is in sync in well under a second.
+  # Nothing is persisted, so a stop need not wait for replicas to catch up (shutdown-on-sigterm now).
   redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes \
     --dir "$run_dir" --pidfile "$(pid_file "$id")" --logfile "$run_dir/$id.log" \
-    --repl-diskless-sync yes --repl-diskless-sync-delay 0 "${replica_args[@]}"
+    --repl-diskless-sync yes --repl-diskless-sync-delay 0 --shutdown-on-sigterm now "${replica_args[@]}"
   wait_answers "$port" "$id"
 }
 
@@ -99,22 +100,17 @@ start() {
   log "master '$name' at 127.0.0.1:$(sentinel_master_port); sentinels on ${sentinel_ports[*]} (quorum $quorum)"
 }
 
-stop_process() {  # $1: id
-  local file pid; file=$(pid_file "$1")
-  [[ -f $file ]] || return 0
-  pid=$(cat "$file")
-  if kill "$pid" 2>/dev/null; then
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$file"
-}
-
 stop() {
-  local port
-  for port in "${sentinel_ports[@]}"; do stop_process "sentinel-$port"; done
-  for port in "$master_port" "${replica_ports[@]}"; do stop_process "node-$port"; done
-  rm -f "$run_dir"/sentinel-*.conf  # a fresh start monitors the configured master again
+  local port file pids=() files=()
+  for port in "${sentinel_ports[@]}"; do files+=("$(pid_file "sentinel-$port")"); done
+  for port in "$master_port" "${replica_ports[@]}"; do files+=("$(pid_file "node-$port")"); done
+  for file in "${files[@]}"; do [[ -f $file ]] && pids+=("$(cat "$file")"); done
+  if (( ${#pids[@]} )); then
+    kill "${pids[@]}" 2>/dev/null || true  # all at once: each takes a second or two to exit
+    for _ in $(seq 1 100); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "${pids[@]}" 2>/dev/null || true
+  fi
+  rm -f "${files[@]}" "$run_dir"/sentinel-*.conf  # a fresh start monitors the configured master again
   log "stopped"
 }
 
