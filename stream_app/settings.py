@@ -181,7 +181,7 @@ class RedisSettings(BaseModel):
     @property
     def feast_redis_type(self) -> Literal["redis", "redis_sentinel"]:
         """Feast's ``online_store.redis_type`` for these settings."""
-        return "redis_sentinel" if self.sentinels else "redis"
+        return "redis_sentinel" if self.sentinel_addresses else "redis"
 
 
 class FeastSettings(BaseModel):

@@ -318,9 +318,9 @@ class RedisWindowStore:
         pipeline) and counts only if that many replicas acknowledged it within ``wait_timeout_ms``; else
         ServiceUnavailableError: the batch is retried, never acknowledged, so its Kafka offsets are not
         committed while the only copy of its state is the master's, and a failover (Sentinel promotes the
-        replica with the most replicated data) cannot lose it. Such a commit did reach the master; its
-        retry finds the batch applied there (or, after a failover, not applied) and either is a correct
-        replay. WAIT covers what its connection wrote, so every commit writes at least one key (the
+        replica with the most replicated data) cannot lose it. Such a commit may have reached the
+        master; its retry finds the batch applied there or (after a failover) not, and either is a
+        correct replay. WAIT covers what its connection wrote, so every commit writes at least one key (the
         namespace's ``committed`` key, the commit's token), even a replay that changes nothing: that
         makes its WAIT cover the state it loaded, which an earlier, unacknowledged attempt may have written.
         """
