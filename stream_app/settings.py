@@ -94,19 +94,45 @@ class RedisSettings(BaseModel):
     The worker calls Redis synchronously from its event loop, so every call must fail fast when Redis is
     away: ``connect_timeout_s`` bounds connecting, ``socket_timeout_s`` a reply (a hung Redis), and
     redis-py's own retries are off (its default, 3 retries with exponential backoff, blocks the loop for
-    seconds per call). The worker waits for Redis itself: it retries the whole batch with backoff."""
+    seconds per call). The worker waits for Redis itself: it retries the whole batch with backoff.
+
+    Replicated Redis under Sentinel (``infra/redis-sentinel.sh``): with ``sentinels`` set, every client
+    (``adapters.redis_client.connect`` and Feast's, through ``feast_connection_string``) asks them for the
+    master named ``sentinel_master`` and follows a failover; ``url`` then gives only the scheme and the db.
+    ``wait_replicas`` > 0 makes a window-state commit count only once that many replicas acknowledged it
+    (Redis's WAIT, within ``wait_timeout_ms``; shorter than the socket timeout, which would cut it off), so
+    a failover never loses a commit whose Kafka offsets were committed."""
 
     url: str = "redis://127.0.0.1:6379/0"
     password: SecretStr | None = None
     socket_timeout_s: float = Field(default=2.0, gt=0)
     connect_timeout_s: float = Field(default=1.0, gt=0)
+    sentinels: str = ""  # "host:port,host:port": the sentinels; empty: ``url`` is the one Redis
+    sentinel_master: str = Field(default="streamscore", min_length=1)
+    wait_replicas: int = Field(default=0, ge=0)
+    wait_timeout_ms: int = Field(default=1000, gt=0)
 
     @model_validator(mode="after")
     def _parseable(self) -> RedisSettings:
         parts = urlsplit(self.url)
         if parts.scheme not in ("redis", "rediss") or not parts.hostname:
             raise ValueError(f"redis url must look like redis://host:port/db, got {self.url!r}")
+        self.sentinel_addresses  # noqa: B018 - raises ValueError when malformed
+        if self.wait_replicas and self.wait_timeout_ms >= self.socket_timeout_s * 1000:
+            raise ValueError(f"wait_timeout_ms ({self.wait_timeout_ms}) must be shorter than socket_timeout_s "
+                             f"({self.socket_timeout_s} s), which would cut the WAIT off")
         return self
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of each sentinel; empty without Sentinel."""
+        addresses: list[tuple[str, int]] = []
+        for item in filter(None, (part.strip() for part in self.sentinels.split(","))):
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"sentinels must look like host:port,host:port, got {self.sentinels!r}")
+            addresses.append((host, int(port)))
+        return addresses
 
     @property
     def host(self) -> str:
@@ -140,8 +166,10 @@ class RedisSettings(BaseModel):
 
     def feast_connection_string(self) -> str:
         """Feast's own format: ``host:port,db=N,<redis.Redis keyword>=<JSON value>...[,password=...]``.
-        Feast passes the keywords to ``redis.Redis``: the same timeouts, and ``retry=null`` (no retries)."""
-        parts = [f"{self.host}:{self.port}", f"db={self.db}"]
+        Feast passes the keywords to ``redis.Redis``: the same timeouts, and ``retry=null`` (no retries).
+        With Sentinel the addresses are the sentinels' (``feast_redis_type`` tells Feast so)."""
+        addresses = self.sentinel_addresses or [(self.host, self.port)]
+        parts = [*(f"{host}:{port}" for host, port in addresses), f"db={self.db}"]
         if self.tls:
             parts.append("ssl=true")
         parts += [f"socket_timeout={self.socket_timeout_s!r}", f"socket_connect_timeout={self.connect_timeout_s!r}",
@@ -150,12 +178,18 @@ class RedisSettings(BaseModel):
             parts.append(f"password={self.password.get_secret_value()}")
         return ",".join(parts)
 
+    @property
+    def feast_redis_type(self) -> Literal["redis", "redis_sentinel"]:
+        """Feast's ``online_store.redis_type`` for these settings."""
+        return "redis_sentinel" if self.sentinel_addresses else "redis"
+
 
 class FeastSettings(BaseModel):
     """Where the Feast repository this process uses lives: a copy of ``FEATURE_REPO``'s configuration
     (made on first use) whose ``data/`` holds Feast's registry, the offline feature log and the batch
-    profiles. ``feature_store.yaml`` reads the Redis address from ``STREAMSCORE_FEAST_REDIS_CONNECTION``,
-    which the adapter sets from ``redis`` above."""
+    profiles. ``feature_store.yaml`` reads the Redis address from ``STREAMSCORE_FEAST_REDIS_CONNECTION``
+    (and whether it is Sentinel's from ``STREAMSCORE_FEAST_REDIS_TYPE`` and
+    ``STREAMSCORE_FEAST_REDIS_SENTINEL_MASTER``), which the adapter sets from ``redis`` above."""
 
     repo_path: Path
 

@@ -6,5 +6,6 @@ pytest_plugins = [
     "tests.fixtures.workers",
     "tests.fixtures.history",
     "tests.fixtures.redis_server",
+    "tests.fixtures.redis_sentinel",
     "tests.fixtures.prometheus",
 ]

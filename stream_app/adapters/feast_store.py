@@ -1,8 +1,9 @@
 """Feast access: the store opened from Settings, the production FeatureService and its feature order,
 private workspaces (a copy of the repository configuration) and applying the definitions.
 
-``feature_store.yaml`` reads the Redis address from ``STREAMSCORE_FEAST_REDIS_CONNECTION``; this module
-derives that from the one settings object, so nothing else spells a Redis address for Feast."""
+``feature_store.yaml`` reads the Redis address from ``STREAMSCORE_FEAST_REDIS_CONNECTION`` (Sentinel's:
+``..._REDIS_TYPE``, ``..._REDIS_SENTINEL_MASTER``); this module derives them from the one settings object,
+so nothing else spells a Redis address for Feast."""
 
 from __future__ import annotations
 
@@ -23,12 +24,16 @@ if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
 
 REDIS_CONNECTION_ENV = "STREAMSCORE_FEAST_REDIS_CONNECTION"
+REDIS_TYPE_ENV = "STREAMSCORE_FEAST_REDIS_TYPE"
+REDIS_SENTINEL_MASTER_ENV = "STREAMSCORE_FEAST_REDIS_SENTINEL_MASTER"
 REPO_FILES = ("feature_store.yaml", ".feastignore", "repo.py")
 
 
 def feast_env(settings: Settings) -> dict[str, str]:
     """The environment Feast needs, derived from settings (secrets included: pass it only to Feast)."""
-    return {REDIS_CONNECTION_ENV: settings.redis.feast_connection_string()}
+    return {REDIS_CONNECTION_ENV: settings.redis.feast_connection_string(),
+            REDIS_TYPE_ENV: settings.redis.feast_redis_type,
+            REDIS_SENTINEL_MASTER_ENV: settings.redis.sentinel_master}
 
 
 def open_store(settings: Settings) -> FeatureStore:

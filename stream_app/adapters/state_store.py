@@ -6,7 +6,7 @@ kind has its own TTL. ``load`` fetches a batch's keys in one round trip; ``commi
 keys in one atomic Lua script, or nothing. Needs a single-instance Redis (the script spans many keys);
 not thread-safe: one thread loads and commits (``invalidate`` may be called from any thread). Design
 decisions: docs/decisions/0001 (Redis, not Faust tables), 0002 (optimistic atomic commit), 0003 (TTLs
-per kind).
+per kind). Replicated Redis: with ``wait_replicas`` a commit also waits for replicas (``commit``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Any
 import redis
 
 from stream_app.adapters.redis_errors import unavailable_when_down
-from stream_app.adapters.redis_writes import APPLY_LUA, HashRead, Write, encode
+from stream_app.adapters.redis_writes import APPLY_LUA, HashRead, KeyName, SetValue, Write, encode
 from stream_app.core.engine import MERCHANT_LABEL_SPECS, MERCHANT_TXN_SPECS, USER_TXN_SPECS, WindowState
 from stream_app.core.window_spec import DAY, WindowSpec
 from stream_app.core.windows import KeyWindows
-from stream_app.errors import ConfigError, StateConflictError
+from stream_app.errors import ConfigError, ServiceUnavailableError, StateConflictError
 
 _TOKEN_BYTES = 8
 DEFAULT_GRACE_S = float(DAY)
@@ -84,6 +84,7 @@ end
 apply_writes(n + 1, 3 * n + 2)
 return stale
 """
+_COMMIT_SHA = hashlib.sha1(_COMMIT_SCRIPT.encode()).hexdigest()  # how Redis names the script (EVALSHA)
 
 
 class Kind(StrEnum):
@@ -214,7 +215,8 @@ class RedisWindowStore:
     Errors: Redis's "not now" errors become ServiceUnavailableError (adapters.redis_errors); a commit
     that failed that way may or may not have reached Redis, and both are safe to replay.
 
-    ``ttl_s`` overrides the per-kind TTLs of ``default_ttl_s`` (None = never expire).
+    ``ttl_s`` overrides the per-kind TTLs of ``default_ttl_s`` (None = never expire). ``wait_replicas``
+    > 0: a commit succeeds only once that many replicas hold it (``commit``).
     """
 
     def __init__(self, client: redis.Redis[bytes], namespace: str, *, allowed_lateness_s: float,
@@ -222,11 +224,14 @@ class RedisWindowStore:
                  merchant_txn_specs: tuple[WindowSpec, ...] = MERCHANT_TXN_SPECS,
                  merchant_label_specs: tuple[WindowSpec, ...] = MERCHANT_LABEL_SPECS,
                  ttl_s: Mapping[Kind, float | None] | None = None,
-                 cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+                 cache_size: int = DEFAULT_CACHE_SIZE, wait_replicas: int = 0, wait_timeout_ms: int = 1000,
+                 ) -> None:
         if not namespace or any(c.isspace() for c in namespace):
             raise ConfigError(f"state store namespace must be non-empty without spaces, got {namespace!r}")
         if cache_size < 0:
             raise ConfigError("cache_size must be >= 0")
+        if wait_replicas < 0 or wait_timeout_ms <= 0:
+            raise ConfigError("wait_replicas must be >= 0 and wait_timeout_ms > 0 (WAIT 0 would block for good)")
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ConfigError("the state store needs a redis client with decode_responses=False (binary values)")
         self._client = client
@@ -247,6 +252,9 @@ class RedisWindowStore:
         self._pool: OrderedDict[tuple[Kind, int], _Entry] = OrderedDict()
         self._load_script = client.register_script(_LOAD_SCRIPT)
         self._commit_script = client.register_script(_COMMIT_SCRIPT)
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
+        self._fence_key = f"{namespace}:committed"
         self.stats = StoreStats()
 
     @staticmethod
@@ -305,11 +313,21 @@ class RedisWindowStore:
         ``state`` must come from this store's ``load``; an empty plain WindowState (a batch that loaded
         nothing) is accepted (only ``also`` is written). Raises StateConflictError if another writer got there first,
         ServiceUnavailableError if Redis failed; either way the state is closed and must be re-loaded.
+
+        With ``wait_replicas``, the commit is followed by WAIT on the same connection (one round trip, a
+        pipeline) and counts only if that many replicas acknowledged it within ``wait_timeout_ms``; else
+        ServiceUnavailableError: the batch is retried, never acknowledged, so its Kafka offsets are not
+        committed while the only copy of its state is the master's, and a failover (Sentinel promotes the
+        replica with the most replicated data) cannot lose it. Such a commit may have reached the
+        master; its retry finds the batch applied there or (after a failover) not, and either is a
+        correct replay. WAIT covers what its connection wrote, so every commit writes at least one key (the
+        namespace's ``committed`` key, the commit's token), even a replay that changes nothing: that
+        makes its WAIT cover the state it loaded, which an earlier, unacknowledged attempt may have written.
         """
         unit = self._unit_of(state)
         if unit is None:
             if also:
-                self._transact([], [], [], b"", also)
+                self._transact([], [], [], b"", [*also, *self._fence(os.urandom(_TOKEN_BYTES))])
             return
         unit.open = False
         names: list[str] = []
@@ -330,8 +348,9 @@ class RedisWindowStore:
                     continue
                 writes.append((kind, entity, entry, payload))
         self.stats.keys_unchanged += unchanged
-        if writes or also:
+        if writes or also or self._wait_replicas:
             token = os.urandom(_TOKEN_BYTES)
+            also = [*also, *self._fence(token)]
             for kind, entity, pending, _data in writes:
                 names.append(self.key(kind, entity))
                 expected.append(pending.token)
@@ -383,6 +402,10 @@ class RedisWindowStore:
             raise TypeError(f"window state must be KeyWindows, got {type(windows).__name__}")
         if windows.specs != self._specs[kind] or windows.allowed_lateness_s != self.allowed_lateness_s:
             raise ValueError(f"KeyWindows for {kind} keys must use this store's {kind} specs and lateness")
+
+    def _fence(self, token: bytes) -> list[Write]:
+        """The write every commit makes when it waits for replicas (see ``commit``); none otherwise."""
+        return [SetValue(self._fence_key, token)] if self._wait_replicas else []
 
     def _unit_of(self, state: WindowState) -> _Unit | None:
         tables = (state.users, state.merchant_txns, state.merchant_labels)
@@ -453,10 +476,35 @@ class RedisWindowStore:
         values = [b"" if payload is None else token + payload for _kind, _entity, _entry, payload in writes]
         ttls = [self._ttl_ms[kind] or 0 for kind, _entity, _entry, _payload in writes]
         other_keys, other_args = encode(also)
+        keys = [*names, *other_keys]
+        args = [len(names), *expected, *values, *ttls, *other_args]
         with unavailable_when_down("commit window state"):
-            stale = self._commit_script(keys=[*names, *other_keys],
-                                        args=[len(names), *expected, *values, *ttls, *other_args], client=self._client)
+            if self._wait_replicas:
+                stale = self._commit_and_wait(keys, args)
+            else:
+                stale = self._commit_script(keys=keys, args=args, client=self._client)
         return [int(i) - 1 for i in stale]
+
+    def _commit_and_wait(self, keys: Sequence[KeyName], args: Sequence[bytes | str | int | float]) -> list[int]:
+        """The commit script, then ``WAIT wait_replicas wait_timeout_ms``, pipelined on one connection (WAIT
+        waits for what its own connection wrote). Returns the script's reply; raises ServiceUnavailableError
+        when the script wrote and fewer replicas acknowledged it in time."""
+        for _ in range(2):  # a second time after loading the script into a Redis that lacked it
+            pipe = self._client.pipeline(transaction=False)
+            pipe.evalsha(_COMMIT_SHA, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)  # type: ignore[no-untyped-call]
+            stale, acked = pipe.execute(raise_on_error=False)
+            if not isinstance(stale, redis.exceptions.NoScriptError):
+                break
+            self._client.script_load(_COMMIT_SCRIPT)  # type: ignore[no-untyped-call]
+        for reply in (stale, acked):
+            if isinstance(reply, Exception):
+                raise reply
+        if not stale and int(acked) < self._wait_replicas:
+            raise ServiceUnavailableError(
+                f"redis: the commit reached {acked} of {self._wait_replicas} replicas within "
+                f"{self._wait_timeout_ms} ms; not acknowledged, to be retried")
+        return list(stale)
 
     def _merge(self, unit: _Unit, writes: list[tuple[Kind, int, _Entry, bytes | None]], expected: list[bytes],
                stale: list[int]) -> None:

@@ -7,7 +7,6 @@ import threading
 from typing import TYPE_CHECKING
 
 import faust
-import redis
 from prometheus_client import CollectorRegistry
 
 from stream_app.adapters.feast_store import open_store, service_feature_names
@@ -16,6 +15,7 @@ from stream_app.adapters.model_registry import ModelRegistry
 from stream_app.adapters.online_store import OnlineFeatures
 from stream_app.adapters.prediction_index import PredictionIndex
 from stream_app.adapters.prometheus_metrics import PrometheusSensor, exposition
+from stream_app.adapters.redis_client import connect
 from stream_app.adapters.state_store import RedisWindowStore
 from stream_app.core.online_quality import OnlineQuality
 from stream_app.errors import ConfigError, RegistryError
@@ -59,10 +59,12 @@ def build_runners(settings: Settings, app: faust.App, sensor: PrometheusSensor |
     store = open_store(settings)
     online = OnlineFeatures(store, profile_cache_size=settings.worker.profile_cache_size,
                             profile_refresh_s=settings.worker.profile_refresh_s)
-    client = redis.Redis(**settings.redis.client_kwargs())
+    client = connect(settings.redis)
     namespace = f"{store.project}:{settings.worker.app_id}"
     store_state = RedisWindowStore(client, namespace=namespace,
-                                   allowed_lateness_s=settings.worker.allowed_lateness_s)
+                                   allowed_lateness_s=settings.worker.allowed_lateness_s,
+                                   wait_replicas=settings.redis.wait_replicas,
+                                   wait_timeout_ms=settings.redis.wait_timeout_ms)
     sensed: WorkerSensor = NULL_SENSOR if sensor is None else sensor
     state = store_state if sensor is None else TimedState(store_state, sensor)
     index = PredictionIndex(client, namespace)

@@ -5,8 +5,11 @@ from pathlib import Path
 import pytest
 import redis
 from pydantic import SecretStr, ValidationError
+from redis.sentinel import SentinelConnectionPool
 
-from stream_app.settings import KafkaSettings, RedisSettings, Settings, WorkerSettings, settings_env
+from stream_app.adapters.feast_store import feast_env, prepare_workspace
+from stream_app.adapters.redis_client import connect
+from stream_app.settings import FEATURE_REPO, KafkaSettings, RedisSettings, Settings, WorkerSettings, settings_env
 
 
 def test_nested_environment_variables_configure_every_part(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,6 +75,69 @@ def test_redis_clients_fail_fast_with_the_configured_timeouts(monkeypatch: pytes
     assert feasts.connection_pool.make_connection().retry.get_retries() == 0
 
 
+def test_sentinel_settings_reach_our_client_and_feasts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With sentinels, both clients ask them for the named master (with the timeouts, no retries, the db
+    and password of the settings), and Feast learns it from the same environment as the address."""
+    monkeypatch.setenv("STREAMSCORE_REDIS__URL", "redis://ignored:1/4")
+    monkeypatch.setenv("STREAMSCORE_REDIS__PASSWORD", "pw")
+    monkeypatch.setenv("STREAMSCORE_REDIS__SENTINELS", "s1:26379, s2:26380")
+    monkeypatch.setenv("STREAMSCORE_REDIS__SENTINEL_MASTER", "main")
+    monkeypatch.setenv("STREAMSCORE_REDIS__SOCKET_TIMEOUT_S", "0.75")
+    monkeypatch.setenv("STREAMSCORE_REDIS__WAIT_REPLICAS", "1")
+    monkeypatch.setenv("STREAMSCORE_REDIS__WAIT_TIMEOUT_MS", "500")
+    settings = Settings().redis
+    assert settings.sentinel_addresses == [("s1", 26379), ("s2", 26380)]
+    assert (settings.wait_replicas, settings.wait_timeout_ms) == (1, 500)
+
+    ours = connect(settings)
+    pool = ours.connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "main"
+    assert [(s.get_connection_kwargs()["host"], s.get_connection_kwargs()["port"])
+            for s in pool.sentinel_manager.sentinels] == [("s1", 26379), ("s2", 26380)]
+    assert all(s.connection_pool.make_connection().retry.get_retries() == 0 for s in pool.sentinel_manager.sentinels)
+    connection = pool.connection_kwargs
+    assert (connection["db"], connection["password"], connection["socket_timeout"]) == (4, "pw", 0.75)
+    assert "host" not in connection and pool.make_connection().retry.get_retries() == 0  # type: ignore[attr-defined]
+
+    from feast.infra.online_stores.redis import RedisOnlineStore  # noqa: PLC0415  (imports feast, ~5 s: kept off test collection)
+    from feast.repo_config import load_repo_config  # noqa: PLC0415  (as above)
+
+    repo = prepare_workspace(FEATURE_REPO, tmp_path / "repo")
+    for key, value in feast_env(Settings()).items():
+        monkeypatch.setenv(key, value)
+    config = load_repo_config(repo, repo / "feature_store.yaml").online_store
+    assert (config.redis_type, config.sentinel_master) == ("redis_sentinel", "main")
+    feasts = RedisOnlineStore()._get_client(config)
+    pool = feasts.connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "main"
+    assert [(s.get_connection_kwargs()["host"], s.get_connection_kwargs()["port"])
+            for s in pool.sentinel_manager.sentinels] == [("s1", 26379), ("s2", 26380)]
+    connection = pool.connection_kwargs
+    assert (connection["db"], connection["password"], connection["socket_timeout"]) == (4, "pw", 0.75)
+    assert pool.make_connection().retry.get_retries() == 0  # type: ignore[attr-defined]
+
+
+def test_without_sentinels_feast_is_told_plain_redis(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from feast.repo_config import load_repo_config  # noqa: PLC0415  (imports feast, ~5 s: kept off test collection)
+
+    repo = prepare_workspace(FEATURE_REPO, tmp_path / "repo")
+    for key, value in feast_env(Settings(redis=RedisSettings(url="redis://r:7/1"))).items():
+        monkeypatch.setenv(key, value)
+    config = load_repo_config(repo, repo / "feature_store.yaml").online_store
+    assert config.redis_type == "redis" and config.connection_string.startswith("r:7,db=1,")
+
+
+@pytest.mark.parametrize(("fields", "error"), [
+    ({"sentinels": "s1:26379,nope"}, "host:port"),
+    ({"sentinels": "s1:x"}, "host:port"),
+    ({"wait_replicas": 1, "wait_timeout_ms": 2000, "socket_timeout_s": 2.0}, "shorter than socket_timeout_s"),
+    ({"wait_replicas": 1, "wait_timeout_ms": 0}, "greater than 0"),
+])
+def test_malformed_sentinel_settings_are_refused(fields: dict[str, object], error: str) -> None:
+    with pytest.raises(ValidationError, match=error):
+        RedisSettings(**fields)  # type: ignore[arg-type]
+
+
 def test_redis_timeouts_must_be_positive() -> None:
     with pytest.raises(ValidationError, match="greater than 0"):
         RedisSettings(socket_timeout_s=0)
@@ -80,7 +146,8 @@ def test_redis_timeouts_must_be_positive() -> None:
 def test_settings_env_reproduces_the_settings_in_another_process(monkeypatch: pytest.MonkeyPatch) -> None:
     original = Settings(kafka=KafkaSettings(bootstrap_servers="k:1", sasl_mechanism="PLAIN", sasl_username="u",
                                             sasl_password=SecretStr("p@ss"), security_protocol="SASL_SSL"),
-                        redis=RedisSettings(url="redis://r:2/3", socket_timeout_s=0.5),
+                        redis=RedisSettings(url="redis://r:2/3", socket_timeout_s=0.5, sentinels="s:1,t:2",
+                                            wait_replicas=1, wait_timeout_ms=100),
                         worker=WorkerSettings(app_id="w7", batch_size=7, label_join_wait_s=1.5),
                         data_dir=Path("/tmp/d"))
     env = settings_env(original)
