@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.history",
     "tests.fixtures.redis_server",
     "tests.fixtures.prometheus",
+    "tests.fixtures.secure_services",
 ]
