@@ -125,7 +125,7 @@ def _refused(run: Callable[[], object]) -> str:
 @pytest.fixture(scope="module")
 def refusals(secure_services: SecureServices, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The worker started with each wrong password and untrusted CA, the sink and ``create-topics`` with a
-    bad Kafka password and CA (all at once, each must exit 1 within the bound), and the start-up checks
+    bad Kafka password and CA (each must exit 1 within the bound), and the start-up checks
     called in process: each one's output."""
     root = tmp_path_factory.mktemp("refused")
     good_kafka, good_redis = secure_services.kafka(), secure_services.redis()
@@ -137,20 +137,13 @@ def refusals(secure_services: SecureServices, tmp_path_factory: pytest.TempPathF
         "redis ca": (good_kafka, secure_services.redis(ca=other)),
     }
     runs = [("worker", case) for case in cases] + [("sink", "kafka password"), ("create-topics", "kafka ca")]
-    started = {}
+    outputs: dict[str, str] = {}
     for command, case in runs:
         settings = private_settings(*cases[case], uuid.uuid4().hex[:10], root / f"{command}-{case.replace(' ', '-')}")
-        started[f"{command} with a bad {case}"] = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", command], env={**os.environ, **settings_env(settings)},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    outputs: dict[str, str] = {}
-    try:
-        for name, process in started.items():
-            outputs[name], _ = process.communicate(timeout=START_BOUND_S)
-            assert process.returncode == 1, f"{name}: exit {process.returncode}\n{outputs[name][-3000:]}"
-    finally:
-        for process in started.values():
-            process.kill()
+        done = cli(settings, command)
+        name = f"{command} with a bad {case}"
+        outputs[name] = done.stdout + done.stderr
+        assert done.returncode == 1, f"{name}: exit {done.returncode}\n{outputs[name][-3000:]}"
     outputs["in-process check: kafka password"] = _refused(lambda: wait_for_broker(cases["kafka password"][0]))
     outputs["in-process check: redis password"] = _refused(lambda: check_redis(cases["redis password"][1]))
     return outputs
