@@ -1,9 +1,9 @@
-"""Authenticated, encrypted connections for real: a broker that accepts only SASL_SSL with SCRAM-SHA-512 and
-a Redis that accepts only TLS and an ACL user (``secure_services``), every process configured from
+"""Authenticated, encrypted connections for real (``secure_services``): the broker's SASL_SSL listener with
+SCRAM-SHA-512 and Redis's TLS port with an ACL user (its default user off), every process configured from
 ``STREAMSCORE_*`` environment variables. The worker scores and dead-letters over them, the sink writes,
-Feast reads online and ``create-topics`` works; a wrong password or an untrusted CA ends the worker, the
-sink and the CLI at start-up with one line naming the dependency and the cause; and neither password
-ever shows in logs, metrics, dead letters, CLI output or exception texts."""
+Feast reads online, ``create-topics`` and ``feast materialize-incremental`` work; a wrong password or an
+untrusted CA ends the worker, the sink and the CLI at start-up with one line naming the dependency and the
+cause; and no password ever shows in logs, metrics, dead letters, CLI output or exception texts."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def secured_run(secure_services: SecureServices, tmp_path_factory: pytest.TempPa
                 worker_process: StartWorker, sink_process: StartSink) -> Run:
     """A Feast world prepared through the TLS Redis, the topics created by the CLI, a worker and a sink
     started as processes, generated events (5 % hostile) produced and scored; then /metrics of both
-    scraped and everything they wrote collected."""
+    scraped, everything they wrote collected, and the profiles materialised again by the Feast CLI."""
     root = tmp_path_factory.mktemp("secured")
     unique = uuid.uuid4().hex[:10]
     settings = prepare(private_settings(secure_services.kafka(), secure_services.redis(), unique, root), root,
@@ -88,6 +88,10 @@ def secured_run(secure_services: SecureServices, tmp_path_factory: pytest.TempPa
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             texts[name] = response.read().decode()
     texts["worker log"], texts["sink log"] = worker.output(), sink.output()
+    now = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%S")
+    materialized = cli(settings, "feast", "materialize-incremental", now, "--views", "user_profile", timeout_s=300)
+    texts["feast materialize"] = materialized.stdout + materialized.stderr
+    assert materialized.returncode == 0, texts["feast materialize"][-3000:]
     return Run(settings, counts.valid, counts.invalid, [v for _, v, _, _ in predictions if v],
                [v for _, v, _, _ in dead if v], texts)
 
