@@ -121,8 +121,8 @@ class RedisSettings(BaseModel):
             raise ValueError("the redis url must not carry credentials: set username and password apart")
         for name, value in (("username", self.username), ("password", self.password),
                             ("ssl_ca_certs", self.ssl_ca_certs)):
-            shown = value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")
-            if "," in shown:  # Feast's connection string is comma-separated
+            text = value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")
+            if "," in text:  # Feast's connection string is comma-separated
                 raise ValueError(f"the redis {name} must not contain a comma")
         return self
 
