@@ -22,11 +22,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import redis
-
 from stream_app.adapters import feast_store
 from stream_app.adapters.kafka_admin import wait_for_broker
 from stream_app.adapters.model_registry import ModelRegistry
+from stream_app.adapters.preflight import check_redis
 from stream_app.core.metrics import roc_auc
 from stream_app.demo.chart import write_chart
 from stream_app.demo.config import DemoConfig
@@ -147,10 +146,7 @@ class Demo:
 
     def check_services(self, settings: Settings) -> None:
         wait_for_broker(settings.kafka, timeout_s=15)
-        try:
-            redis.Redis(**{**settings.redis.client_kwargs(), "socket_timeout": 5}).ping()
-        except redis.RedisError as exc:
-            raise DemoError(f"Redis at {settings.redis.url} does not answer: {exc}") from exc
+        check_redis(settings.redis)
 
     def step(self, name: str, argv: Sequence[str], *, report: str | None = None) -> None:
         log = self.config.logs_dir / f"{name}.log"
