@@ -7,6 +7,10 @@
 #   STREAMSCORE_RUN_DIR (<repo>/.run)          data, logs and pid file
 #   STREAMSCORE_CACHE_DIR (~/.cache/streamscore) fetched jars, kept between runs
 #   PYTHON (<repo>/.venv/bin/python)          used for the readiness probe
+# An authenticated, encrypted listener for clients (optional; the PLAINTEXT and controller listeners stay):
+#   KAFKA_SASL_SSL_PORT   adds SASL_SSL://127.0.0.1:<port> accepting SCRAM-SHA-512
+#   KAFKA_SSL_DIR         holds server.pem: its unencrypted PKCS#8 private key and certificate chain
+#   KAFKA_SCRAM_USERS     "name:password ..." SCRAM-SHA-512 credentials stored when the storage is formatted
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +23,7 @@ run_dir=${STREAMSCORE_RUN_DIR:-$repo/.run}/kafka-$port
 cache=${STREAMSCORE_CACHE_DIR:-$HOME/.cache/streamscore}/kafka-$version
 python=${PYTHON:-$repo/.venv/bin/python}
 pid_file=$run_dir/kafka.pid
+sasl_ssl_port=${KAFKA_SASL_SSL_PORT:-}
 
 log() { echo "kafka: $*" >&2; }
 
@@ -65,16 +70,45 @@ auto.create.topics.enable=false
 PROPS
 }
 
+# Appends the SASL_SSL listener to the rendered config (a later key overrides an earlier one).
+append_sasl_ssl() {
+  [[ -n $sasl_ssl_port ]] || return 0
+  local conf=$run_dir/server.properties ssl_dir=${KAFKA_SSL_DIR:?KAFKA_SSL_DIR must hold server.pem}
+  [[ -f $ssl_dir/server.pem ]] || { log "no server.pem in $ssl_dir"; return 1; }
+  last() { sed -n "s/^$1=//p" "$conf" | tail -1; }
+  local listeners advertised protocols
+  listeners=$(last listeners); advertised=$(last advertised.listeners); protocols=$(last listener.security.protocol.map)
+  cat >> "$conf" <<PROPS
+listeners=$listeners,SASL_SSL://127.0.0.1:$sasl_ssl_port
+advertised.listeners=$advertised,SASL_SSL://127.0.0.1:$sasl_ssl_port
+listener.security.protocol.map=$protocols,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$ssl_dir/server.pem
+PROPS
+}
+
+# The --add-scram arguments of the storage format for KAFKA_SCRAM_USERS.
+scram_args() {
+  local user
+  for user in ${KAFKA_SCRAM_USERS:-}; do
+    printf '%s\0' --add-scram "SCRAM-SHA-512=[name=${user%%:*},password=${user#*:}]"
+  done
+}
+
 start() {
   if running; then log "already running (pid $(cat "$pid_file")) on 127.0.0.1:$port"; return 0; fi
   fetch
   write_config
+  append_sasl_ssl
+  local scram=(); mapfile -d '' scram < <(scram_args)
   local cp="$cache/libs/*"
   local jvm=(-Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
              -Dkafka.logs.dir="$run_dir/logs"
              -Dlog4j2.configurationFile="$here/kafka/log4j2.properties")
   java "${jvm[@]}" -cp "$cp" kafka.tools.StorageTool format -t streamscore-local-0001 \
-    -c "$run_dir/server.properties" --ignore-formatted > "$run_dir/logs/format.log" 2>&1 \
+    -c "$run_dir/server.properties" --ignore-formatted "${scram[@]}" > "$run_dir/logs/format.log" 2>&1 \
     || { log "storage format failed:"; cat "$run_dir/logs/format.log" >&2; return 1; }
   nohup java "${jvm[@]}" -cp "$cp" kafka.Kafka "$run_dir/server.properties" \
     > "$run_dir/logs/stdout.log" 2>&1 < /dev/null &

@@ -3,6 +3,7 @@ the adapter boundary, so callers handle one family and the reason survives into 
 
     StreamscoreError
     ├── ConfigError               settings or a definition file are wrong: fix them, retrying won't help
+    │   └── AccessDeniedError     Kafka or Redis refused the credentials, or its certificate is not trusted
     ├── InvalidRecordError        one record is refused; its ``code`` goes to the DLQ
     ├── ServiceUnavailableError   a dependency did not answer: wait (backoff) and retry the batch
     ├── PermanentDeliveryError    the broker refused outputs for good (too large, topic invalid or not
@@ -22,6 +23,11 @@ class StreamscoreError(Exception):
 
 class ConfigError(StreamscoreError):
     """Settings or a definition file are wrong; fix the configuration, retrying will not help."""
+
+
+class AccessDeniedError(ConfigError):
+    """Kafka or Redis refused the configured credentials, or presented a certificate the configured CA does
+    not sign: a start-up check fails at once instead of the clients retrying in the background."""
 
 
 class InvalidRecordError(StreamscoreError):

@@ -4,13 +4,14 @@ print. Clients are configured from here and nowhere else."""
 
 from __future__ import annotations
 
+import json
 import ssl
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_app.contract import Topics
@@ -28,7 +29,10 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class KafkaSettings(BaseModel):
-    """Broker address and security, passed identically to confluent-kafka, aiokafka and Faust."""
+    """Broker address and security, passed identically to confluent-kafka, aiokafka and Faust.
+    ``ssl_ca_location`` is the CA bundle that signs the brokers' certificates (unset: the system's)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # a validation error must not print the password
 
     bootstrap_servers: str = "127.0.0.1:9092"
     client_id: str = "streamscore"
@@ -89,7 +93,9 @@ class KafkaSettings(BaseModel):
 
 class RedisSettings(BaseModel):
     """The Redis behind Feast's online store and the window state. ``url`` is redis://host:port/db
-    (rediss:// for TLS); the password lives apart so it stays secret.
+    (rediss:// for TLS); the ACL ``username`` (unset: Redis's ``default`` user) and the password live apart,
+    the password as a secret. ``ssl_ca_certs`` is the CA bundle that signs Redis's certificate (unset: the
+    system's); the certificate must name the url's host.
 
     The worker calls Redis synchronously from its event loop, so every call must fail fast when Redis is
     away: ``connect_timeout_s`` bounds connecting, ``socket_timeout_s`` a reply (a hung Redis), and
@@ -103,8 +109,12 @@ class RedisSettings(BaseModel):
     (Redis's WAIT, within ``wait_timeout_ms``; shorter than the socket timeout, which would cut it off), so
     a failover never loses a commit whose Kafka offsets were committed."""
 
+    model_config = ConfigDict(hide_input_in_errors=True)  # a validation error must not print the password
+
     url: str = "redis://127.0.0.1:6379/0"
+    username: str | None = None
     password: SecretStr | None = None
+    ssl_ca_certs: Path | None = None
     socket_timeout_s: float = Field(default=2.0, gt=0)
     connect_timeout_s: float = Field(default=1.0, gt=0)
     sentinels: str = ""  # "host:port,host:port": the sentinels; empty: ``url`` is the one Redis
@@ -116,7 +126,15 @@ class RedisSettings(BaseModel):
     def _parseable(self) -> RedisSettings:
         parts = urlsplit(self.url)
         if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-            raise ValueError(f"redis url must look like redis://host:port/db, got {self.url!r}")
+            raise ValueError(f"redis url must look like redis://host:port/db, got scheme {parts.scheme!r} "
+                             f"and host {parts.hostname!r}")
+        if parts.password is not None or parts.username is not None:
+            raise ValueError("the redis url must not carry credentials: set username and password apart")
+        for name, value in (("username", self.username), ("password", self.password),
+                            ("ssl_ca_certs", self.ssl_ca_certs)):
+            text = value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")
+            if "," in text:  # Feast's connection string is comma-separated
+                raise ValueError(f"the redis {name} must not contain a comma")
         self.sentinel_addresses  # noqa: B018 - raises ValueError when malformed
         if self.wait_replicas and self.wait_timeout_ms >= self.socket_timeout_s * 1000:
             raise ValueError(f"wait_timeout_ms ({self.wait_timeout_ms}) must be shorter than socket_timeout_s "
@@ -153,35 +171,55 @@ class RedisSettings(BaseModel):
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis``."""
-        return {
+        kwargs: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
             "db": self.db,
+            "username": self.username,
             "password": self.password.get_secret_value() if self.password else None,
             "ssl": self.tls,
             "socket_timeout": self.socket_timeout_s,
             "socket_connect_timeout": self.connect_timeout_s,
             "retry": None,  # redis-py: no retries (see the class docstring)
         }
+        if self.tls and self.ssl_ca_certs:
+            kwargs["ssl_ca_certs"] = str(self.ssl_ca_certs)
+        return kwargs
 
     def feast_connection_string(self) -> str:
         """Feast's own format: ``host:port,db=N,<redis.Redis keyword>=<JSON value>...[,password=...]``.
         Feast passes the keywords to ``redis.Redis``: the same timeouts, and ``retry=null`` (no retries).
-        With Sentinel the addresses are the sentinels' (``feast_redis_type`` tells Feast so)."""
+        Feast JSON-decodes each value, so a string that would decode to something else (a password like
+        ``123``) is JSON-quoted. With Sentinel the addresses are the sentinels' (``feast_redis_type`` tells
+        Feast so).
+        It carries the password: hand it to Feast only, never to a log or an error message."""
         addresses = self.sentinel_addresses or [(self.host, self.port)]
         parts = [*(f"{host}:{port}" for host, port in addresses), f"db={self.db}"]
         if self.tls:
             parts.append("ssl=true")
+            if self.ssl_ca_certs:
+                parts.append(f"ssl_ca_certs={_feast_string(str(self.ssl_ca_certs))}")
         parts += [f"socket_timeout={self.socket_timeout_s!r}", f"socket_connect_timeout={self.connect_timeout_s!r}",
                   "retry=null"]
+        if self.username:
+            parts.append(f"username={_feast_string(self.username)}")
         if self.password:
-            parts.append(f"password={self.password.get_secret_value()}")
+            parts.append(f"password={_feast_string(self.password.get_secret_value())}")
         return ",".join(parts)
 
     @property
     def feast_redis_type(self) -> Literal["redis", "redis_sentinel"]:
         """Feast's ``online_store.redis_type`` for these settings."""
         return "redis_sentinel" if self.sentinel_addresses else "redis"
+
+
+def _feast_string(text: str) -> str:
+    """``text`` as a value of Feast's connection string, which JSON-decodes what it can."""
+    try:
+        json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(text)
 
 
 class FeastSettings(BaseModel):
@@ -264,7 +302,8 @@ class SinkSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything streamscore can be told. Construct once (``get_settings()``) and pass it down."""
 
-    model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="STREAMSCORE_", env_nested_delimiter="__", extra="ignore",
+                                      hide_input_in_errors=True)  # errors must not print secrets
 
     # runtime data: histories, the Feast repository's data, the model registry, reports, the label log
     data_dir: Path = REPO_ROOT / "data"

@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.redis_sentinel",
     "tests.fixtures.prometheus",
+    "tests.fixtures.secure_services",
 ]

@@ -6,6 +6,7 @@ import argparse
 import sys
 from datetime import timedelta
 
+from stream_app.adapters.preflight import check_access
 from stream_app.cli.commands import Commands, stop_on_signals
 from stream_app.cli_types import non_negative
 from stream_app.settings import get_settings
@@ -38,6 +39,7 @@ def register(commands: Commands) -> None:
 
 def run_sink(_: argparse.Namespace) -> int:
     settings = get_settings()
+    check_access(settings, needs_redis=False)
     stop = stop_on_signals()
     build_sink(settings, sensor=serve_metrics(settings, stop)).run(stop)
     return 0

@@ -6,6 +6,7 @@ import argparse
 
 import faust
 
+from stream_app.adapters.preflight import check_access
 from stream_app.cli.commands import Commands
 from stream_app.settings import get_settings
 from stream_app.worker.wiring import build_worker
@@ -19,6 +20,8 @@ def register(commands: Commands) -> None:
 
 
 def run_worker(_: argparse.Namespace) -> int:
-    worker = build_worker(get_settings(), web_enabled=True)
+    settings = get_settings()
+    check_access(settings)
+    worker = build_worker(settings, web_enabled=True)
     faust.Worker(worker.app, loglevel="INFO").execute_from_commandline()
     return 0

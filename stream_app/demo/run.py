@@ -22,12 +22,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import redis
-
 from stream_app.adapters import feast_store
 from stream_app.adapters.kafka_admin import wait_for_broker
 from stream_app.adapters.model_registry import ModelRegistry
-from stream_app.adapters.redis_client import connect
+from stream_app.adapters.preflight import check_redis
 from stream_app.core.metrics import roc_auc
 from stream_app.demo.chart import write_chart
 from stream_app.demo.config import DemoConfig
@@ -148,10 +146,7 @@ class Demo:
 
     def check_services(self, settings: Settings) -> None:
         wait_for_broker(settings.kafka, timeout_s=15)
-        try:
-            connect(settings.redis.model_copy(update={"socket_timeout_s": 5.0})).ping()
-        except redis.RedisError as exc:
-            raise DemoError(f"Redis at {settings.redis.url} does not answer: {exc}") from exc
+        check_redis(settings.redis)
 
     def step(self, name: str, argv: Sequence[str], *, report: str | None = None) -> None:
         log = self.config.logs_dir / f"{name}.log"

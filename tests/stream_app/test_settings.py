@@ -9,7 +9,16 @@ from redis.sentinel import SentinelConnectionPool
 
 from stream_app.adapters.feast_store import feast_env, prepare_workspace
 from stream_app.adapters.redis_client import connect
-from stream_app.settings import FEATURE_REPO, KafkaSettings, RedisSettings, Settings, WorkerSettings, settings_env
+from stream_app.errors import ConfigError
+from stream_app.settings import (
+    FEATURE_REPO,
+    KafkaSettings,
+    RedisSettings,
+    Settings,
+    WorkerSettings,
+    get_settings,
+    settings_env,
+)
 
 
 def test_nested_environment_variables_configure_every_part(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,3 +185,45 @@ def test_the_feast_repository_in_use_lives_under_the_data_dir(tmp_path: Path, mo
     assert Settings(data_dir=tmp_path).feast.repo_path == tmp_path / "feature_repo"
     monkeypatch.setenv("STREAMSCORE_FEAST__REPO_PATH", str(tmp_path / "elsewhere"))
     assert Settings(data_dir=tmp_path).feast.repo_path == tmp_path / "elsewhere"
+
+
+def test_a_redis_acl_user_and_ca_reach_both_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMSCORE_REDIS__URL", "rediss://cache:6380/2")
+    monkeypatch.setenv("STREAMSCORE_REDIS__USERNAME", "svc")
+    monkeypatch.setenv("STREAMSCORE_REDIS__PASSWORD", "12345")
+    monkeypatch.setenv("STREAMSCORE_REDIS__SSL_CA_CERTS", "/etc/ca/redis.pem")
+    settings = Settings().redis
+    kwargs = settings.client_kwargs()
+    assert (kwargs["username"], kwargs["password"], kwargs["ssl"], kwargs["ssl_ca_certs"]) == (
+        "svc", "12345", True, "/etc/ca/redis.pem")
+
+    from feast.infra.online_stores.redis import RedisOnlineStore  # noqa: PLC0415  (imports feast, ~5 s: kept off test collection)
+
+    _, params = RedisOnlineStore._parse_connection_string(settings.feast_connection_string())
+    # Feast JSON-decodes values: the numeric-looking password must still arrive as a string
+    assert (params["username"], params["password"], params["ssl"], params["ssl_ca_certs"]) == (
+        "svc", "12345", True, "/etc/ca/redis.pem")
+
+
+def test_the_ca_goes_to_redis_only_over_tls() -> None:
+    assert "ssl_ca_certs" not in RedisSettings(url="redis://r:1/0", ssl_ca_certs=Path("/ca")).client_kwargs()
+
+
+@pytest.mark.parametrize("env", [
+    {"STREAMSCORE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "STREAMSCORE_KAFKA__SASL_PASSWORD": "Sekr1t-kafka"},
+    {"STREAMSCORE_REDIS__PASSWORD": "Sekr1t-redis", "STREAMSCORE_REDIS__SOCKET_TIMEOUT_S": "-1"},
+    {"STREAMSCORE_REDIS__PASSWORD": "Sekr1t,redis"},
+    {"STREAMSCORE_REDIS__URL": "redis://svc:Sekr1t-url@r:1/0"},
+    {"STREAMSCORE_REDIS__URL": "http://svc:Sekr1t-url@r:1/0"},
+])
+def test_invalid_settings_never_print_a_secret(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigError) as raised:
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert "invalid STREAMSCORE_* settings" in str(raised.value)
+    assert "Sekr1t" not in str(raised.value)
