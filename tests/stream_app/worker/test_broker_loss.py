@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # t
 
 from stream_app.adapters.kafka_admin import ensure_topics
 from stream_app.contract import Topics, TopicSpec, decode_transaction
+from stream_app.errors import ConfigError
 from stream_app.generator.live import LiveCounts, stream_live
 from stream_app.settings import Settings, WorkerSettings
 from stream_app.worker.process import WorkerProcess
@@ -55,7 +56,8 @@ def _watch(worker: WorkerProcess, seconds: float) -> None:
         time.sleep(0.5)
 
 
-def test_topics_are_replicated_as_the_settings_ask(settings: Settings, kafka_cluster: KafkaCluster) -> None:
+def test_topics_are_replicated_as_the_settings_ask_and_a_mismatch_is_refused(
+        settings: Settings, kafka_cluster: KafkaCluster) -> None:
     kafka = kafka_cluster.kafka_settings()
     spec = TopicSpec(name=settings.topics.transactions.name, partitions=2)
     assert ensure_topics(kafka, [spec]) == [spec.name]
@@ -65,6 +67,11 @@ def test_topics_are_replicated_as_the_settings_ask(settings: Settings, kafka_clu
     resource = ConfigResource(ResourceType.TOPIC, spec.name)
     config = admin.describe_configs([resource])[resource].result(timeout=10)
     assert config["min.insync.replicas"].value == str(NODES - 1)
+    with pytest.raises(ConfigError, match="replication factor"):  # changing it is not create-topics' business
+        ensure_topics(kafka.model_copy(update={"replication_factor": NODES - 1, "min_insync_replicas": 1}), [spec])
+    more = TopicSpec(name=f"{spec.name}-more", partitions=1)
+    with pytest.raises(ConfigError, match=more.name):  # more replicas than brokers
+        ensure_topics(kafka.model_copy(update={"replication_factor": NODES + 1}), [more])
 
 
 def test_a_broker_killed_mid_stream_loses_nothing_and_the_worker_carries_on(
