@@ -43,8 +43,10 @@ nodes=${#ports[@]}
 if (( nodes == 1 )); then heap=${KAFKA_HEAP:-512m}; else heap=${KAFKA_HEAP:-384m}; fi
 replicas=$(( nodes < 3 ? nodes : 3 ))
 min_isr=$(( replicas > 1 ? replicas - 1 : 1 ))
-voters=$(for (( i = 1; i <= nodes; i++ )); do printf '%s%d@127.0.0.1:%s' "$([[ $i == 1 ]] || echo ,)" "$i" "${cports[i-1]}"; done)
-bootstrap=$(IFS=,; for p in "${ports[@]}"; do printf '127.0.0.1:%s\n' "$p"; done | paste -sd,)
+voters=$(for (( i = 1; i <= nodes; i++ )); do printf '%d@127.0.0.1:%s,' "$i" "${cports[i-1]}"; done)
+voters=${voters%,}
+bootstrap=$(printf '127.0.0.1:%s,' "${ports[@]}")
+bootstrap=${bootstrap%,}
 
 log() { echo "kafka: $*" >&2; }
 
