@@ -30,7 +30,7 @@ from stream_app.adapters import prometheus_metrics as metric
 from stream_app.adapters.metrics_reader import Samples, histogram_figures, scrape, total
 from stream_app.contract import Topics, TopicSpec
 from stream_app.generator.config import HistoryConfig, stream, to_us
-from stream_app.generator.live import LiveSource
+from stream_app.generator.live import PRODUCER_TUNING, LiveSource
 from stream_app.generator.population import build_population
 from stream_app.settings import (
     FEATURE_REPO,
@@ -171,10 +171,8 @@ class Backlog:
         return _EPOCH + timedelta(microseconds=self._base[k][2] + cycle * self.span_us)
 
 
-PRODUCER_CONF: dict[str, Any] = {  # the live generator's tuning (stream_app.generator.live.PRODUCER_TUNING)
-    "linger.ms": 10, "batch.num.messages": 10_000, "compression.type": "lz4", "enable.idempotence": True,
-    "queue.buffering.max.messages": 1_000_000,
-}
+# the live generator's tuning, with a deeper queue
+PRODUCER_CONF: dict[str, Any] = {**PRODUCER_TUNING, "queue.buffering.max.messages": 1_000_000}
 
 
 class FastProducer:

@@ -41,7 +41,7 @@ class TopicRole(StrEnum):
 
 
 class TopicSpec(BaseModel):
-    """A topic's name and partition count (replication comes from the broker's defaults)."""
+    """A topic's name and partition count (replication is the deployment's: ``KafkaSettings``)."""
 
     model_config = ConfigDict(frozen=True)
 

@@ -29,7 +29,14 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class KafkaSettings(BaseModel):
-    """Broker address and security, passed identically to confluent-kafka, aiokafka and Faust.
+    """Broker address and security, passed identically to confluent-kafka, aiokafka and Faust; and the
+    replication of the topics ``create-topics`` makes.
+
+    ``replication_factor`` and ``min_insync_replicas`` unset take the cluster's own defaults
+    (``default.replication.factor``, ``min.insync.replicas``): ``infra/kafka.sh`` sets them from its node
+    count (3 nodes: 3 and 2). Set them where the cluster's defaults are not what the topics need. Every
+    producer sends with acks=all, so with min.insync.replicas = replication factor - 1 a record the
+    broker acknowledged survives the loss of any one broker, and producing goes on while one is away.
     ``ssl_ca_location`` is the CA bundle that signs the brokers' certificates (unset: the system's)."""
 
     model_config = ConfigDict(hide_input_in_errors=True)  # a validation error must not print the password
@@ -41,6 +48,8 @@ class KafkaSettings(BaseModel):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_ca_location: Path | None = None
+    replication_factor: int | None = Field(default=None, ge=1)
+    min_insync_replicas: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
@@ -48,6 +57,14 @@ class KafkaSettings(BaseModel):
             self.sasl_mechanism and self.sasl_username and self.sasl_password
         ):
             raise ValueError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
+        return self
+
+    @model_validator(mode="after")
+    def _isr_within_replicas(self) -> KafkaSettings:
+        if (self.replication_factor is not None and self.min_insync_replicas is not None
+                and self.min_insync_replicas > self.replication_factor):
+            raise ValueError(f"min_insync_replicas {self.min_insync_replicas} exceeds "
+                             f"replication_factor {self.replication_factor}: no write could succeed")
         return self
 
     def confluent(self) -> dict[str, Any]:

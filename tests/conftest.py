@@ -3,6 +3,7 @@
 
 pytest_plugins = [
     "tests.fixtures.services",
+    "tests.fixtures.kafka_cluster",
     "tests.fixtures.workers",
     "tests.fixtures.history",
     "tests.fixtures.redis_server",

@@ -59,11 +59,22 @@ def wait_for_broker(kafka: KafkaSettings, timeout_s: float = 10.0) -> int:
             raise ServiceUnavailableError(f"Kafka at {kafka.bootstrap_servers} {cause}")
 
 
+def new_topic(kafka: KafkaSettings, spec: TopicSpec) -> NewTopic:
+    """The creation request for ``spec``: its partitions, and the replication factor and
+    min.insync.replicas of the settings (the cluster's defaults where they are unset)."""
+    config = {} if kafka.min_insync_replicas is None else {"min.insync.replicas": str(kafka.min_insync_replicas)}
+    return NewTopic(spec.name, num_partitions=spec.partitions,
+                    replication_factor=-1 if kafka.replication_factor is None else kafka.replication_factor,
+                    config=config)
+
+
 def ensure_topics(kafka: KafkaSettings, topics: Iterable[TopicSpec], timeout_s: float = 30.0) -> list[str]:
     """Create the topics that don't exist; returns the names created. An existing topic with a
     different partition count is a ConfigError (Kafka can't shrink partitions, and growing them
-    silently would move keys between partitions). Waits up to ``timeout_s`` for the broker; a refusal of the
-    credentials or of the TLS handshake is an AccessDeniedError at once."""
+    silently would move keys between partitions), and so is one with another replication factor than
+    the settings ask for (changing it is a partition reassignment, an operator's decision), or a
+    replication factor the cluster cannot hold (more replicas than brokers). Waits up to ``timeout_s`` for
+    the broker; a refusal of the credentials or of the TLS handshake is an AccessDeniedError at once."""
     wait_for_broker(kafka, timeout_s)
     admin = admin_client(kafka)
     wanted = {spec.name: spec for spec in topics}
@@ -72,13 +83,18 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[TopicSpec], timeout_s: 
     except KafkaException as exc:
         raise ServiceUnavailableError(f"Kafka at {kafka.bootstrap_servers} did not answer: {exc}") from exc
     for name, spec in wanted.items():
-        if name in existing and len(existing[name].partitions) != spec.partitions:
+        if name not in existing:
+            continue
+        partitions = existing[name].partitions
+        if len(partitions) != spec.partitions:
             raise ConfigError(
-                f"topic {name!r} exists with {len(existing[name].partitions)} partitions, "
-                f"settings ask for {spec.partitions}"
+                f"topic {name!r} exists with {len(partitions)} partitions, settings ask for {spec.partitions}"
             )
-    missing = [NewTopic(name, num_partitions=spec.partitions, replication_factor=-1)
-               for name, spec in wanted.items() if name not in existing]
+        replicas = {len(p.replicas) for p in partitions.values()}
+        if kafka.replication_factor is not None and replicas != {kafka.replication_factor}:
+            raise ConfigError(f"topic {name!r} exists with replication factor {sorted(replicas)}, "
+                              f"settings ask for {kafka.replication_factor}")
+    missing = [new_topic(kafka, spec) for name, spec in wanted.items() if name not in existing]
     created: list[str] = []
     if not missing:
         return created
@@ -90,6 +106,8 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[TopicSpec], timeout_s: 
             error: KafkaError = exc.args[0]
             if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:  # a concurrent creator won the race
                 continue
+            if error.code() in (KafkaError.INVALID_REPLICATION_FACTOR, KafkaError.INVALID_CONFIG):
+                raise ConfigError(f"could not create topic {name!r}: {error.str()}") from exc
             raise ServiceUnavailableError(f"could not create topic {name!r}: {error.str()}") from exc
     log.info("created topics %s", created)
     return created

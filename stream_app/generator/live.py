@@ -44,6 +44,7 @@ from stream_app.generator.population import (
 from stream_app.settings import Settings
 
 PRODUCER_TUNING: dict[str, Any] = {
+    "acks": "all",  # acknowledged = on every in-sync replica (KafkaSettings: what survives a broker's loss)
     "linger.ms": 10,  # batch up to 10 ms of records per partition
     "batch.num.messages": 10_000,
     "compression.type": "lz4",

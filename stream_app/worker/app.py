@@ -203,6 +203,7 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
         topic_allow_declare=False,  # topics are created by `streamscore create-topics`
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=worker.producer_linger_ms,
+        producer_acks=-1,  # acks=all, as every producer here (outputs go through KafkaPublisher, not this one)
         broker_commit_every=worker.batch_size,
         broker_commit_interval=1.0,
         consumer_group_instance_id=group_instance_id(worker, socket.gethostname()),

@@ -49,6 +49,20 @@ def test_sasl_without_credentials_is_refused() -> None:
         KafkaSettings(security_protocol="SASL_SSL")
 
 
+def test_topic_replication_comes_from_the_environment_and_min_isr_cannot_exceed_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (KafkaSettings().replication_factor, KafkaSettings().min_insync_replicas) == (None, None)  # the cluster's
+    monkeypatch.setenv("STREAMSCORE_KAFKA__REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("STREAMSCORE_KAFKA__MIN_INSYNC_REPLICAS", "2")
+    settings = Settings()
+    assert (settings.kafka.replication_factor, settings.kafka.min_insync_replicas) == (3, 2)
+    assert settings_env(settings)["STREAMSCORE_KAFKA__MIN_INSYNC_REPLICAS"] == "2"  # reaches the worker
+    with pytest.raises(ValidationError, match="exceeds replication_factor"):
+        KafkaSettings(replication_factor=2, min_insync_replicas=3)
+    with pytest.raises(ValidationError):
+        KafkaSettings(replication_factor=0)
+
+
 def test_redis_password_goes_to_feast_and_client_but_not_repr() -> None:
     redis = RedisSettings(url="redis://r:6379/1", password="pw")  # type: ignore[arg-type]
     assert redis.feast_connection_string().startswith("r:6379,db=1,")
