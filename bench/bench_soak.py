@@ -35,13 +35,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench_e2e import Run, make_run, scale_run
+from bench_e2e import Run, group_settled, make_run, outputs, scale_run
 from harness import (
     QUICK,
     RESULTS,
     Backlog,
+    FastProducer,
     World,
-    base_settings,
     log,
     prepare_world,
     record_pid,
@@ -54,6 +54,7 @@ from harness import (
 from soak import Point, aggregate, capacity_from, judge_run, write_chart
 
 from stream_app.settings import REPO_ROOT
+from stream_app.worker.process import WorkerProcess
 
 
 def choose_rate(args: argparse.Namespace, world: World, root: Path) -> tuple[float, dict[str, Any]]:
@@ -94,26 +95,43 @@ def generator(run_env: dict[str, str], world: World, args: argparse.Namespace, r
     return child
 
 
+def warm_up(world: World, run: Run, worker: WorkerProcess, records: int) -> None:
+    """Until the worker has scored ``records`` warm-up records and its group has settled, so the soak starts
+    from a running worker (model, profiles, connections loaded), not from its start-up. The records are
+    stamped months before the realistic stream, so none of its events is late after them."""
+    producer = FastProducer(run.settings.kafka)
+    source = Backlog(world.users, world.merchants, world.seed + 6, 200.0, datetime.now(UTC) - timedelta(days=90),
+                     records)
+    meter = outputs(run)
+    base = meter.count()
+    producer.send(run.settings.topics.transactions.name, source.take(records))
+    producer.flush()
+    deadline = time.monotonic() + 300
+    try:
+        while not (meter.count() - base >= records and group_settled([worker])
+                   and scrape_metrics(run.settings.worker.web_port)):
+            if not worker.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not warm up:\n{worker.tail()}")
+            time.sleep(1.0)
+    finally:
+        meter.close()
+
+
 def soak(world: World, run: Run, root: Path, args: argparse.Namespace, out: dict[str, Any]) -> list[Point]:
     """Runs the worker and the generator, scraping every ``--scrape`` seconds; returns the points."""
-    settings = base_settings()
     port = run.settings.worker.web_port
     worker = start_child(run.env, root / "logs" / "worker_soak.log", root)
     points: list[Point] = []
     try:
-        deadline = time.monotonic() + 240
-        while not scrape_metrics(port):
-            if not worker.alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the worker's /metrics did not answer:\n{worker.tail()}")
-            time.sleep(1.0)
+        warm_up(world, run, worker, args.warm_up_records)
 
         def point(t: float) -> Point:
-            redis = redis_memory(settings.redis.url)
+            redis = redis_memory(run.settings.redis.url)
             return Point(t, rss_mb(worker.pid)[0], redis["used_memory_mb"], redis["keys"],
                          scrape_metrics(port))
 
         rate = out["rate"]
-        log(f"soak: worker ready; generator at {rate:,.0f} ev/s for {args.duration:g} s, sampling every "
+        log(f"soak: worker warmed up; generator at {rate:,.0f} ev/s for {args.duration:g} s, sampling every "
             f"{args.interval:g} s")
         origin = time.monotonic()
         points.append(point(0.0))
@@ -127,13 +145,13 @@ def soak(world: World, run: Run, root: Path, args: argparse.Namespace, out: dict
                 if not worker.alive():
                     raise RuntimeError(f"the worker exited during the soak:\n{worker.tail()}")
                 points.append(point(tick))  # stamped with its tick, so each falls in its interval
-                samples = aggregate(points, args.interval, tx, labels)
-                for s in samples[reported:]:
+                complete = aggregate(points, args.interval, tx, labels)[:-1]  # the last may still grow
+                for s in complete[reported:]:
                     log(f"soak {s['t_s'] / 60:5.1f} min: RSS {s['worker_rss_mb']} MB, Redis {s['redis_used_mb']} MB "
-                        f"({s['redis_keys']:,} keys), lag mean {s['lag_sum_mean']} max {s['lag_sum_max']}, "
-                        f"p50 {s['latency_p50_ms']} p99 {s['latency_p99_ms']} ms, {s['events_per_s']} ev/s, "
-                        f"{s['labels_per_s']} labels/s")
-                reported = len(samples)
+                        f"({s['redis_keys']:,} keys), lag mean {s['lag_sum_mean']} (largest partition "
+                        f"{s['lag_partition_max']}), latency p50 {s['latency_p50_ms']} p99 {s['latency_p99_ms']} ms, "
+                        f"{s['events_per_s']} ev/s, {s['labels_per_s']} labels/s")
+                reported = len(complete)
             stdout = gen.stdout.read() if gen.stdout else ""
         finally:
             if gen.poll() is None:
@@ -162,6 +180,7 @@ def main() -> int:
                         "bench/results/e2e.json's, else measured)")
     parser.add_argument("--capacity-records", type=int, default=20_000 if QUICK else 60_000,
                         help="records drained to measure the capacity when it is not known")
+    parser.add_argument("--warm-up-records", type=int, default=500, help="scored before the stream starts")
     parser.add_argument("--label-delay-scale", type=float, default=0.1,
                         help="labels' delay in event time, scaled (0.1: a 1-3 day chargeback after 2.4-7.2 h)")
     parser.add_argument("--invalid-fraction", type=float, default=0.01)
