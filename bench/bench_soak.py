@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_e2e import Run, group_settled, make_run, outputs, scale_run
+from confluent_kafka import KafkaException
 from harness import (
     QUICK,
     RESULTS,
@@ -98,20 +99,25 @@ def generator(run_env: dict[str, str], world: World, args: argparse.Namespace, r
 def warm_up(world: World, run: Run, worker: WorkerProcess, records: int) -> None:
     """Until the worker has scored ``records`` warm-up records and its group has settled, so the soak starts
     from a running worker (model, profiles, connections loaded), not from its start-up. The records are
-    stamped months before the realistic stream, so none of its events is late after them."""
+    stamped months before the realistic stream, so none of its events is late after them. The run's
+    topics are new (empty) and may still be electing their leaders: a count that fails is tried again."""
     producer = FastProducer(run.settings.kafka)
     source = Backlog(world.users, world.merchants, world.seed + 6, 200.0, datetime.now(UTC) - timedelta(days=90),
                      records)
-    meter = outputs(run)
-    base = meter.count()
     producer.send(run.settings.topics.transactions.name, source.take(records))
     producer.flush()
+    meter = outputs(run)
     deadline = time.monotonic() + 300
     try:
-        while not (meter.count() - base >= records and group_settled([worker])
-                   and scrape_metrics(run.settings.worker.web_port)):
+        while True:
+            try:
+                scored = meter.count()
+            except KafkaException:
+                scored = 0
+            if scored >= records and group_settled([worker]) and scrape_metrics(run.settings.worker.web_port):
+                return
             if not worker.alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not warm up:\n{worker.tail()}")
+                raise RuntimeError(f"the worker did not warm up ({scored:,} of {records:,} scored):\n{worker.tail()}")
             time.sleep(1.0)
     finally:
         meter.close()
