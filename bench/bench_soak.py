@@ -42,6 +42,7 @@ from harness import (
     RESULTS,
     Backlog,
     FastProducer,
+    OutputMeter,
     World,
     log,
     prepare_world,
@@ -128,12 +129,17 @@ def soak(world: World, run: Run, root: Path, args: argparse.Namespace, out: dict
     port = run.settings.worker.web_port
     worker = start_child(run.env, root / "logs" / "worker_soak.log", root)
     points: list[Point] = []
+    produced = OutputMeter(run.settings.kafka, [run.settings.topics.transactions])
     try:
         warm_up(world, run, worker, args.warm_up_records)
 
         def point(t: float) -> Point:
             redis = redis_memory(run.settings.redis.url)
-            return Point(t, rss_mb(worker.pid)[0], redis["used_memory_mb"], redis["keys"],
+            try:
+                records: int | None = produced.count()
+            except KafkaException:
+                records = None
+            return Point(t, rss_mb(worker.pid)[0], redis["used_memory_mb"], redis["keys"], records,
                          scrape_metrics(port))
 
         rate = out["rate"]
@@ -155,8 +161,9 @@ def soak(world: World, run: Run, root: Path, args: argparse.Namespace, out: dict
                 for s in complete[reported:]:
                     log(f"soak {s['t_s'] / 60:5.1f} min: RSS {s['worker_rss_mb']} MB, Redis {s['redis_used_mb']} MB "
                         f"({s['redis_keys']:,} keys), lag mean {s['lag_sum_mean']} (largest partition "
-                        f"{s['lag_partition_max']}), latency p50 {s['latency_p50_ms']} p99 {s['latency_p99_ms']} ms, "
-                        f"{s['events_per_s']} ev/s, {s['labels_per_s']} labels/s")
+                        f"{s['lag_partition_max']}), latency p50 {s['latency_p50_ms']} p99 {s['latency_p99_ms']} "
+                        f"ms, {s['produced_per_s']} ev/s produced, {s['events_per_s']} consumed, "
+                        f"{s['labels_per_s']} labels/s")
                 reported = len(complete)
             stdout = gen.stdout.read() if gen.stdout else ""
         finally:
@@ -169,6 +176,7 @@ def soak(world: World, run: Run, root: Path, args: argparse.Namespace, out: dict
         out["worker_log"] = str(worker.log)
     finally:
         worker.stop()
+        produced.close()
     return points
 
 

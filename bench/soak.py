@@ -6,7 +6,8 @@ runs the worker and the generator and feeds these; tests/bench/ tests them on ca
 A sample covers one interval: memory (worker RSS, Redis ``used_memory``) as read at the interval's last
 point, consumer lag as the mean and max of the points inside it, rates and latency quantiles from the
 increase of the worker's counters and histogram between the interval's last point and the previous
-interval's (what Prometheus's ``rate()`` and ``histogram_quantile`` would show)."""
+interval's (what Prometheus's ``rate()`` and ``histogram_quantile`` would show), the generator's rate from
+the transactions topic's high watermarks."""
 
 from __future__ import annotations
 
@@ -32,13 +33,15 @@ JUDGED = ("worker_rss_mb", "redis_used_mb", "lag_sum_mean")  # a growth of these
 
 @dataclass(frozen=True, slots=True)
 class Point:
-    """One scrape, ``t`` seconds after the stream began: the worker's RSS, Redis's memory and key count,
-    and the worker's /metrics (empty when it did not answer)."""
+    """One scrape, ``t`` seconds after the stream began: the worker's RSS, Redis's memory and key count, the
+    records on the transactions topic (its high watermarks; None when the broker did not answer) and the
+    worker's /metrics (empty when it did not answer)."""
 
     t: float
     rss_mb: float
     redis_used_mb: float
     redis_keys: int
+    produced: int | None
     metrics: Samples
 
 
@@ -93,6 +96,9 @@ def aggregate(points: Sequence[Point], interval_s: float, transactions: str, lab
                 "lag_sum_mean": _round(sum(s for s, _ in lags) / len(lags)) if lags else None,
                 "lag_sum_max": _round(max(s for s, _ in lags)) if lags else None,
                 "lag_partition_max": _round(max(m for _, m in lags)) if lags else None,
+                "produced_per_s": (_round((last.produced - previous.produced) / seconds)
+                                   if last.produced is not None and previous.produced is not None and seconds > 0
+                                   else None),
                 "events_per_s": _round(_rate(before_m, after_m, seconds, metric.RECORDS_CONSUMED, topic=transactions)),
                 "predictions_per_s": _round(_rate(before_m, after_m, seconds, metric.PREDICTIONS_PUBLISHED)),
                 "labels_per_s": _round(_rate(before_m, after_m, seconds, metric.RECORDS_CONSUMED, topic=labels)),
@@ -209,8 +215,8 @@ def write_chart(path: Path, samples: Sequence[Mapping[str, Any]], judgement: Map
                xlabel="minutes", ylabel="ms (log)")
     ax_lat.legend(fontsize="small")
 
-    for key, label in (("events_per_s", "transactions consumed"), ("predictions_per_s", "predictions"),
-                       ("labels_per_s", "labels consumed")):
+    for key, label in (("produced_per_s", "transactions produced"), ("events_per_s", "transactions consumed"),
+                       ("predictions_per_s", "predictions"), ("labels_per_s", "labels consumed")):
         ax_rate.plot(*_minutes(samples, key), marker="o", label=label)
     ax_rate.axhline(rate, color="grey", linestyle=":", label=f"target {rate:,.0f}/s")
     ax_rate.set(title="Rates achieved", xlabel="minutes", ylabel="records/s")

@@ -54,8 +54,9 @@ def worker(*, records: int, labels: int, predictions: int, lag: tuple[float, ...
 """)
 
 
-def point(t: float, rss: float, redis: float = 100.0, metrics: Samples | None = None) -> Point:
-    return Point(t, rss, redis, 1_000, {} if metrics is None else metrics)
+def point(t: float, rss: float, redis: float = 100.0, metrics: Samples | None = None,
+          produced: int | None = None) -> Point:
+    return Point(t, rss, redis, 1_000, produced, {} if metrics is None else metrics)
 
 
 # ------------------------------------------------------------------------------------------------ aggregate
@@ -64,13 +65,13 @@ def point(t: float, rss: float, redis: float = 100.0, metrics: Samples | None = 
 def test_aggregate_one_sample_per_interval_with_rates_latency_and_lag() -> None:
     base = worker(records=0, labels=0, predictions=0, lag=(0, 0, 0), latency=(0, 0, 0, 0, 0))
     points = [
-        point(0, 200, metrics=base),
+        point(0, 200, metrics=base, produced=500),
         point(5, 210, metrics=worker(records=500, labels=10, predictions=495, lag=(100, 50, 4),
-                                     latency=(100, 300, 80, 10, 5))),
+                                     latency=(100, 300, 80, 10, 5)), produced=1100),
         point(10, 205, 101, worker(records=1000, labels=40, predictions=990, lag=(300, 100, 0),
-                                   latency=(200, 600, 160, 20, 10))),
+                                   latency=(200, 600, 160, 20, 10)), produced=1700),
         point(15, 220, 103, worker(records=1600, labels=100, predictions=1590, lag=(0, 0, 0),
-                                   latency=(200, 700, 600, 80, 10))),
+                                   latency=(200, 700, 600, 80, 10)), produced=None),
     ]
     samples = aggregate(points, 10.0, TX, LABELS)
 
@@ -81,6 +82,8 @@ def test_aggregate_one_sample_per_interval_with_rates_latency_and_lag() -> None:
     assert first["lag_sum_mean"] == pytest.approx((154 + 400) / 2, abs=0.1)
     assert first["lag_sum_max"] == 400 and first["lag_partition_max"] == 300
     assert first["events_per_s"] == 100.0 and first["labels_per_s"] == 4.0 and first["predictions_per_s"] == 99.0
+    assert first["produced_per_s"] == 120.0  # the topic's records from the baseline's 500 to 1700
+    assert second["produced_per_s"] is None  # the broker did not answer at its end
     # 990 events: rank 495 falls in the second bucket (200 below it, 600 in it): 0.01 + 0.015 * 295 / 600
     assert first["latency_count"] == 990
     assert first["latency_p50_ms"] == pytest.approx(1e3 * (0.01 + 0.015 * 295 / 600), abs=0.05)
@@ -215,7 +218,8 @@ def test_capacity_from_an_e2e_result() -> None:
 
 def test_write_chart_writes_a_png(tmp_path: Path) -> None:
     samples = [{"t_s": 20.0 * (i + 1), "worker_rss_mb": 300.0 + i, "redis_used_mb": 100.0 + i, "redis_keys": 10,
-                "lag_sum_mean": 50.0, "lag_sum_max": 80.0, "lag_partition_max": 40.0, "events_per_s": 300.0,
+                "lag_sum_mean": 50.0, "lag_sum_max": 80.0, "lag_partition_max": 40.0, "produced_per_s": 301.0,
+                "events_per_s": 300.0,
                 "predictions_per_s": 297.0, "labels_per_s": None if i == 0 else 250.0, "latency_p50_ms": 12.0,
                 "latency_p99_ms": None if i == 0 else 48.0} for i in range(9)]
     judgement = judge_run(samples, 300.0, warmup_s=20.0)
