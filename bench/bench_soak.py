@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import redis
 from bench_e2e import Run, group_settled, make_run, outputs, scale_run
 from confluent_kafka import KafkaException
 from harness import (
@@ -124,6 +125,22 @@ def warm_up(world: World, run: Run, worker: WorkerProcess, records: int) -> None
         meter.close()
 
 
+def worker_keys(url: str, app_id: str, sample_every: int = 50) -> dict[str, dict[str, float]]:
+    """The worker's own Redis keys (``<project>:<app_id>:<kind>:...``) by kind (``pred`` the prediction index,
+    ``win`` the window state, ...): how many, and their memory estimated from every ``sample_every``-th
+    key's MEMORY USAGE. Whatever else is in Redis (Feast's online rows, other runs) is left out."""
+    client = redis.Redis.from_url(url)
+    counts: dict[str, int] = {}
+    sampled: dict[str, int] = {}
+    for i, key in enumerate(client.scan_iter(match=f"*:{app_id}:*", count=10_000)):
+        kind = key.decode(errors="replace").split(f":{app_id}:", 1)[1].split(":", 1)[0]
+        counts[kind] = counts.get(kind, 0) + 1
+        if i % sample_every == 0:
+            sampled[kind] = sampled.get(kind, 0) + int(client.memory_usage(key) or 0) * sample_every
+    return {kind: {"keys": n, "mb_estimated": round(sampled.get(kind, 0) / 2**20, 1)}
+            for kind, n in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
 def soak(world: World, run: Run, root: Path, args: argparse.Namespace, out: dict[str, Any]) -> list[Point]:
     """Runs the worker and the generator, scraping every ``--scrape`` seconds; returns the points."""
     port = run.settings.worker.web_port
@@ -173,6 +190,7 @@ def soak(world: World, run: Run, root: Path, args: argparse.Namespace, out: dict
         if gen.returncode != 0:
             raise RuntimeError(f"the generator failed ({gen.returncode}): {stdout[-500:]}")
         out["generator"] = stdout.strip()
+        out["redis_worker_keys_at_end"] = worker_keys(run.settings.redis.url, run.settings.worker.app_id)
         out["worker_log"] = str(worker.log)
     finally:
         worker.stop()
@@ -240,6 +258,9 @@ def main() -> int:
     for name, verdict in judgement["series"].items():
         print(f"  {name:<14} {verdict['verdict']:<11} first half {verdict.get('first_half_per_min')}/min, last half "
               f"{verdict.get('last_half_per_min')}/min (flat below {verdict['flat_per_min']:g}/min)")
+    kinds = ", ".join(f"{kind} {v['keys']:,} keys (~{v['mb_estimated']} MB)"
+                      for kind, v in out.get("redis_worker_keys_at_end", {}).items())
+    print(f"  the worker's Redis keys at the end: {kinds or 'none'}")
     print(f"  judgement: {'levels off' if judgement['ok'] else 'GROWS' if judgement['ok'] is False else 'not judged'}")
     print(f"wrote {path} and {chart}")
     if not args.keep:  # keep the logs
