@@ -151,12 +151,12 @@ def soak(world: World, run: Run, root: Path, args: argparse.Namespace, out: dict
         warm_up(world, run, worker, args.warm_up_records)
 
         def point(t: float) -> Point:
-            redis = redis_memory(run.settings.redis.url)
+            memory = redis_memory(run.settings.redis.url)
             try:
                 records: int | None = produced.count()
             except KafkaException:
                 records = None
-            return Point(t, rss_mb(worker.pid)[0], redis["used_memory_mb"], redis["keys"], records,
+            return Point(t, rss_mb(worker.pid)[0], memory["used_memory_mb"], memory["keys"], records,
                          scrape_metrics(port))
 
         rate = out["rate"]
