@@ -174,7 +174,7 @@ def soak(world: World, run: Run, root: Path, args: argparse.Namespace, out: dict
                 if not worker.alive():
                     raise RuntimeError(f"the worker exited during the soak:\n{worker.tail()}")
                 points.append(point(tick))  # stamped with its tick, so each falls in its interval
-                complete = aggregate(points, args.interval, tx, labels)[:-1]  # the last may still grow
+                complete = aggregate(points, args.interval, tx, labels)
                 for s in complete[reported:]:
                     log(f"soak {s['t_s'] / 60:5.1f} min: RSS {s['worker_rss_mb']} MB, Redis {s['redis_used_mb']} MB "
                         f"({s['redis_keys']:,} keys), lag mean {s['lag_sum_mean']} (largest partition "

@@ -62,9 +62,11 @@ def _round(value: float | None, digits: int = 1) -> float | None:
 
 
 def aggregate(points: Sequence[Point], interval_s: float, transactions: str, labels: str) -> list[dict[str, Any]]:
-    """One sample per whole interval after the first point (the baseline, taken as the stream begins);
-    an interval without points has no sample. Rates and latency need the worker's /metrics at both
-    ends: where a scrape failed they are None. ``transactions`` / ``labels`` are the topic names."""
+    """One sample per whole interval after the first point (the baseline, taken as the stream begins): an
+    interval without points has no sample, and the last one only once a point has reached its end or
+    a later one exists (the stream ends inside a partial one). Rates and latency need the worker's
+    /metrics at both ends: where a scrape failed they are None. ``transactions`` / ``labels`` are the
+    topic names."""
     if not points:
         return []
     origin = points[0].t
@@ -78,6 +80,8 @@ def aggregate(points: Sequence[Point], interval_s: float, transactions: str, lab
         while index < len(points) and points[index].t <= end + 1e-9:
             inside.append(points[index])
             index += 1
+        if index == len(points) and (not inside or inside[-1].t < end - 1e-9):
+            break  # the last interval, not over yet
         if inside:
             last = inside[-1]
             seconds = last.t - previous.t
@@ -211,7 +215,7 @@ def write_chart(path: Path, samples: Sequence[Mapping[str, Any]], judgement: Map
     for key, label in (("latency_p50_ms", "p50"), ("latency_p99_ms", "p99")):
         ax_lat.plot(*_minutes(samples, key), marker="o", label=label)
     ax_lat.set_yscale("log")
-    ax_lat.set(title="Event latency each interval (record timestamp -> acknowledged; /metrics buckets)",
+    ax_lat.set(title="Event latency (record timestamp -> acked; /metrics buckets)",
                xlabel="minutes", ylabel="ms (log)")
     ax_lat.legend(fontsize="small")
 

@@ -70,12 +70,15 @@ def test_aggregate_one_sample_per_interval_with_rates_latency_and_lag() -> None:
                                      latency=(100, 300, 80, 10, 5)), produced=1100),
         point(10, 205, 101, worker(records=1000, labels=40, predictions=990, lag=(300, 100, 0),
                                    latency=(200, 600, 160, 20, 10)), produced=1700),
-        point(15, 220, 103, worker(records=1600, labels=100, predictions=1590, lag=(0, 0, 0),
+        point(20, 220, 103, worker(records=1600, labels=100, predictions=1590, lag=(0, 0, 0),
                                    latency=(200, 700, 600, 80, 10)), produced=None),
     ]
     samples = aggregate(points, 10.0, TX, LABELS)
 
-    assert [s["t_s"] for s in samples] == [10.0, 15.0]  # the last interval is partial: it ends at its last point
+    assert [s["t_s"] for s in samples] == [10.0, 20.0]
+    assert len(aggregate(points[:-1], 10.0, TX, LABELS)) == 1  # the second interval is not over at 10 s
+    partial = [*points[:-1], point(15, 220, metrics=points[-1].metrics)]
+    assert [s["t_s"] for s in aggregate(partial, 10.0, TX, LABELS)] == [10.0]  # the stream ended inside it
     first, second = samples
     assert first["worker_rss_mb"] == 205 and first["worker_rss_mb_max"] == 210  # the interval's last point and max
     assert first["redis_used_mb"] == 101
@@ -89,7 +92,7 @@ def test_aggregate_one_sample_per_interval_with_rates_latency_and_lag() -> None:
     assert first["latency_p50_ms"] == pytest.approx(1e3 * (0.01 + 0.015 * 295 / 600), abs=0.05)
     assert first["latency_p99_ms"] == pytest.approx(100.0)  # rank 980.1 is above every bound: the highest bound
     # the second interval is measured from the first's last point: only what happened since
-    assert second["events_per_s"] == 120.0 and second["labels_per_s"] == 12.0
+    assert second["events_per_s"] == 60.0 and second["labels_per_s"] == 6.0
     assert second["latency_count"] == 600
     assert 25.0 < second["latency_p50_ms"] < 50.0  # 440 of the 600 new events are in (25 ms, 50 ms]
     assert second["lag_sum_mean"] == 0
@@ -109,10 +112,10 @@ def test_aggregate_without_metrics_keeps_memory_and_leaves_rates_out() -> None:
 
 
 def test_aggregate_skips_empty_intervals_and_a_dead_worker_rss() -> None:
-    points = [point(0, 200), point(10, 201), point(35, math.nan)]
+    points = [point(0, 200), point(10, 201), point(35, math.nan), point(40, math.nan)]
     samples = aggregate(points, 10.0, TX, LABELS)
 
-    assert [s["t_s"] for s in samples] == [10.0, 35.0]  # nothing between 10 and 30 s
+    assert [s["t_s"] for s in samples] == [10.0, 40.0]  # nothing between 10 and 30 s
     assert samples[1]["worker_rss_mb"] is None and samples[1]["worker_rss_mb_max"] is None
     assert aggregate([], 10.0, TX, LABELS) == []
     assert aggregate([point(0, 1)], 10.0, TX, LABELS) == []  # the baseline alone is no interval
