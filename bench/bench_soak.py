@@ -5,8 +5,9 @@ worker's RSS (/proc), Redis's ``used_memory`` (INFO memory) and the worker's /me
 ``--interval`` seconds (default 60) the points are aggregated into a sample (bench/soak.py: RSS, Redis
 memory, consumer lag mean/max over partitions, event latency p50/p99 from the worker's histogram, the
 rates achieved). After the run each of worker RSS, Redis memory and consumer lag is judged on the
-samples after the warm-up: its last half must grow no faster than half as fast as its first half, or
-be flat (``soak.judge``); one that keeps growing fails the soak (exit 1).
+samples after the warm-up (a tenth of the run, and until labels arrive at their steady rate): its last
+half must grow no faster than half as fast as its first half, or be flat (``soak.judge``); one that
+keeps growing fails the soak (exit 1).
 
 The rate is ``--rate``, else half of ``--capacity``, else half the worker's end-to-end rate in
 bench/results/e2e.json (``make bench`` writes it just before), else half of a capacity measured here (one
@@ -54,7 +55,7 @@ from harness import (
     start_child,
     write_result,
 )
-from soak import Point, aggregate, capacity_from, judge_run, write_chart
+from soak import Point, aggregate, capacity_from, event_speed, judge_run, labels_steady_s, write_chart
 
 from stream_app.settings import REPO_ROOT
 from stream_app.worker.process import WorkerProcess
@@ -206,7 +207,7 @@ def main() -> int:
     parser.add_argument("--scrape", type=float, default=5.0, help="seconds between points (the worker polls its "
                         "lag every 5 s)")
     parser.add_argument("--warmup", type=float, default=None, help="seconds not judged (default: a tenth of the "
-                        "duration, at least one interval)")
+                        "duration, at least one interval, and at least until labels arrive at their steady rate)")
     parser.add_argument("--rate", type=float, default=None, help="events/s (default: half the capacity)")
     parser.add_argument("--capacity", type=float, default=None, help="the worker's capacity, events/s (default: "
                         "bench/results/e2e.json's, else measured)")
@@ -249,6 +250,12 @@ def main() -> int:
     points = soak(world, run, root, args, out)
     topics = run.settings.topics
     samples = aggregate(points, args.interval, topics.transactions.name, topics.labels.name)
+    speed = event_speed((root / "logs" / "generator_soak.log").read_text(errors="replace"))
+    if speed and args.warmup is None:  # not judged until the labels arrive at their steady rate
+        out["labels_steady_after_s"] = round(labels_steady_s(speed, args.label_delay_scale), 1)
+        warmup = max(warmup, out["labels_steady_after_s"])
+    out["event_time_speed"] = speed
+    out["settings"]["warmup_s"] = warmup
     judgement = judge_run(samples, rate, warmup)
     out["judgement"], out["samples"] = judgement, samples
     path = write_result("soak.json", out)

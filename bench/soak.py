@@ -12,6 +12,7 @@ the transactions topic's high watermarks."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from matplotlib.figure import Figure
 
 from stream_app.adapters import prometheus_metrics as metric
 from stream_app.adapters.metrics_reader import Samples, bucket_quantile, buckets, delta, total
+from stream_app.generator.labels import LEGIT_DELAY_US
 
 # A series "levels off" when, after the warm-up, its last half grows at most LEVEL_RATIO times as fast as
 # its first half, or no faster than its flat slope (noise): below.
@@ -171,6 +173,19 @@ def judge_run(samples: Sequence[Mapping[str, Any]], rate: float, warmup_s: float
     oks = [v["ok"] for v in verdicts.values()]
     ok = False if False in oks else (True if all(o is True for o in oks) else None)
     return {"ok": ok, "warmup_s": warmup_s, "series": verdicts}
+
+
+def event_speed(generator_log: str) -> float | None:
+    """How many times faster than the wall clock a realistic live run's event time ran, as the generator
+    printed it ("... runs about x1,350 the wall clock"); None when it did not say."""
+    found = re.search(r"runs about x([\d,.]+) the wall clock", generator_log)
+    return float(found.group(1).replace(",", "")) if found else None
+
+
+def labels_steady_s(speed: float, label_delay_scale: float) -> float:
+    """Wall seconds until labels arrive at their steady rate: the longest legitimate label delay (nearly
+    every label; fraud's longer tail is about 1 % of them), scaled, at ``speed`` event seconds per second."""
+    return LEGIT_DELAY_US[1] / 1e6 * label_delay_scale / speed
 
 
 def capacity_from(result: Mapping[str, Any]) -> float | None:

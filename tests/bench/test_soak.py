@@ -13,8 +13,10 @@ from soak import (
     Point,
     aggregate,
     capacity_from,
+    event_speed,
     judge,
     judge_run,
+    labels_steady_s,
     slope_per_min,
     write_chart,
 )
@@ -217,6 +219,20 @@ def test_capacity_from_an_e2e_result() -> None:
     assert capacity_from({"metrics_cost": {}}) is None  # an --only run without the throughput section
     assert capacity_from({"e2e": {"events_per_s": None}}) is None
     assert capacity_from({"e2e": "failed"}) is None
+
+
+def test_event_speed_from_the_generator_log() -> None:
+    text = ("live: 300/s for 180s to 't' / 'l'; seed 7\n"
+            "live: history's per-user arrivals: event time from 2026-11-29T03:29:51Z runs about x1,350 the wall clock\n"
+            "live     1s  tx     63/s\n")
+    assert event_speed(text) == 1350.0
+    assert event_speed("live: 300/s for 180s\n") is None  # not a realistic run
+
+
+def test_labels_steady_after_the_longest_legit_delay_scaled() -> None:
+    # 3 days x 0.1 = 7.2 h of event time, at x432 the wall clock: 60 s
+    assert labels_steady_s(432.0, 0.1) == pytest.approx(60.0)
+    assert labels_steady_s(432.0, 0.2) == pytest.approx(120.0)
 
 
 def test_write_chart_writes_a_png(tmp_path: Path) -> None:
