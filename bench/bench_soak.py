@@ -6,8 +6,8 @@ worker's RSS (/proc), Redis's ``used_memory`` (INFO memory) and the worker's /me
 memory, consumer lag mean/max over partitions, event latency p50/p99 from the worker's histogram, the
 rates achieved). After the run each of worker RSS, Redis memory and consumer lag is judged on the
 samples after the warm-up (a tenth of the run, and until labels arrive at their steady rate): its last
-half must grow no faster than half as fast as its first half, or be flat (``soak.judge``); one that
-keeps growing fails the soak (exit 1).
+half must grow no faster than half as fast as its first half, or be flat, or (lag) stay under 5 s of
+input (``soak.judge``); one that keeps growing fails the soak (exit 1).
 
 The rate is ``--rate``, else half of ``--capacity``, else half the worker's end-to-end rate in
 bench/results/e2e.json (``make bench`` writes it just before), else half of a capacity measured here (one

@@ -26,10 +26,11 @@ from stream_app.adapters.metrics_reader import Samples, bucket_quantile, buckets
 from stream_app.generator.labels import LEGIT_DELAY_US
 
 # A series "levels off" when, after the warm-up, its last half grows at most LEVEL_RATIO times as fast as
-# its first half, or no faster than its flat slope (noise): below.
+# its first half, or no faster than its flat slope (noise), or (lag) stays under its bound: below.
 LEVEL_RATIO = 0.5
 FLAT_MB_PER_MIN = 0.5  # 30 MB an hour: less is read as noise of a memory figure over a 20-minute run
 FLAT_LAG_SHARE = 0.01  # lag growing by 1 % of the input rate (the worker 1 % behind) or less is flat
+LAG_BOUND_S = 5.0  # lag that stays under this many seconds of input through the last half is bounded (noise)
 JUDGED = ("worker_rss_mb", "redis_used_mb", "lag_sum_mean")  # a growth of these fails the soak
 
 
@@ -132,13 +133,15 @@ def slope_per_min(series: Sequence[tuple[float, float]]) -> float:
     return 60.0 * sum((t - mean_t) * (v - mean_v) for t, v in series) / spread
 
 
-def judge(series: Sequence[tuple[float, float]], flat_per_min: float, ratio: float = LEVEL_RATIO) -> dict[str, Any]:
+def judge(series: Sequence[tuple[float, float]], flat_per_min: float, ratio: float = LEVEL_RATIO,
+          bound: float | None = None) -> dict[str, Any]:
     """Whether a series (seconds, value), warm-up already left out, levels off. It is split at its middle
     time into a first and a last half and a line is fitted to each: "flat" when the last half grows no
-    faster than ``flat_per_min`` (per minute), "levels off" when it grows at most ``ratio`` times as fast
-    as the first half did, else "grows" (ok False). Fewer than two points per half: "too short" (ok None)."""
+    faster than ``flat_per_min`` (per minute), "bounded" when every value of the last half is at most
+    ``bound`` (if given), "levels off" when the last half grows at most ``ratio`` times as fast as the
+    first half did, else "grows" (ok False). Fewer than two points per half: "too short" (ok None)."""
     points = sorted(series)
-    verdict: dict[str, Any] = {"points": len(points), "flat_per_min": flat_per_min, "ratio": ratio}
+    verdict: dict[str, Any] = {"points": len(points), "flat_per_min": flat_per_min, "ratio": ratio, "bound": bound}
     if len(points) < 4:
         return {**verdict, "verdict": "too short", "ok": None}
     middle = (points[0][0] + points[-1][0]) / 2
@@ -151,6 +154,8 @@ def judge(series: Sequence[tuple[float, float]], flat_per_min: float, ratio: flo
                     "last_half_per_hour": round(60 * s2, 1), "from": points[0][1], "to": points[-1][1]})
     if s2 <= flat_per_min:
         return {**verdict, "verdict": "flat", "ok": True}
+    if bound is not None and max(v for _, v in last) <= bound:
+        return {**verdict, "verdict": "bounded", "ok": True}
     if s1 > 0 and s2 <= ratio * s1:
         return {**verdict, "verdict": "levels off", "ok": True}
     return {**verdict, "verdict": "grows", "ok": False}
@@ -166,10 +171,11 @@ def judge_run(samples: Sequence[Mapping[str, Any]], rate: float, warmup_s: float
     """``judge`` of each of ``JUDGED`` over the samples after ``warmup_s``; ``ok`` is False when any of
     them grows, None when none could be judged (too short) and no series grows."""
     flat = flat_slopes(rate)
+    bounds = {"lag_sum_mean": LAG_BOUND_S * rate}
     verdicts: dict[str, Any] = {}
     for name in JUDGED:
         series = [(float(s["t_s"]), float(s[name])) for s in samples if s["t_s"] > warmup_s and s.get(name) is not None]
-        verdicts[name] = judge(series, flat[name])
+        verdicts[name] = judge(series, flat[name], bound=bounds.get(name))
     oks = [v["ok"] for v in verdicts.values()]
     ok = False if False in oks else (True if all(o is True for o in oks) else None)
     return {"ok": ok, "warmup_s": warmup_s, "series": verdicts}

@@ -10,6 +10,7 @@ import pytest
 from soak import (
     FLAT_LAG_SHARE,
     FLAT_MB_PER_MIN,
+    LAG_BOUND_S,
     Point,
     aggregate,
     capacity_from,
@@ -169,6 +170,13 @@ def test_judge_flat_noise_and_shrinking_are_flat() -> None:
     assert judge(line([0.4] * 18), FLAT_MB_PER_MIN)["verdict"] == "flat"
 
 
+def test_judge_growth_under_the_bound_is_bounded() -> None:
+    series = line([0.0] * 9 + [50.0] * 9)  # starts growing late: 100 -> 500
+    assert judge(series, 10.0, bound=600.0)["verdict"] == "bounded"
+    assert judge(series, 10.0, bound=400.0)["verdict"] == "grows"  # crossed it in the last half
+    assert judge(series, 10.0)["verdict"] == "grows"
+
+
 def test_judge_too_few_points() -> None:
     verdict = judge(line([5.0] * 3), FLAT_MB_PER_MIN)
     assert verdict["verdict"] == "too short" and verdict["ok"] is None
@@ -198,6 +206,16 @@ def test_judge_run_lag_growing_faster_than_one_percent_of_the_rate_fails() -> No
                for i in range(12)]
     result = judge_run(samples, rate, warmup_s=60.0)
     assert result["ok"] is False and result["series"]["lag_sum_mean"]["verdict"] == "grows"
+
+
+def test_judge_run_lag_spikes_under_seconds_of_input_are_bounded() -> None:
+    rate = 300.0
+    lag = [300.0, 1200.0, 500.0, 170.0, 290.0, 390.0, 440.0, 900.0, 1400.0]  # worker keeping up, noisy
+    samples = [{"t_s": 20.0 * (i + 1), "worker_rss_mb": 300.0, "redis_used_mb": 100.0, "lag_sum_mean": v}
+               for i, v in enumerate(lag)]
+    verdict = judge_run(samples, rate, warmup_s=0.0)["series"]["lag_sum_mean"]
+    assert verdict["bound"] == LAG_BOUND_S * rate
+    assert verdict["verdict"] == "bounded"
 
 
 def test_judge_run_ok_and_not_judged() -> None:
