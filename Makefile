@@ -7,7 +7,7 @@ CLI := $(VENV)/bin/streamscore
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
 .PHONY: help install infra-up infra-down infra-status topics lint test test-unit clean history backfill \
-	feast-apply train promote materialize pipeline bench demo
+	feast-apply train promote materialize pipeline bench bench-soak demo
 
 help:
 	@echo "make install     venv + dependencies (pinned by constraints.txt), Redis, Prometheus, Kafka jars"
@@ -17,6 +17,7 @@ help:
 	@echo "make pipeline    history -> backfill -> feast apply -> train -> promote -> materialize (needs Redis)"
 	@echo "make demo        everything from a fresh machine: services, pipeline, worker, a minute of live events, summary"
 	@echo "make bench       benchmarks (never part of make test); results in bench/results/"
+	@echo "make bench-soak  the soak alone: 20 min at half the worker's capacity, with labels (bench/results/soak.*)"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -93,6 +94,9 @@ pipeline: history backfill feast-apply train promote materialize
 # Both own their services (start and stop them); see bench/run.sh and stream_app/demo/.
 bench: install
 	bash bench/run.sh
+
+bench-soak: install
+	bash bench/run.sh soak
 
 demo: install
 	$(CLI) demo

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # make bench: every benchmark, one after the other (never part of make test). Results in bench/results/.
+# `bash bench/run.sh soak` (make bench-soak) runs the soak alone, with its own Kafka and Redis.
 #
 # The end-to-end benchmark needs Kafka and Redis: this script starts private ones on free ports (data and
 # logs under .run/bench/, never shared with test sessions or `make infra-up`) and stops them at the end,
@@ -8,7 +9,8 @@
 # Environment (optional): BENCH_QUICK=1 shrinks every e2e duration (a harness check, numbers meaningless);
 # bench_restart.py measures restart to first prediction after a SIGKILL (bench/results/restart.json).
 # BENCH_EXTRA=1 also runs bench_online_store.py and bench_state_store.py (not in the default run: time budget);
-# KAFKA_PORT / KAFKA_CONTROLLER_PORT / REDIS_PORT pin the ports; BENCH_E2E_ARGS is passed to bench_e2e.py.
+# KAFKA_PORT / KAFKA_CONTROLLER_PORT / REDIS_PORT pin the ports; BENCH_E2E_ARGS is passed to bench_e2e.py and
+# BENCH_SOAK_ARGS to bench_soak.py (the soak, last: 20 minutes at half the e2e rate; a growth fails make bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
@@ -40,18 +42,29 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-$py bench/bench_windows.py
-$py bench/bench_backfill.py
+only=${1:-all}
+if [[ $only != all && $only != soak ]]; then
+  echo "usage: bench/run.sh [soak]" >&2
+  exit 2
+fi
+if [[ $only == all ]]; then
+  $py bench/bench_windows.py
+  $py bench/bench_backfill.py
+fi
 
 infra/redis.sh start
 infra/kafka.sh start
 export STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT
 export STREAMSCORE_REDIS__URL=redis://127.0.0.1:$REDIS_PORT/0
 
-if [[ ${BENCH_EXTRA:-0} != 0 ]]; then
-  $py bench/bench_online_store.py
-  $py bench/bench_state_store.py --url "redis://127.0.0.1:$REDIS_PORT/15"
+if [[ $only == all ]]; then
+  if [[ ${BENCH_EXTRA:-0} != 0 ]]; then
+    $py bench/bench_online_store.py
+    $py bench/bench_state_store.py --url "redis://127.0.0.1:$REDIS_PORT/15"
+  fi
+  # shellcheck disable=SC2086  # BENCH_E2E_ARGS is a list of arguments
+  $py bench/bench_e2e.py ${BENCH_E2E_ARGS:-}
+  $py bench/bench_restart.py
 fi
-# shellcheck disable=SC2086  # BENCH_E2E_ARGS is a list of arguments
-$py bench/bench_e2e.py ${BENCH_E2E_ARGS:-}
-$py bench/bench_restart.py
+# shellcheck disable=SC2086  # BENCH_SOAK_ARGS is a list of arguments
+$py bench/bench_soak.py ${BENCH_SOAK_ARGS:-}
