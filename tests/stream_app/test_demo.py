@@ -9,13 +9,15 @@ import os
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from stream_app.cli import build_parser
 from stream_app.core.metrics import pr_auc, roc_auc
-from stream_app.demo import services
+from stream_app.demo import services, tap
 from stream_app.demo.chart import write_chart
 from stream_app.demo.config import DemoConfig, config_from
 from stream_app.demo.progress import backlog, choose_samples, format_prediction, format_tick
@@ -34,6 +36,7 @@ from stream_app.demo.summary import (
     percentile,
     rates,
 )
+from stream_app.settings import get_settings
 
 
 def _pred(event_id: str, score: float, *, decision: str = "approve", e2e: float | None = 10.0) -> SeenPrediction:
@@ -288,3 +291,29 @@ def test_notes_warn_when_latency_is_queueing_or_events_are_missing() -> None:
     assert "fell behind: up to 8,005 events (27 s of input)" in behind[0]
     assert behind[1].startswith("12 transactions had neither")
     assert notes(float("nan"), 10, 0) == []
+
+
+def test_a_group_offset_commit_is_retried_while_the_coordinator_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    failures = [KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS]
+    commits: list[list[Any]] = []
+
+    class FakeConsumer:
+        def __init__(self, _config: dict[str, Any]) -> None:
+            self.closed = False
+
+        def commit(self, *, offsets: list[Any], asynchronous: bool) -> None:
+            if failures:
+                raise KafkaException(KafkaError(failures.pop(0)))
+            commits.append(offsets)
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(tap, "Consumer", FakeConsumer)
+    monkeypatch.setattr("stream_app.demo.tap.time.sleep", lambda _s: None)
+    tap.commit_group_offsets(get_settings(), "g", {"t": {0: 5}})
+    assert len(commits) == 1 and commits[0][0].offset == 5
+
+    failures[:] = [KafkaError._INVALID_ARG]  # not the coordinator moving: raised at once
+    with pytest.raises(KafkaException):
+        tap.commit_group_offsets(get_settings(), "g", {"t": {0: 5}})
