@@ -3,8 +3,9 @@ rates (``generate live --realistic``) the amount is not drifted and the seasonal
 after a stream with every amount doubled (``--drift amount``) the drift trigger fires for the amount.
 
 Not asserted: that the unshifted stream fires no drift trigger at all. In this small world event time runs
-weeks per wall second, and the label windows (labels joined across topics) and the time since a user's
-previous transaction still read as drifted (see the issue's report)."""
+weeks per wall second; the merchant label windows (labels arrive from their own topic, hours of event time
+behind), the merchants' 30-day counts and, in some runs, the time since a user's previous transaction
+still read as drifted (README, "The model lifecycle")."""
 
 from __future__ import annotations
 
