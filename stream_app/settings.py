@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_app.contract import Topics
+from stream_app.core.drift import DEFAULT_SAMPLE_ROWS
 from stream_app.core.engine import DEFAULT_MAX_FUTURE_SKEW_S
 from stream_app.errors import ConfigError
 
@@ -273,6 +274,8 @@ class WorkerSettings(BaseModel):
     # Serve the Prometheus metrics at /metrics (the sensor and the consumer-lag poller); off, the web server
     # runs without them (the bench measures their cost with and without).
     metrics: bool = True
+    # The latest served feature vectors the drift PSI and the missing shares are measured on.
+    drift_sample_rows: int = Field(default=DEFAULT_SAMPLE_ROWS, ge=1)
     # Static consumer-group membership (stream_app.worker.app.group_instance_id,
     # docs/decisions/0015-static-group-membership.md): unset, it is "<app_id>-<hostname>-<web_port>";
     # "" turns static membership off.

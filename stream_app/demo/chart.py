@@ -57,7 +57,7 @@ def write_chart(path: Path, samples: Sequence[Sample], predictions: Mapping[str,
             if stats[q] is not None:
                 ax_lat.axvline(stats[q], color="black", linestyle=style, label=f"{q[:3]} {stats[q]:,.0f} ms")
         ax_lat.legend(fontsize="small")
-    ax_lat.set(title="Event → prediction latency", xlabel="ms (log scale)", ylabel="predictions")
+    ax_lat.set(title="Sent → prediction latency", xlabel="ms (log scale)", ylabel="predictions")
 
     y, joined = join_labels(predictions, labels)
     scores = np.asarray([p.score for p in joined], dtype=np.float64)

@@ -18,13 +18,15 @@ DEFAULT_OUT = REPO_ROOT / "data" / "demo"
 class DemoConfig:
     """One demo run.
 
-    ``users`` is the same for history and the live stream so live users have batch profiles; it is kept at
-    the full 20k because per-user window features only look like history's when ``rate * duration /
-    users`` stays around one transaction per user. ``days`` is what we shrink to save time (training
-    needs more than the 5 holdout days). ``rate`` must stay below what the worker sustains while the
-    broker, the generator and this process share its cores; above it the backlog grows and the reported
-    latency becomes queueing time. ``label_delay_scale`` 1e-4 turns a 1-3 day chargeback into 9-26 s, so
-    most labels arrive while the demo runs."""
+    ``users`` is the same for history and the live stream so live users have batch profiles. The live
+    stream gives every user history's arrival process (``generate live --realistic``), so per-user window
+    features look like the ones the model was trained on: event time runs ``rate`` / (the population's
+    purchases per second) times the wall clock and ends about now (20k users buy about 19k times a day:
+    the default minute covers most of a day). ``days`` is what we shrink to save time (training needs more
+    than the 5 holdout days). ``rate`` must stay below what the worker sustains while the broker, the
+    generator and this process share its cores; above it the backlog grows and the reported latency
+    becomes queueing time. ``label_delay_scale`` scales the 1-3 day chargeback delay in event time: 1e-4
+    makes it seconds of event time, so labels arrive while the demo runs."""
 
     out: Path = DEFAULT_OUT
     days: int = 14

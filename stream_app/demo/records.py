@@ -12,9 +12,10 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class SeenPrediction:
-    """One prediction as observed. ``e2e_ms``: event_time → the prediction record's Kafka timestamp (when
-    the worker published it), i.e. what a consumer of ``predictions`` experiences. ``worker_ms``: the
-    worker's own ``latency_ms`` (transaction record timestamp → scored)."""
+    """One prediction as observed. ``e2e_ms``: the transaction record's Kafka timestamp (when the producer
+    sent it) → the prediction record's Kafka timestamp (when the worker published it), i.e. what a consumer
+    of ``predictions`` experiences. ``worker_ms``: the worker's own ``latency_ms`` (transaction record
+    timestamp → scored)."""
 
     event_id: str
     user_id: int
@@ -41,14 +42,23 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def sent_ms(body: dict[str, Any]) -> float | None:
+    """When the transaction was sent (its record's Kafka timestamp, ms), from the prediction: ``scored_at``
+    minus the worker's ``latency_ms``, which it measures from that timestamp. Not ``event_time``: a
+    generator may stamp events away from the moment it sends them (``generate live --realistic`` runs
+    event time faster than the wall clock)."""
+    scored_ms, latency = _timestamp_ms(body.get("scored_at")), _number(body.get("latency_ms"))
+    return None if scored_ms is None or latency is None else scored_ms - latency
+
+
 def parse_prediction(value: bytes | None, kafka_timestamp_ms: int | None) -> SeenPrediction | None:
     """None when the record is not a readable prediction."""
     try:
         body = json.loads(value or b"")
         features = body.get("features") or {}
-        event_ms = _timestamp_ms(body.get("event_time"))
-        e2e = (kafka_timestamp_ms - event_ms) if (kafka_timestamp_ms and kafka_timestamp_ms > 0
-                                                 and event_ms is not None) else None
+        sent = sent_ms(body)
+        e2e = (kafka_timestamp_ms - sent) if (kafka_timestamp_ms and kafka_timestamp_ms > 0
+                                             and sent is not None) else None
         return SeenPrediction(
             event_id=str(body["event_id"]), user_id=int(body["user_id"]), merchant_id=int(body["merchant_id"]),
             score=float(body["score"]), decision=str(body["decision"]), model_version=str(body["model_version"]),

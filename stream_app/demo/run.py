@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -219,8 +219,11 @@ class Demo:
         t = time.monotonic()
         tap = TopicTap(settings, end_offsets(settings, [settings.topics.predictions.name]))
         try:
+            # Stamped at history's start: before every event of the realistic stream, whose event time runs
+            # up to now from hours or days back; a later warm-up event would make a user's events late.
             counts = stream_live(settings, rate=cfg.warm_up_events, duration_s=1.0, seed=cfg.seed + 1, users=cfg.users,
-                                 merchants=cfg.merchants, report=None)
+                                 merchants=cfg.merchants, report=None,
+                                 start=datetime.now(UTC) - timedelta(days=cfg.days))
             deadline = time.monotonic() + cfg.worker_ready_timeout_s
             while len(tap.predictions) < counts.valid:
                 if not worker.alive():
@@ -249,12 +252,13 @@ class Demo:
                 outcome.append(stream_live(
                     settings, cfg.rate, cfg.duration_s, seed=cfg.seed, users=cfg.users, merchants=cfg.merchants,
                     invalid_fraction=cfg.invalid_fraction, label_delay_scale=cfg.label_delay_scale,
-                    drain_labels=True, stop=stop, producer=producer, report=None))
+                    drain_labels=True, stop=stop, producer=producer, report=None, realistic=True))
             except Exception as exc:  # noqa: BLE001 - handed to the main thread, which reports it
                 failures.append(exc)
 
-        self.say(f"live: {cfg.rate:g} transactions/s for {cfg.duration_s:g} s ({cfg.invalid_fraction:.0%} invalid), "
-                 f"labels delayed x{cfg.label_delay_scale:g}; then up to {cfg.drain_s:g} s of labels and catch-up")
+        self.say(f"live: {cfg.rate:g} transactions/s for {cfg.duration_s:g} s ({cfg.invalid_fraction:.0%} invalid) at "
+                 f"history's per-user rates, labels delayed x{cfg.label_delay_scale:g}; then up to {cfg.drain_s:g} s "
+                 "of labels and catch-up")
         thread = threading.Thread(target=produce, name="demo-live", daemon=True)
         scraper = MetricsScraper(self.metrics_ports, log=self.say)
         origin = time.monotonic()
@@ -340,8 +344,8 @@ class Demo:
             worker = self.start_worker(settings, stack)
             self.warm_up(settings, worker)
             observed = self.stream(settings, worker)
-            summary = build_summary(observed, config=self._config_dict(), timings_s=self.timings, model_version=version)
-            summary["offline_holdout"] = {k: metrics.get(k) for k in ("roc_auc", "pr_auc", "threshold")}
+            summary = build_summary(observed, config=self._config_dict(), timings_s=self.timings, model_version=version,
+                                    offline={k: metrics.get(k) for k in ("roc_auc", "pr_auc", "threshold")})
             summary["services"] = services
             summary["files"] = {"summary": str(cfg.summary_json), "chart": str(cfg.summary_png),
                                 "logs": str(cfg.logs_dir)}

@@ -106,6 +106,24 @@ def online_quality(predictions: Mapping[str, SeenPrediction], labels: Mapping[st
     return OnlineQuality(len(y), positives, auc, ap, precision, recall, None)
 
 
+QUALITY_METRICS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}  # compared online vs offline: key -> printed name
+QUALITY_TOLERANCE = 0.05  # online quality is comparable to offline when each metric is within this of it
+
+
+def online_vs_offline(online: Mapping[str, Any], offline: Mapping[str, Any] | None,
+                      tolerance: float = QUALITY_TOLERANCE) -> dict[str, dict[str, Any]]:
+    """Per metric both sides know (``QUALITY_METRICS``): the online and the offline holdout's value, the
+    gap (online - offline) and whether it is within ``tolerance``; empty without an offline holdout."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in QUALITY_METRICS:
+        now, then = online.get(name), (offline or {}).get(name)
+        if now is None or then is None:
+            continue
+        gap = float(now) - float(then)
+        out[name] = {"online": float(now), "offline": float(then), "gap": gap, "within": abs(gap) <= tolerance}
+    return out
+
+
 def rates(samples: Sequence[Sample], attr: str) -> list[tuple[float, float]]:
     """Per-interval rates (t at the interval's end, events/s) of a cumulative ``Sample`` attribute."""
     out: list[tuple[float, float]] = []
@@ -119,16 +137,18 @@ def rates(samples: Sequence[Sample], attr: str) -> list[tuple[float, float]]:
 SOURCES = {
     "events_in": "the demo's producer: records the broker acknowledged",
     "predictions_out, decisions, dead_letters, backlog, latency, online_quality": "the demo's own consumer of "
-    "predictions, transactions.dlq and labels (latency.event_to_prediction: event_time -> the prediction's "
-    "Kafka timestamp; online_quality: every labelled prediction of the run, joined by event_id)",
+    "predictions, transactions.dlq and labels (latency.event_to_prediction: the transaction record's Kafka "
+    "timestamp, when it was sent -> the prediction's; online_quality: every labelled prediction of the run, "
+    "joined by event_id)",
     "metrics": "the worker's and the sink's /metrics, what Prometheus would scrape (event latency: record "
     "timestamp -> prediction acknowledged, from histogram buckets; online quality: the worker's rolling window)",
 }
 
 
 def build_summary(observed: Observed, *, config: Mapping[str, Any], timings_s: Mapping[str, float],
-                  model_version: str | None) -> dict[str, Any]:
-    """The summary written to ``summary.json`` (plain JSON: no NaN, no numpy scalars)."""
+                  model_version: str | None, offline: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The summary written to ``summary.json`` (plain JSON: no NaN, no numpy scalars). ``offline``: the
+    model's offline holdout metrics (``roc_auc``, ``pr_auc``, ``threshold``), compared with the online ones."""
     predictions = observed.predictions
     dlq_total = sum(observed.dead_letters.values())
     out_rates = [r for t, r in rates(observed.samples, "scored") if t <= observed.stream_s + 1e-9]
@@ -139,6 +159,7 @@ def build_summary(observed: Observed, *, config: Mapping[str, Any], timings_s: M
     stream_s = observed.stream_s if observed.stream_s > 0 else float("nan")
     unaccounted = observed.transactions_in - len(predictions) - dlq_total
     metrics = metrics_section(observed.scrapes) if observed.scrapes is not None else None
+    comparison = online_vs_offline(quality.as_dict(), offline)
     checks = metrics_notes(metrics, predictions_seen=len(predictions) + observed.duplicate_predictions,
                            dead_letters_seen=dlq_total) if metrics is not None else []
     summary: dict[str, Any] = _json_clean({
@@ -166,9 +187,12 @@ def build_summary(observed: Observed, *, config: Mapping[str, Any], timings_s: M
             "worker": latency_stats([p.worker_ms for p in predictions.values()]),
         },
         "online_quality": quality.as_dict(),
+        "offline_holdout": dict(offline) if offline is not None else None,
+        "online_vs_offline": comparison,
         "metrics": metrics,
         "sources": SOURCES,
-        "notes": notes(observed.transactions_in / stream_s, max(backlog, default=0), unaccounted) + checks,
+        "notes": notes(observed.transactions_in / stream_s, max(backlog, default=0), unaccounted) + checks
+        + quality_notes(comparison),
     })
     return summary
 
@@ -183,6 +207,18 @@ def notes(in_rate: float, max_backlog: int, unaccounted: int) -> list[str]:
     if unaccounted > 0:
         out.append(f"{unaccounted:,} transactions had neither a prediction nor a dead letter when the demo stopped "
                    "(the worker had not caught up)")
+    return out
+
+
+def quality_notes(comparison: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """A note per metric whose online value is further than ``QUALITY_TOLERANCE`` from the offline one."""
+    out: list[str] = []
+    for name, c in comparison.items():
+        if not c["within"]:
+            side = "below" if c["gap"] < 0 else "above"
+            out.append(f"online {QUALITY_METRICS[name]} {c['online']:.3f} is {abs(c['gap']):.3f} {side} the offline "
+                       f"holdout's {c['offline']:.3f} (more than {QUALITY_TOLERANCE:g}): the live stream does not look "
+                       "like the data the model was evaluated on")
     return out
 
 
@@ -213,16 +249,23 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"unaccounted        {summary['unaccounted']:,} (in - predictions - dead letters)",
         f"throughput         in {fmt(tput['in_mean'])}/s; out {fmt(tput['out_mean_while_streaming'])}/s mean, "
         f"{fmt(tput['out_peak'])}/s peak; backlog max {fmt(summary['backlog']['max'], ',')}",
-        f"latency            event -> prediction p50 {fmt(e2e['p50_ms'], ',.0f', ' ms')}, "
+        f"latency            sent -> prediction p50 {fmt(e2e['p50_ms'], ',.0f', ' ms')}, "
         f"p99 {fmt(e2e['p99_ms'], ',.0f', ' ms')} (max {fmt(e2e['max_ms'], ',.0f', ' ms')}); "
         f"in the worker p50 {fmt(worker['p50_ms'], ',.0f', ' ms')}, p99 {fmt(worker['p99_ms'], ',.0f', ' ms')}",
         f"online quality     {auc} on {q['labelled_predictions']:,} labelled predictions "
         f"({q['positives']:,} fraud); declines: precision {fmt(q['decline_precision'], '.3f')}, "
         f"recall {fmt(q['decline_recall'], '.3f')}",
     ]
-    holdout = (summary.get("offline_holdout") or {}).get("roc_auc")
-    if holdout is not None:
-        lines.append(f"offline holdout    ROC-AUC {holdout:.3f} (the same model on the last 5 days of history)")
+    holdout = summary.get("offline_holdout") or {}
+    if holdout.get("roc_auc") is not None:
+        pr = f", PR-AUC {holdout['pr_auc']:.3f}" if holdout.get("pr_auc") is not None else ""
+        lines.append(f"offline holdout    ROC-AUC {holdout['roc_auc']:.3f}{pr} (the same model on the last 5 days "
+                     "of history)")
+    comparison = summary.get("online_vs_offline") or {}
+    if comparison:
+        lines.append("online vs offline  " + "; ".join(
+            f"{QUALITY_METRICS[name]} {c['online']:.3f} vs {c['offline']:.3f} (gap {c['gap']:+.3f}, "
+            f"{'within' if c['within'] else 'OUTSIDE'} {QUALITY_TOLERANCE:g})" for name, c in comparison.items()))
     if summary["timings_s"].get("total") is not None:
         lines.append(f"wall time          {summary['timings_s']['total']:.0f} s")
     lines += [f"note               {note}" for note in summary.get("notes", [])]

@@ -14,7 +14,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from stream_app.demo.records import SeenPrediction, dead_letter_code, parse_label, parse_prediction
 from stream_app.generator.live import PRODUCER_TUNING
@@ -69,13 +69,29 @@ def end_offsets(settings: Settings, topics: list[str], timeout_s: float = 10.0) 
         consumer.close()
 
 
+COORDINATOR_MOVING = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                      KafkaError.COORDINATOR_NOT_AVAILABLE)
+COMMIT_ATTEMPTS = 20
+
+
 def commit_group_offsets(settings: Settings, group: str, offsets: dict[str, dict[int, int]]) -> None:
     """Start consumer group ``group`` at ``offsets``: a new worker group would otherwise begin at the
-    earliest offset and replay whatever earlier runs left on the topics."""
+    earliest offset and replay whatever earlier runs left on the topics. A new group's coordinator may
+    still be loading (a busy broker answers "not coordinator"): the commit is retried, half a second
+    apart, up to ``COMMIT_ATTEMPTS`` times."""
     consumer = Consumer({**settings.kafka.confluent(), "group.id": group, "enable.auto.commit": False})
     try:
-        consumer.commit(offsets=[TopicPartition(topic, p, o) for topic, parts in offsets.items()
-                                 for p, o in parts.items()], asynchronous=False)
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                consumer.commit(offsets=[TopicPartition(topic, p, o) for topic, parts in offsets.items()
+                                         for p, o in parts.items()], asynchronous=False)
+                return
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                moving = isinstance(error, KafkaError) and (error.code() in COORDINATOR_MOVING or error.retriable())
+                if not moving or attempt == COMMIT_ATTEMPTS:
+                    raise
+                time.sleep(0.5)
     finally:
         consumer.close()
 

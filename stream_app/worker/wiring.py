@@ -97,7 +97,7 @@ def build_worker(settings: Settings, web_enabled: bool = False) -> WorkerApp:
     if not web_enabled or not settings.worker.metrics:
         return create_app(settings, lambda app: build_runners(settings, app), web_enabled=web_enabled)
     registry = CollectorRegistry()
-    sensor = PrometheusSensor(registry, group=settings.worker.app_id)
+    sensor = PrometheusSensor(registry, group=settings.worker.app_id, sample_rows=settings.worker.drift_sample_rows)
     lag = ConsumerLag(settings.kafka, settings.worker.app_id,
                       [settings.topics.transactions.name, settings.topics.labels.name])
     poll_every(LAG_POLL_S, lambda: sensor.lag.set(lag.poll()), threading.Event())

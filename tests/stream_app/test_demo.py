@@ -9,13 +9,15 @@ import os
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from stream_app.cli import build_parser
 from stream_app.core.metrics import pr_auc, roc_auc
-from stream_app.demo import services
+from stream_app.demo import services, tap
 from stream_app.demo.chart import write_chart
 from stream_app.demo.config import DemoConfig, config_from
 from stream_app.demo.progress import backlog, choose_samples, format_prediction, format_tick
@@ -34,6 +36,7 @@ from stream_app.demo.summary import (
     percentile,
     rates,
 )
+from stream_app.settings import get_settings
 
 
 def _pred(event_id: str, score: float, *, decision: str = "approve", e2e: float | None = 10.0) -> SeenPrediction:
@@ -43,16 +46,17 @@ def _pred(event_id: str, score: float, *, decision: str = "approve", e2e: float 
 
 # --- records -----------------------------------------------------------------------------------------
 
-def test_prediction_latency_is_the_publish_timestamp_minus_event_time() -> None:
-    event = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
+def test_prediction_latency_is_the_publish_timestamp_minus_the_transaction_send_time() -> None:
+    # event time three hours before the send (a realistic stream's clock): it plays no part
+    sent = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)  # the transaction record's Kafka timestamp
     body = {"event_id": "e1", "user_id": 7, "merchant_id": 9, "score": 0.25, "decision": "approve",
             "model_version": "v0003", "features": {"txn_amount": 42.0, "user_txn_count_1h": None},
-            "event_time": "2026-11-23T10:00:00Z", "scored_at": "2026-11-23T10:00:00.100000Z", "latency_ms": 80.0}
-    seen = parse_prediction(json.dumps(body).encode(), int(event.timestamp() * 1000) + 150)
+            "event_time": "2026-11-23T07:00:00Z", "scored_at": "2026-11-23T10:00:00.100000Z", "latency_ms": 100.0}
+    seen = parse_prediction(json.dumps(body).encode(), int(sent.timestamp() * 1000) + 150)
     assert seen is not None
     assert (seen.event_id, seen.score, seen.model_version, seen.amount) == ("e1", 0.25, "v0003", 42.0)
     assert seen.e2e_ms == pytest.approx(150.0)
-    assert seen.worker_ms == 80.0
+    assert seen.worker_ms == 100.0
     assert seen.user_txn_count_1h is None
 
 
@@ -165,6 +169,30 @@ def test_summary_accounts_for_every_transaction_and_is_plain_json() -> None:
         assert fragment in text
 
 
+def test_summary_compares_online_with_offline_quality_and_flags_a_gap() -> None:
+    online = build_summary(_observed(), config={}, timings_s={}, model_version="v0001")["online_quality"]
+    assert (online["roc_auc"], online["pr_auc"]) == (1.0, 1.0)
+    close = build_summary(_observed(), config={}, timings_s={}, model_version="v0001",
+                          offline={"roc_auc": 0.97, "pr_auc": 0.96, "threshold": 0.5})
+    assert close["online_vs_offline"] == {
+        "roc_auc": {"online": 1.0, "offline": 0.97, "gap": pytest.approx(0.03), "within": True},
+        "pr_auc": {"online": 1.0, "offline": 0.96, "gap": pytest.approx(0.04), "within": True}}
+    text = format_summary(close)
+    assert "offline holdout    ROC-AUC 0.970, PR-AUC 0.960" in text
+    assert "online vs offline  ROC-AUC 1.000 vs 0.970 (gap +0.030, within 0.05); PR-AUC 1.000 vs 0.960" in text
+    assert "OUTSIDE" not in text and not any("holdout" in note for note in close["notes"])
+
+    far = build_summary(_observed(), config={}, timings_s={}, model_version="v0001",
+                        offline={"roc_auc": 0.97, "pr_auc": 0.90, "threshold": 0.5})
+    assert far["online_vs_offline"]["pr_auc"]["within"] is False and far["online_vs_offline"]["roc_auc"]["within"]
+    text = format_summary(far)
+    assert "PR-AUC 1.000 vs 0.900 (gap +0.100, OUTSIDE 0.05)" in text
+    assert "online PR-AUC 1.000 is 0.100 above the offline holdout's 0.900" in text
+    json.dumps(far, allow_nan=False)
+
+    assert build_summary(_observed(), config={}, timings_s={}, model_version="v0001")["online_vs_offline"] == {}
+
+
 def test_summary_without_labels_or_latencies_says_so() -> None:
     observed = _observed()
     observed.labels = {}
@@ -263,3 +291,29 @@ def test_notes_warn_when_latency_is_queueing_or_events_are_missing() -> None:
     assert "fell behind: up to 8,005 events (27 s of input)" in behind[0]
     assert behind[1].startswith("12 transactions had neither")
     assert notes(float("nan"), 10, 0) == []
+
+
+def test_a_group_offset_commit_is_retried_while_the_coordinator_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    failures = [KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS]
+    commits: list[list[Any]] = []
+
+    class FakeConsumer:
+        def __init__(self, _config: dict[str, Any]) -> None:
+            self.closed = False
+
+        def commit(self, *, offsets: list[Any], asynchronous: bool) -> None:
+            if failures:
+                raise KafkaException(KafkaError(failures.pop(0)))
+            commits.append(offsets)
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(tap, "Consumer", FakeConsumer)
+    monkeypatch.setattr("stream_app.demo.tap.time.sleep", lambda _s: None)
+    tap.commit_group_offsets(get_settings(), "g", {"t": {0: 5}})
+    assert len(commits) == 1 and commits[0][0].offset == 5
+
+    failures[:] = [KafkaError._INVALID_ARG]  # not the coordinator moving: raised at once
+    with pytest.raises(KafkaException):
+        tap.commit_group_offsets(get_settings(), "g", {"t": {0: 5}})

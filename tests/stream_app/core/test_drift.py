@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from stream_app.core.drift import RollingSample, drift_psi, missing_ratios
+from stream_app.core.drift import SEASONAL_FEATURES, RollingSample, drift_psi, missing_ratios
 from stream_app.core.metrics import histogram_reference, psi
+from stream_app.core.request_features import REQUEST_FEATURES
 
 
 def test_the_sample_keeps_the_latest_rows_across_wraparounds() -> None:
@@ -49,3 +50,15 @@ def test_a_malformed_reference_gives_nan_not_an_error() -> None:
     sample.add(np.ones((4, 1)))
     assert math.isnan(drift_psi(sample, {"a": {"edges": [1.0], "proportions": [1.0]}})["a"])
     assert drift_psi(RollingSample(("a",)), {"a": histogram_reference([1.0, 2.0])}) == {}
+
+
+def test_seasonal_features_get_no_psi_and_are_request_features() -> None:
+    assert SEASONAL_FEATURES.issubset(REQUEST_FEATURES)
+    rng = np.random.default_rng(5)
+    hours = rng.integers(0, 24, size=20_000).astype(np.float64)  # a day-long reference
+    reference = {"hour_of_day": histogram_reference(hours), "a": histogram_reference(rng.normal(size=20_000))}
+    sample = RollingSample(("hour_of_day", "a"), size=1000)
+    sample.add(np.column_stack([np.full(1000, 13.0), rng.normal(size=1000)]))  # a sample from one hour
+    assert psi(reference["hour_of_day"], sample.values()[:, 0]) > 0.25  # what it would report
+    assert set(drift_psi(sample, reference)) == {"a"}
+    assert set(missing_ratios(sample)) == {"hour_of_day", "a"}  # still checked for missing values

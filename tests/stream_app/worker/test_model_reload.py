@@ -10,10 +10,12 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 
+from models import promote
 from stream_app.adapters import metrics_reader
 from stream_app.adapters import prometheus_metrics as m
 from stream_app.adapters.files import atomic_write_text
@@ -29,13 +31,19 @@ from tests.fixtures.world import MERCHANTS, USERS, prepare
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EVENTS_PER_WAVE, GAP_S = 150, 0.02
+ROLLBACK_POLL_S = 1.0
+CHECK_S = 3.0  # after the poll that sees the move: the load and canary check, then the next batch (shared cores)
 
 
-def _produce(settings: Settings, wave: str, during: threading.Event | None = None) -> list[str]:
-    """``EVENTS_PER_WAVE`` valid events, one every ``GAP_S``; sets ``during`` halfway through."""
+def _produce(settings: Settings, wave: str, during: threading.Event | None = None,
+             until: threading.Event | None = None) -> list[str]:
+    """``EVENTS_PER_WAVE`` valid events (given ``until``: as many as it takes for it to be set), one every
+    ``GAP_S``; sets ``during`` after ``EVENTS_PER_WAVE // 2``."""
     producer = Producer(settings.kafka.confluent())
     ids = []
-    for i in range(EVENTS_PER_WAVE):
+    i = -1
+    while (i + 1 < EVENTS_PER_WAVE) if until is None else not until.is_set():
+        i += 1
         event_id = f"{wave}-{i}"
         user = i % USERS
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -51,10 +59,15 @@ def _produce(settings: Settings, wave: str, during: threading.Event | None = Non
     return ids
 
 
+def _predictions(settings: Settings, expected: int) -> list[dict[str, Any]]:
+    """Every prediction, in offset order (one partition)."""
+    records = consume(settings, settings.topics.predictions.name, expected, timeout_s=120, settle_s=2.0)
+    return [json.loads(v or b"") for _, v, _, _ in records]
+
+
 def _versions(settings: Settings, expected: int) -> list[tuple[str, str]]:
     """(event_id, model_version) of every prediction, in offset order (one partition)."""
-    records = consume(settings, settings.topics.predictions.name, expected, timeout_s=120, settle_s=2.0)
-    return [(p["event_id"], p["model_version"]) for p in (json.loads(v or b"") for _, v, _, _ in records)]
+    return [(p["event_id"], p["model_version"]) for p in _predictions(settings, expected)]
 
 
 def test_a_promotion_mid_stream_switches_versions_between_batches_and_a_corrupt_one_is_refused(
@@ -108,3 +121,46 @@ def test_a_promotion_mid_stream_switches_versions_between_batches_and_a_corrupt_
     assert 0 < switch - EVENTS_PER_WAVE < EVENTS_PER_WAVE, "the switch happened while the second wave streamed"
     assert metrics_reader.by_label(samples, m.MODEL_RELOADS, "result") == {"success": 1.0, "failure": 1.0}
     assert "refused" in worker.output() and corrupt in worker.output()
+
+
+def test_a_rollback_restores_the_previous_version_in_the_running_worker_within_a_poll_interval(
+        settings: Settings, unique: str, tmp_path: Path, worker_process: StartWorker) -> None:
+    single = Topics(**{role: TopicSpec(name=spec.name, partitions=1) for role, spec in settings.topics})
+    settings = settings.model_copy(update={"topics": single, "worker": WorkerSettings(
+        app_id=f"rollback-{unique}", model_poll_s=ROLLBACK_POLL_S)})
+    settings = prepare(settings, tmp_path, f"rollback_{unique}")
+    ensure_topics(settings.kafka, settings.topics.all())
+    registry = ModelRegistry(settings.models_dir)
+    first = registry.get_alias("production")
+    assert first is not None
+    served = registry.load(first)
+    second = registry.register(served.booster, served.metadata.model_copy(update={"version": None,
+                                                                                  "model_sha256": None}))
+    registry.set_alias("production", second, forced=True)  # `first` is now the version to roll back to
+    web_port = free_port()
+    with worker_process(settings, tmp_path / "worker.log", web_port=web_port) as worker:
+        flowing, stop, produced = threading.Event(), threading.Event(), []
+        producer = threading.Thread(target=lambda: produced.extend(_produce(settings, "rollback", flowing, stop)))
+        producer.start()
+        assert flowing.wait(60)
+        scored = _versions(settings, EVENTS_PER_WAVE // 2)  # the worker is serving (`second`)
+        assert promote.main(["--rollback", "--registry", str(settings.models_dir)]) == 0  # python -m models.promote
+        moved_at = (registry.aliases_dir / "production.json").stat().st_mtime  # what the worker polls
+        time.sleep(ROLLBACK_POLL_S + CHECK_S)  # events keep flowing
+        stop.set()
+        producer.join(60)
+        predictions = _predictions(settings, len(produced))
+        samples = metrics_reader.scrape(web_port)
+        assert worker.alive(), worker.tail(60)
+
+    assert {v for _, v in scored} == {second}
+    assert registry.get_alias("production") == first
+    assert Counter(p["event_id"] for p in predictions) == Counter(produced), "every event scored exactly once"
+    versions = [p["model_version"] for p in predictions]
+    switch = versions.index(first)
+    assert switch >= len(scored) and versions == [second] * switch + [first] * (len(versions) - switch), \
+        "one switch, after the rollback, never back"
+    restored = datetime.fromisoformat(predictions[switch]["scored_at"].replace("Z", "+00:00")).timestamp()
+    assert restored - moved_at <= ROLLBACK_POLL_S + CHECK_S, (restored - moved_at, worker.tail(30))
+    reloads = metrics_reader.by_label(samples, m.MODEL_RELOADS, "result")
+    assert (reloads["success"], reloads.get("failure", 0.0)) == (1.0, 0.0)
