@@ -46,7 +46,8 @@ class PredictionIndex:
         twins = shadow or {}
         out: list[Write] = [
             SetValue(self.prefix + p.event_id, json.dumps([p.merchant_id, p.score, p.model_version,
-                                                           p.event_time.timestamp(), *_twin(twins.get(p.event_id))]),
+                                                           p.event_time.timestamp(), *_twin(twins.get(p.event_id))],
+                                                          separators=(",", ":")),
                      self.ttl_s * 1000) for p in predictions]
         if watermarks:
             out.append(RaiseScores(self.watermark_key, {str(k): v for k, v in watermarks.items()}))
