@@ -38,7 +38,8 @@ class DeadLetterPort(Protocol):
 
 
 class PredictionIndexPort(Protocol):
-    """The event_id → prediction index the label join reads, with per-partition watermarks."""
+    """The event_id → prediction index the label join reads and consumes, with the transactions partitions'
+    watermarks and the labels partitions' committed offsets."""
 
     def writes(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None,
                shadow: Mapping[str, Prediction] | None = None) -> Sequence[Write]:
