@@ -1,7 +1,7 @@
 """Writes of a batch's other Redis effects, applied inside the window-state commit's Lua script, and
 the hash reads (``HashRead``) the window-state load runs in its own script.
 
-The prediction index entries (``SetValue``, ``RaiseScores``) and the Feast online rows (``NewerHash``)
+The prediction index entries (``SetValue``, ``RaiseScores``, ``Delete``) and the Feast online rows (``NewerHash``)
 are described here as data; ``encode`` turns them into the script's KEYS and ARGV and ``APPLY_LUA`` is
 the Lua that applies them. ``RedisWindowStore.commit`` runs it after the state keys in the same script,
 so a batch's effects in Redis are one atomic step; ``applier`` runs it alone (one round trip).
@@ -24,6 +24,13 @@ class SetValue:
     key: KeyName
     value: bytes | str
     ttl_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """``DEL key``."""
+
+    key: KeyName
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +57,7 @@ class NewerHash:
     newer_only: bool = True
 
 
-Write = SetValue | RaiseScores | NewerHash
+Write = SetValue | Delete | RaiseScores | NewerHash
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +69,7 @@ class HashRead:
 
 # apply_writes(k, a): applies the writes whose keys start at KEYS[k] and whose arguments start at ARGV[a]
 # (to the end of ARGV), one key per write:
-#   'S' value ttl_ms('0' = none) | 'Z' m score1 member1 ... | 'H'/'F' ts_field seconds nanos ttl_s('0' = none)
+#   'S' value ttl_ms('0' = none) | 'D' | 'Z' m score1 member1 ... | 'H'/'F' ts_field seconds nanos ttl_s('0' = none)
 #   m field1 value1 ... ('H': only if newer than the stored Timestamp; 'F': always).
 # stored_ts decodes a serialized google.protobuf.Timestamp (field 1 seconds, field 2 nanos, varints).
 APPLY_LUA = """
@@ -95,6 +102,9 @@ local function apply_writes(k, a)
         redis.call('SET', key, ARGV[a + 1], 'PX', ARGV[a + 2])
       end
       a = a + 3
+    elseif op == 'D' then
+      redis.call('DEL', key)
+      a = a + 1
     elseif op == 'Z' then
       local m = tonumber(ARGV[a + 1])
       local args = {}
@@ -137,6 +147,8 @@ def encode(writes: Sequence[Write]) -> tuple[list[KeyName], list[bytes | str | i
         keys.append(w.key)
         if isinstance(w, SetValue):
             args += ["S", w.value, w.ttl_ms or 0]
+        elif isinstance(w, Delete):
+            args.append("D")
         elif isinstance(w, RaiseScores):
             args += ["Z", len(w.scores)]
             for member, score in w.scores.items():

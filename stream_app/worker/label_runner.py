@@ -40,7 +40,8 @@ class LabelRunner:
     """Carries each ``labels`` batch through its effects: compute (join + label windows, writes nothing;
     labels early for their transactions hold the batch, see ``LabelProcessor``) → deliver the dead letters
     and the joined labels (to ``labels.joined``, which the sink writes to the label log) → commit the
-    merchant label windows (from here on the labels are replays) → count them in the online quality
+    merchant label windows, with the removal of the joined labels' prediction index entries and the
+    batch's offsets (from here on the labels are replays) → count them in the online quality
     measurement.
 
     A crash before the commit replays the batch: the same joined labels again (identical), the same
@@ -119,5 +120,5 @@ class LabelRunner:
                         self.settings.label_join_wait_s)
         # a retry of the batch does not send again what an earlier attempt delivered (the outbox remembers)
         _, result.dead_letters = await self.outbox.deliver([], result.dead_letters, result.joined)
-        await self.lane.run(lambda: self.state.commit(result.state))
+        await self.lane.run(lambda: self.state.commit(result.state, result.writes))
         return result

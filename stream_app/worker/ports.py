@@ -38,7 +38,8 @@ class DeadLetterPort(Protocol):
 
 
 class PredictionIndexPort(Protocol):
-    """The event_id → prediction index the label join reads, with per-partition watermarks."""
+    """The event_id → prediction index the label join reads and consumes, with the transactions partitions'
+    watermarks and the labels partitions' committed offsets."""
 
     def writes(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None,
                shadow: Mapping[str, Prediction] | None = None) -> Sequence[Write]:
@@ -48,6 +49,11 @@ class PredictionIndexPort(Protocol):
                  shadow: Mapping[str, Prediction] | None = None) -> None: ...
     def lookup(self, event_ids: Sequence[str]) -> list[Indexed | None]: ...
     def watermarks(self, partitions: Sequence[int]) -> list[float | None]: ...
+    def label_writes(self, event_ids: Sequence[str], offsets: Mapping[int, int]) -> Sequence[Write]:
+        """What removes the entries of ``event_ids`` (their labels joined) and records the labels
+        partitions' committed ``offsets``, for the label batch's state commit to apply."""
+    def committed_offsets(self, partitions: Sequence[int]) -> list[int | None]:
+        """The labels partitions' last committed offsets (None: none yet)."""
 
 
 class StatePort(Protocol):

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 
 from stream_app.adapters.prediction_index import PredictionIndex
+from stream_app.adapters.state_store import Kind, RedisWindowStore
 from stream_app.contract import Prediction
 from stream_app.core.records import Indexed
 from stream_app.errors import ServiceUnavailableError
 from stream_app.settings import Settings
+from stream_app.worker.labels import LabelProcessor
+from stream_app.worker.ports import RawRecord
 
 pytestmark = pytest.mark.integration
 
@@ -50,3 +54,46 @@ def test_watermarks_only_move_forward(settings: Settings, unique: str) -> None:
     index.remember([], {0: 100.0, 1: 50.0})
     index.remember([prediction("a", 7, 0.5)], {0: 90.0, 1: 60.5})  # partition 0 replayed older events
     assert index.watermarks([0, 1, 2]) == [100.0, 60.5, None]
+
+
+def label_record(offset: int, event_id: str, fraud: bool) -> RawRecord:
+    body = {"event_id": event_id, "user_id": 1, "is_fraud": fraud,
+            "label_time": (NOW + timedelta(hours=offset)).isoformat()}
+    return RawRecord("labels", 0, offset, b"1", json.dumps(body).encode())
+
+
+def test_a_label_batchs_commit_removes_its_entries_and_its_redelivery_is_a_replay(settings: Settings,
+                                                                                   unique: str) -> None:
+    client = redis.Redis(**settings.redis.client_kwargs())
+    namespace = f"t{unique}"
+    index = PredictionIndex(client, namespace)
+
+    def labels_processor() -> tuple[LabelProcessor, RedisWindowStore]:  # a fresh worker's
+        state = RedisWindowStore(client, namespace, allowed_lateness_s=300)
+        return LabelProcessor(allowed_lateness_s=300, state=state, index=index, transaction_partitions=1,
+                              label_partitions=1), state
+
+    index.remember([prediction("a", 7, 0.9), prediction("b", 7, 0.2), prediction("waiting", 8, 0.5)],
+                   {0: (NOW + timedelta(days=1)).timestamp()})
+    entry = f"{namespace}:pred:"
+    processor, state = labels_processor()
+    batch = [label_record(0, "a", True), label_record(1, "b", False), label_record(2, "zzz", True)]
+    result = processor.process(batch)
+    assert (result.applied, result.unjoined) == (2, 1)
+    assert client.exists(entry + "a", entry + "b") == 2  # processing writes nothing
+    state.commit(result.state, result.writes)
+    assert client.exists(entry + "a", entry + "b") == 0 and client.exists(entry + "waiting") == 1
+    assert index.committed_offsets([0, 1]) == [2, None]
+    windows = client.get(state.key(Kind.MERCHANT_LABEL, 7))
+    assert windows is not None
+
+    processor, state = labels_processor()  # the batch redelivered to a restarted worker
+    again = processor.process(batch)
+    assert (again.replayed, again.applied, again.unjoined, again.joined) == (3, 0, 0, [])
+    state.commit(again.state, again.writes)
+    assert client.get(state.key(Kind.MERCHANT_LABEL, 7)) == windows
+
+    resent = processor.process([label_record(3, "a", False)])  # a's label sent again, corrected
+    assert (resent.applied, resent.unjoined, resent.early, resent.joined) == (0, 1, 0, [])
+    state.commit(resent.state, resent.writes)
+    assert client.get(state.key(Kind.MERCHANT_LABEL, 7)) == windows and index.committed_offsets([0]) == [3]

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from confluent_kafka import Producer
 
 from stream_app.adapters.kafka_admin import ensure_topics
@@ -26,7 +27,8 @@ LABELS = 7_000  # more than the labels agent's stream buffer (4,096) holds: its 
 
 def test_labels_held_for_their_transactions_do_not_starve_the_transactions(
         settings: Settings, unique: str, tmp_path: Path, worker_process: StartWorker) -> None:
-    settings = prepare(settings, tmp_path, f"held_{unique}")
+    project = f"held_{unique}"
+    settings = prepare(settings, tmp_path, project)
     # the labels wait for their transactions as long as the catch-up takes: none may be given up unjoined
     settings = settings.model_copy(update={"worker": settings.worker.model_copy(
         update={"label_join_wait_s": 600.0})})
@@ -53,4 +55,10 @@ def test_labels_held_for_their_transactions_do_not_starve_the_transactions(
 
     assert len({key for key, _, _, _ in predictions}) == len(transactions)
     assert {key.decode() for key, _, _, _ in joined if key} == {t.event_id for t in labelled}
+    # the index keeps only the predictions still waiting for a label: the joined labels' entries are gone
+    client = redis.Redis(**settings.redis.client_kwargs())
+    entry = f"{project}:{settings.worker.app_id}:pred:"
+    waiting = {key.decode() for key, _, _, _ in predictions if key} - {t.event_id for t in labelled}
+    assert client.exists(*(entry + t.event_id for t in labelled)) == 0
+    assert client.exists(*(entry + e for e in waiting)) == len(waiting) > 0
 

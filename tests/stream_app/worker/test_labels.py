@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stream_app.adapters.redis_writes import Write
+from stream_app.adapters.redis_writes import Delete, RaiseScores, Write
 from stream_app.contract import ErrorCode, Prediction
 from stream_app.core.engine import WindowState
 from stream_app.core.online_quality import OnlineQuality
@@ -26,9 +26,12 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 class FakeIndex:
+    """Entries and offsets in memory; ``apply`` applies the writes of ``label_writes`` (as the commit does)."""
+
     def __init__(self, known: dict[str, Indexed], watermarks: dict[int, float] | None = None) -> None:
         self.known = known
         self.marks = watermarks if watermarks is not None else {0: (T0 + timedelta(days=30)).timestamp()}
+        self.offsets: dict[int, int] = {}
 
     def remember(self, predictions: Sequence[Prediction], watermarks: Mapping[int, float] | None = None) -> None:
         raise AssertionError("not used")
@@ -38,6 +41,21 @@ class FakeIndex:
 
     def watermarks(self, partitions: Sequence[int]) -> list[float | None]:
         return [self.marks.get(p) for p in partitions]
+
+    def label_writes(self, event_ids: Sequence[str], offsets: Mapping[int, int]) -> list[Write]:
+        return [*(Delete(f"pred:{e}") for e in event_ids),
+                RaiseScores("label_offsets", {str(p): float(o) for p, o in offsets.items()})]
+
+    def committed_offsets(self, partitions: Sequence[int]) -> list[int | None]:
+        return [self.offsets.get(p) for p in partitions]
+
+    def apply(self, writes: Sequence[Write]) -> None:
+        for w in writes:
+            if isinstance(w, Delete):
+                self.known.pop(str(w.key).removeprefix("pred:"), None)
+            elif isinstance(w, RaiseScores):
+                for p, o in w.scores.items():
+                    self.offsets[int(p)] = max(int(o), self.offsets.get(int(p), -1))
 
 
 def label_processor(state: object, index: FakeIndex, transaction_partitions: int = 1) -> LabelProcessor:
@@ -218,3 +236,50 @@ def test_a_joined_label_refused_for_good_is_counted_and_dropped_and_the_batch_co
     asyncio.run(runner.handle([label(0, "a", True)]))
     assert effects.calls == 1 and runner.outbox.dropped == 1  # not sent again: retrying cannot deliver it
     assert effects.effects[-1] == "commit" and runner.stats.applied == 1
+
+
+class IndexedEffects(Effects):
+    """Effects whose commit also applies its other writes to the index, in the same step."""
+
+    def __init__(self, index: FakeIndex) -> None:
+        super().__init__()
+        self.index = index
+
+    def commit(self, state: WindowState, also: Sequence[Write] = ()) -> None:
+        super().commit(state, also)
+        self.index.apply(also)
+
+
+def test_a_committed_batch_removes_its_labels_entries_and_its_redelivery_is_recognised_without_them() -> None:
+    index = FakeIndex({"a": Indexed(7, 0.9, "v1"), "b": Indexed(7, 0.2, "v1"), "late": Indexed(7, 0.3, "v1"),
+                       "waiting": Indexed(8, 0.5, "v1")})
+    effects, quality = IndexedEffects(index), OnlineQuality()
+    runner = LabelRunner(processor=label_processor(effects, index), publisher=effects, state=effects,
+                         quality=quality, settings=WorkerSettings(retry_initial_s=0.001, retry_max_s=0.002))
+    batch = [label(10, "a", True, hours=2), label(11, "b", False, hours=2), label(12, "late", True),
+             label(13, "zzz", True, hours=2), RawRecord("labels", 0, 14, b"1", b"{")]
+    first = asyncio.run(runner.handle(batch))
+    assert (first.applied, first.late, first.unjoined, len(first.dead_letters)) == (2, 1, 1, 1)
+    assert set(index.known) == {"waiting"}  # every entry a label found is gone, applied or late
+    assert index.offsets == {0: 14}
+
+    again = asyncio.run(runner.handle(batch))  # redelivered after the commit: Kafka's offsets were not committed
+    assert (again.replayed, again.applied, again.late, again.unjoined, again.joined) == (4, 0, 0, 0, [])
+    assert effects.logged == ["a", "b"] and quality.count("v1") == 2  # not published or counted again
+    assert not again.state.merchant_labels  # no label window loaded, nothing applied again
+    assert [d.error.code for d in again.dead_letters] == [ErrorCode.DECODE]  # as before: at least once
+
+
+def test_a_label_sent_again_for_a_joined_event_is_unjoined_and_the_first_label_counts() -> None:
+    index = FakeIndex({"a": Indexed(7, 0.9, "v1"), "b": Indexed(7, 0.2, "v1")})
+    effects = IndexedEffects(index)
+    runner = LabelRunner(processor=label_processor(effects, index), publisher=effects, state=effects,
+                         quality=OnlineQuality(), settings=WorkerSettings(retry_initial_s=0.001, retry_max_s=0.002))
+    same_batch = asyncio.run(runner.handle([label(0, "a", True), label(1, "a", False), label(2, "b", False)]))
+    assert (same_batch.applied, same_batch.unjoined, same_batch.early) == (2, 1, 0)
+    assert [(r.event_id, r.is_fraud) for r in same_batch.joined] == [("a", True), ("b", False)]
+    rate = effects.state.committed.merchant_labels[7].query((T0 + timedelta(hours=1)).timestamp())
+    assert rate["merchant_fraud_rate_7d"] == 0.5  # a (fraud) and b (legit), once each
+    later = asyncio.run(runner.handle([label(3, "b", True, hours=1)]))
+    assert (later.applied, later.unjoined, later.replayed, later.joined) == (0, 1, 0, [])
+    assert not later.state.merchant_labels  # b's windows untouched by the second label

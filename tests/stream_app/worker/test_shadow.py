@@ -4,7 +4,7 @@ shadow's score through the label join, and the shadow source following its alias
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import numpy as np
 import xgboost
 
 from stream_app.adapters.model_registry import ModelMetadata, ModelRegistry, TrainingData
+from stream_app.adapters.redis_writes import Write
 from stream_app.contract import DeadLetter, Prediction
 from stream_app.core.online_quality import OnlineQuality
 from stream_app.core.records import Indexed, LabelRow
@@ -207,6 +208,12 @@ class HitIndex:
         return [self.hit for _ in event_ids]
 
     def watermarks(self, partitions: Sequence[int]) -> list[float | None]:
+        return [None for _ in partitions]
+
+    def label_writes(self, event_ids: Sequence[str], offsets: Mapping[int, int]) -> list[Write]:
+        return []
+
+    def committed_offsets(self, partitions: Sequence[int]) -> list[int | None]:
         return [None for _ in partitions]
 
 
