@@ -94,12 +94,13 @@ class Alignment(Generic[K]):
         self.max_ahead_s = max_ahead_s
         self.max_idle_s = max_idle_s
         self._seen: dict[K, _Seen] = {}
-        self.limit = math.inf
+        self.limit = -math.inf  # until the first decision, every record is worth a decision
 
     def assigned(self, partitions: set[K] | frozenset[K], now: float) -> None:
         """A new assignment: everything seen before is forgotten (the consumer starts again from the
         committed offsets, and nothing is paused)."""
         self._seen = {p: _Seen(since=now) for p in partitions}
+        self.limit = -math.inf
 
     def delivered(self, partition: K, offset: int, time: float | None, now: float) -> None:
         """The record at ``offset`` was handed over; ``time`` is its event time (None: unreadable, which

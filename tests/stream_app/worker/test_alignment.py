@@ -1,0 +1,94 @@
+"""The aligner's Faust side against fakes of the consumer: what it reads from handed-over records, and what it
+pauses and resumes in aiokafka (tests/stream_app/worker/test_catch_up.py runs it on the real broker)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.structs import TopicPartition
+from faust.types import TP
+
+from stream_app.core.alignment import Alignment
+from stream_app.worker.alignment import PartitionAligner
+
+TOPIC = "transactions"
+
+
+@dataclass
+class FakeAiokafka:
+    """The calls the aligner makes on aiokafka's consumer."""
+
+    assigned: set[TopicPartition]
+    paused_now: set[TopicPartition] = field(default_factory=set)
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_now)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        assert all(type(p) is TopicPartition for p in partitions)  # aiokafka refuses anything else
+        self.paused_now.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused_now.difference_update(partitions)
+
+
+@dataclass
+class FakeConsumer:
+    highwaters: dict[TP, int]
+
+    def highwater(self, tp: TP) -> int:
+        return self.highwaters[tp]
+
+
+@dataclass
+class FakeApp:
+    consumer: FakeConsumer
+
+
+@dataclass
+class Message:
+    value: bytes
+
+
+def _record(second: int) -> Message:
+    return Message(json.dumps({"event_time": f"2026-11-01T10:{second // 60:02d}:{second % 60:02d}Z"}).encode())
+
+
+def _aligner(highwaters: dict[TP, int]) -> PartitionAligner:
+    app: Any = FakeApp(FakeConsumer(highwaters))
+    return PartitionAligner(app, TOPIC, Alignment(max_ahead_s=30.0), clock=lambda: 0.0)
+
+
+def test_a_record_past_the_bound_asks_for_its_partition_to_be_paused() -> None:
+    a, b = TP(TOPIC, 0), TP(TOPIC, 1)
+    aligner = _aligner({a: 100, b: 100})
+    aligner.assigned({a, b, TP("labels", 0)})
+    aligner.on_message_in(a, 0, _record(0))
+    aligner.on_message_in(b, 0, _record(20))
+    aligner.on_message_in(TP("labels", 0), 0, _record(59 * 60))  # another topic: not looked at
+    assert aligner._wanted == frozenset()
+    aligner.on_message_in(b, 1, _record(40))
+    assert aligner._wanted == {b}
+    aligner.on_message_in(a, 1, _record(5))  # below the limit: resuming waits for the recheck
+    assert aligner._wanted == {b}
+    aligner._recheck()
+    assert aligner._wanted == {b}  # 40 > 5 + 30
+    aligner.on_message_in(a, 2, _record(12))
+    aligner._recheck()
+    assert aligner._wanted == frozenset()
+
+
+def test_exactly_the_wanted_assigned_partitions_of_the_topic_are_paused_in_aiokafka() -> None:
+    aligner = _aligner({})
+    consumer = FakeAiokafka({TopicPartition(TOPIC, p) for p in range(3)} | {TopicPartition("labels", 0)},
+                            {TopicPartition(TOPIC, 0), TopicPartition("labels", 0)})
+    resumed = aligner._set_paused(consumer, frozenset({TP(TOPIC, 1), TP(TOPIC, 7)}))  # 7: not assigned any more
+    assert consumer.paused_now == {TopicPartition(TOPIC, 1), TopicPartition("labels", 0)}  # not its topic: left alone
+    assert resumed == {TP(TOPIC, 0)}
+    assert aligner._set_paused(consumer, frozenset({TP(TOPIC, 1)})) == frozenset()
+    assert consumer.paused_now == {TopicPartition(TOPIC, 1), TopicPartition("labels", 0)}
