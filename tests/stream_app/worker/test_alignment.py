@@ -3,7 +3,9 @@ pauses and resumes in aiokafka (tests/stream_app/worker/test_catch_up.py runs it
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +40,22 @@ class FakeAiokafka:
 
 
 @dataclass
+class FakeThread:
+    """Faust's consumer thread: runs a call on the thread that owns aiokafka's consumer."""
+
+    consumer: FakeAiokafka
+
+    def _ensure_consumer(self) -> FakeAiokafka:
+        return self.consumer
+
+    async def call_thread(self, fun: Callable[..., Any], *args: Any) -> Any:
+        return fun(*args)
+
+
+@dataclass
 class FakeConsumer:
     highwaters: dict[TP, int]
+    _thread: FakeThread | None = None
 
     def highwater(self, tp: TP) -> int:
         return self.highwaters[tp]
@@ -92,3 +108,22 @@ def test_exactly_the_wanted_assigned_partitions_of_the_topic_are_paused_in_aioka
     assert resumed == {TP(TOPIC, 0)}
     assert aligner._set_paused(consumer, frozenset({TP(TOPIC, 1)})) == frozenset()
     assert consumer.paused_now == {TopicPartition(TOPIC, 1), TopicPartition("labels", 0)}
+
+
+def test_applying_pauses_in_aiokafka_restarts_the_idle_clock_of_the_resumed_and_reports_the_count() -> None:
+    a, b = TP(TOPIC, 0), TP(TOPIC, 1)
+    aiokafka = FakeAiokafka({TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)})
+    reported: list[int] = []
+    clock = [0.0]
+    app: Any = FakeApp(FakeConsumer({a: 10, b: 10}, FakeThread(aiokafka)))
+    aligner = PartitionAligner(app, TOPIC, Alignment(max_ahead_s=30.0, max_idle_s=5.0), on_paused=reported.append,
+                               clock=lambda: clock[0])
+    aligner.assigned({a, b})
+    asyncio.run(aligner._apply(frozenset({b})))
+    assert aiokafka.paused_now == {TopicPartition(TOPIC, 1)} and aligner.paused == {b}
+    clock[0] = 100.0
+    asyncio.run(aligner._apply(frozenset()))
+    assert aiokafka.paused_now == set() and aligner.paused == frozenset()
+    assert reported == [0, 1, 0]
+    assert aligner.alignment.progress({a: 10, b: 10}, 100.0)[b].idle_s == 0.0  # resumed now
+    assert aligner.alignment.progress({a: 10, b: 10}, 100.0)[a].idle_s == 100.0
