@@ -130,6 +130,12 @@ class Alignment(Generic[K]):
             if p in self._seen:
                 self._seen[p].since = now
 
+    def busy(self, now: float) -> None:
+        """The worker still has records handed over to process: no partition is waiting on its fetch, so
+        none is idle (a full buffer stops every fetch; that is no reason to stop holding the others)."""
+        for seen in self._seen.values():
+            seen.since = now
+
     def progress(self, highwaters: Mapping[K, int | None], now: float) -> dict[K, PartitionProgress]:
         """Each partition's progress; a partition without a known high-water mark or offset counts as
         behind."""

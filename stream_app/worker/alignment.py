@@ -48,27 +48,44 @@ class PartitionAligner(faust.Sensor):  # type: ignore[misc]
         self.alignment = alignment
         self.on_paused = on_paused  # told how many partitions are paused for alignment after each change
         self.clock = clock
-        self.paused: frozenset[TP] = frozenset()  # as applied in aiokafka
+        self.paused: frozenset[TP] | None = frozenset()  # as applied in aiokafka; None: to be read again
         self._wanted: frozenset[TP] = frozenset()
         self._changed = asyncio.Event()
+        self._generation = 0  # assignments seen
+        self._pending = 0  # records handed over that the agent has not taken yet
 
     def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
         """A record is handed to the agent: its partition's event time moves on."""
         if tp.topic != self.topic:
             return
         when = transaction_time_hint(message.value)
+        self._pending += 1
         self.alignment.delivered(tp, offset, when, self.clock())
         if when is not None and when > self.alignment.limit:  # pause now; resuming waits for the recheck
             self._recheck()
 
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        """The agent takes a record from its buffer."""
+        if tp.topic == self.topic and self._pending > 0:
+            self._pending -= 1
+
     def assigned(self, assigned: set[Any]) -> None:
-        """A new assignment (aiokafka's new assignment starts with nothing paused)."""
+        """A new assignment: what was seen is forgotten, and what is paused is set again (aiokafka's new
+        assignment starts with nothing paused, but a pause still on its way may land in it)."""
+        self._generation += 1
+        self._pending = 0  # Faust drops what its buffers held
         self.alignment.assigned({tp for tp in assigned if tp.topic == self.topic}, self.clock())
-        self.paused = self._wanted = frozenset()
-        self._report()
+        self._wanted = frozenset()
+        self.paused = None
+        self._changed.set()
 
     def _recheck(self) -> None:
-        wanted = self.alignment.decide(self._highwaters(), self.clock())
+        """The pause set now. While the agent has records to take, a partition that hands nothing over is
+        not waiting on its fetch (the buffer is full, or the agent slow): no idle time counts."""
+        now = self.clock()
+        if self._pending > 0:
+            self.alignment.busy(now)
+        wanted = self.alignment.decide(self._highwaters(), now)
         if wanted != self._wanted:
             self._wanted = wanted
             self._changed.set()
@@ -89,11 +106,14 @@ class PartitionAligner(faust.Sensor):  # type: ignore[misc]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), RECHECK_S)
             self._changed.clear()
-            await self._position()
-            self._recheck()
-            self._changed.clear()
-            if self._wanted != self.paused:
-                await self._apply(self._wanted)
+            try:
+                await self._position()
+                self._recheck()
+                self._changed.clear()
+                if self._wanted != self.paused:
+                    await self._apply(self._wanted)
+            except Exception:  # a partition left paused would never be consumed again: keep the loop alive
+                log.exception("catch-up alignment failed; trying again")
 
     async def _position(self) -> None:
         """The consumer's position of each partition with nothing handed over yet (after an assignment)."""
@@ -110,11 +130,16 @@ class PartitionAligner(faust.Sensor):  # type: ignore[misc]
         thread = getattr(self.app.consumer, "_thread", None)  # Faust's aiokafka consumer runs in this thread
         if thread is None:
             return
+        generation = self._generation
         try:
             resumed = await thread.call_thread(self._set_paused, thread._ensure_consumer(), wanted)
         except Exception as exc:  # noqa: BLE001 (a rebalance or a stop is on; the next recheck applies again)
             log.debug("could not apply the paused partitions %s: %r", sorted(map(_pair, wanted)), exc)
             return
+        if generation != self._generation:  # a rebalance came in between: set it again
+            self.paused = None
+            return
+        log.debug("paused for alignment: %s", sorted(map(_pair, wanted)))
         self.paused = wanted
         if resumed:
             self.alignment.resumed(resumed, self.clock())
@@ -134,7 +159,7 @@ class PartitionAligner(faust.Sensor):  # type: ignore[misc]
 
     def _report(self) -> None:
         if self.on_paused is not None:
-            self.on_paused(len(self.paused))
+            self.on_paused(len(self.paused or ()))
 
 
 def _pair(tp: Any) -> tuple[str, int]:

@@ -156,6 +156,9 @@ def test_alignment_tracks_offsets_times_and_idle_clocks() -> None:
     assert alignment.decide({"a": 12, "b": 50}, now=6.5) == set()
     alignment.resumed({"a"}, now=6.5)
     assert alignment.decide({"a": 12, "b": 50}, now=7.0) == {"b"}
+    # while the worker has records to process, nobody is idle
+    alignment.busy(now=20.0)
+    assert alignment.decide({"a": 12, "b": 50}, now=24.0) == {"b"}
     # an unreadable record moves the offset, not the time
     alignment.delivered("a", 11, None, now=7.0)
     assert alignment.progress({"a": 12, "b": 50}, now=7.0)["a"] == PartitionProgress(100.0, False, 0.0)

@@ -124,6 +124,27 @@ def test_applying_pauses_in_aiokafka_restarts_the_idle_clock_of_the_resumed_and_
     clock[0] = 100.0
     asyncio.run(aligner._apply(frozenset()))
     assert aiokafka.paused_now == set() and aligner.paused == frozenset()
-    assert reported == [0, 1, 0]
+    assert reported == [1, 0]
     assert aligner.alignment.progress({a: 10, b: 10}, 100.0)[b].idle_s == 0.0  # resumed now
     assert aligner.alignment.progress({a: 10, b: 10}, 100.0)[a].idle_s == 100.0
+
+
+def test_no_partition_counts_as_idle_while_the_agent_has_records_to_take() -> None:
+    a, b = TP(TOPIC, 0), TP(TOPIC, 1)
+    clock = [0.0]
+    app: Any = FakeApp(FakeConsumer({a: 100, b: 100}))
+    aligner = PartitionAligner(app, TOPIC, Alignment(max_ahead_s=30.0, max_idle_s=5.0), clock=lambda: clock[0])
+    aligner.assigned({a, b})
+    aligner.on_message_in(a, 0, _record(0))
+    aligner.on_message_in(b, 0, _record(100))
+    aligner._recheck()
+    assert aligner._wanted == {b}
+    clock[0] = 60.0  # a hands nothing over for a minute: the agent's buffer is full of records not taken
+    aligner._recheck()
+    assert aligner._wanted == {b}
+    aligner.on_stream_event_in(a, 0, None, None)
+    aligner.on_stream_event_in(b, 0, None, None)
+    aligner.on_stream_event_in(TP("labels", 0), 0, None, None)
+    clock[0] = 66.0  # the agent took everything, and a still hands nothing over: it stops holding b back
+    aligner._recheck()
+    assert aligner._wanted == frozenset()
