@@ -139,7 +139,7 @@ class PartitionAligner(faust.Sensor):  # type: ignore[misc]
         if generation != self._generation:  # a rebalance came in between: set it again
             self.paused = None
             return
-        log.debug("paused for alignment: %s", sorted(map(_pair, wanted)))
+        log.info("TEMP paused for alignment: %s limit %s", sorted(map(_pair, wanted)), self.alignment.limit)
         self.paused = wanted
         if resumed:
             self.alignment.resumed(resumed, self.clock())

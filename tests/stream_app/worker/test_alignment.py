@@ -120,7 +120,7 @@ def test_applying_pauses_in_aiokafka_restarts_the_idle_clock_of_the_resumed_and_
                                clock=lambda: clock[0])
     aligner.assigned({a, b})
     asyncio.run(aligner._apply(frozenset({b})))
-    assert aiokafka.paused_now == {TopicPartition(TOPIC, 1)} and aligner.paused == {b}
+    assert aiokafka.paused_now == {TopicPartition(TOPIC, 1)} and aligner.paused == frozenset({b})
     clock[0] = 100.0
     asyncio.run(aligner._apply(frozenset()))
     assert aiokafka.paused_now == set() and aligner.paused == frozenset()
