@@ -40,14 +40,15 @@ def partitions_to_pause(progress: Mapping[K, PartitionProgress], max_ahead_s: fl
     records to read. The records a partition hands over next are, event time being nondecreasing within
     a partition up to small disorder, no earlier than its latest; so while the frontier partition has
     handed over everything up to the frontier, a partition paused past ``frontier + max_ahead_s`` cannot
-    hand over a record more than ``max_ahead_s`` (plus what one fetch spans) ahead of a record not yet
+    hand over a record more than ``max_ahead_s`` (plus what the fetches in hand span) ahead of a record not yet
     handed over.
 
     - Only a partition with records left can hold the others back: one that is caught up has nothing to
       consume, and its next records are whatever producers write next. It is still paused when it is
       ahead of the frontier (those next records would be ahead too).
-    - A partition with records left whose event time is unknown (nothing handed over since it was
-      assigned) holds every other one back until its first record comes: it may be the slowest.
+    - A partition whose event time is unknown (nothing handed over since it was assigned) neither holds
+      nor is paused: after an outage every partition starts where the worker stopped, near the others,
+      and its first fetch tells.
     - A partition with records left that has handed over nothing for more than ``max_idle_s`` stops
       holding the others back (Kafka Streams' ``max.task.idle.ms``): a stuck fetch, or a high-water mark
       that counts records never delivered (transaction markers), must not stop the worker for good. It
@@ -65,13 +66,10 @@ def partitions_to_pause(progress: Mapping[K, PartitionProgress], max_ahead_s: fl
 
 
 def frontier(progress: Mapping[K, PartitionProgress], max_idle_s: float = DEFAULT_MAX_IDLE_S) -> float | None:
-    """The earliest latest-event-time among the partitions that hold the others back (records left, not
-    idle longer than ``max_idle_s``): ``-inf`` if one of them has not handed over a record yet, None when
-    none holds."""
-    holding = [p.time for p in progress.values() if p.behind and p.idle_s <= max_idle_s]
-    if not holding:
-        return None
-    return min(-math.inf if t is None else t for t in holding)
+    """The earliest latest-event-time among the partitions that hold the others back (time known, records
+    left, not idle longer than ``max_idle_s``); None when none holds."""
+    holding = [p.time for p in progress.values() if p.time is not None and p.behind and p.idle_s <= max_idle_s]
+    return min(holding) if holding else None
 
 
 @dataclass(slots=True)
@@ -94,17 +92,23 @@ class Alignment(Generic[K]):
         self.max_ahead_s = max_ahead_s
         self.max_idle_s = max_idle_s
         self._seen: dict[K, _Seen] = {}
+        self._started = False  # a record was handed over since the assignment: idle clocks run
         self.limit = -math.inf  # until the first decision, every record is worth a decision
 
     def assigned(self, partitions: set[K] | frozenset[K], now: float) -> None:
         """A new assignment: everything seen before is forgotten (the consumer starts again from the
-        committed offsets, and nothing is paused)."""
+        committed offsets, and nothing is paused). No partition is idle before the first record is handed
+        over (the worker is still starting)."""
         self._seen = {p: _Seen(since=now) for p in partitions}
+        self._started = False
         self.limit = -math.inf
 
     def delivered(self, partition: K, offset: int, time: float | None, now: float) -> None:
         """The record at ``offset`` was handed over; ``time`` is its event time (None: unreadable, which
         moves the offset but not the time)."""
+        if not self._started:  # the consumer is fetching now; waiting for a partition starts here
+            self._started = True
+            self.busy(now)
         seen = self._seen.get(partition)
         if seen is None:
             seen = self._seen[partition] = _Seen()
@@ -143,7 +147,7 @@ class Alignment(Generic[K]):
         for p, seen in self._seen.items():
             high = highwaters.get(p)
             behind = high is None or seen.next_offset is None or seen.next_offset < high
-            out[p] = PartitionProgress(seen.time, behind, now - seen.since)
+            out[p] = PartitionProgress(seen.time, behind, now - seen.since if self._started else 0.0)
         return out
 
     def partitions(self) -> list[K]:
@@ -151,9 +155,10 @@ class Alignment(Generic[K]):
         return list(self._seen)
 
     def decide(self, highwaters: Mapping[K, int | None], now: float) -> frozenset[K]:
-        """The partitions to pause now; ``limit`` becomes the event time past which a partition is to be
-        paused (infinite while no partition holds the others back)."""
+        """The partitions to pause now; ``limit`` becomes the event time past which a record calls for a new
+        decision: past it, its partition is to be paused (``-inf`` while no partition holds the others back:
+        any record may make its partition hold them)."""
         progress = self.progress(highwaters, now)
         start = frontier(progress, self.max_idle_s)
-        self.limit = math.inf if start is None else start + self.max_ahead_s
+        self.limit = -math.inf if start is None else start + self.max_ahead_s
         return partitions_to_pause(progress, self.max_ahead_s, self.max_idle_s)

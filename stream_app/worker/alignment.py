@@ -1,10 +1,13 @@
 """Event-time-aligned catch-up: the Faust side of ``stream_app.core.alignment``.
 
-``PartitionAligner`` is a Faust sensor: Faust tells it of every ``transactions`` record as the consumer
-hands the record over to the agent's stream buffer (``on_message_in``), and the agent processes records
-in exactly that order. The aligner reads the record's event time (``transaction_time_hint``), asks
-``Alignment`` which partitions are too far ahead of the slowest one with records left, and pauses them in
-aiokafka (docs/decisions/0024-event-time-aligned-catch-up.md).
+``PartitionAligner`` sees every ``transactions`` record as the consumer hands it over to the agent's
+stream buffer: Faust passes each fetch through its consumer scheduler (``ConsumerScheduler``, which picks
+the order records of different partitions are handed over in), and ``scheduling`` wraps Faust's default
+one to tell the aligner; the agent processes records in exactly that order. (Faust's sensors hear of a
+record only when the agent takes it from the buffer, thousands of records later.) The aligner reads the
+record's event time (``transaction_time_hint``), asks ``Alignment`` which partitions are too far ahead of
+the slowest one with records left, and pauses them in aiokafka
+(docs/decisions/0024-event-time-aligned-catch-up.md).
 
 Pausing in aiokafka, not with Faust's ``Consumer.pause_partitions``, keeps this apart from Faust's own
 flow control: Faust stops and restarts partitions in its own active set (a stream buffer filling up, a
@@ -21,11 +24,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import faust
 from aiokafka.structs import TopicPartition
+from faust.transport.utils import DefaultSchedulingStrategy
 from faust.types import TP
 
 from stream_app.contract import transaction_time_hint
@@ -54,11 +58,11 @@ class PartitionAligner(faust.Sensor):  # type: ignore[misc]
         self._generation = 0  # assignments seen
         self._pending = 0  # records handed over that the agent has not taken yet
 
-    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
-        """A record is handed to the agent: its partition's event time moves on."""
+    def fetched(self, tp: Any, offset: int, value: bytes | None) -> None:
+        """A record is handed to the agent's buffer: its partition's event time moves on."""
         if tp.topic != self.topic:
             return
-        when = transaction_time_hint(message.value)
+        when = transaction_time_hint(value)
         self._pending += 1
         self.alignment.delivered(tp, offset, when, self.clock())
         if when is not None and when > self.alignment.limit:  # pause now; resuming waits for the recheck
@@ -102,18 +106,31 @@ class PartitionAligner(faust.Sensor):  # type: ignore[misc]
 
     async def run(self) -> None:
         """Applies the wanted pause set whenever it changes, and recomputes it every ``RECHECK_S``."""
+        positions = asyncio.ensure_future(self._positions())
+        try:
+            await self._align()
+        finally:
+            positions.cancel()
+
+    async def _align(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), RECHECK_S)
             self._changed.clear()
             try:
-                await self._position()
                 self._recheck()
                 self._changed.clear()
                 if self._wanted != self.paused:
                     await self._apply(self._wanted)
             except Exception:  # a partition left paused would never be consumed again: keep the loop alive
                 log.exception("catch-up alignment failed; trying again")
+
+    async def _positions(self) -> None:
+        """Asks for positions every ``RECHECK_S``, apart from the pausing: aiokafka answers only once a
+        partition's position is known, which takes a while after an assignment."""
+        while True:
+            await self._position()
+            await asyncio.sleep(RECHECK_S)
 
     async def _position(self) -> None:
         """The consumer's position of each partition with nothing handed over yet (after an assignment)."""
@@ -139,7 +156,7 @@ class PartitionAligner(faust.Sensor):  # type: ignore[misc]
         if generation != self._generation:  # a rebalance came in between: set it again
             self.paused = None
             return
-        log.info("TEMP paused for alignment: %s limit %s", sorted(map(_pair, wanted)), self.alignment.limit)
+        log.debug("paused for alignment: %s", sorted(map(_pair, wanted)))
         self.paused = wanted
         if resumed:
             self.alignment.resumed(resumed, self.clock())
@@ -160,6 +177,19 @@ class PartitionAligner(faust.Sensor):  # type: ignore[misc]
     def _report(self) -> None:
         if self.on_paused is not None:
             self.on_paused(len(self.paused or ()))
+
+
+def scheduling(aligner: PartitionAligner) -> type[DefaultSchedulingStrategy]:
+    """A Faust ``ConsumerScheduler`` that hands records over in Faust's default order and tells ``aligner``
+    of each."""
+
+    class AlignedScheduling(DefaultSchedulingStrategy):  # type: ignore[misc]
+        def iterate(self, records: Mapping[TP, list[Any]]) -> Iterator[tuple[TP, Any]]:
+            for tp, record in super().iterate(records):
+                aligner.fetched(tp, record.offset, record.value)
+                yield tp, record
+
+    return AlignedScheduling
 
 
 def _pair(tp: Any) -> tuple[str, int]:

@@ -23,7 +23,7 @@ import faust
 from stream_app.core.alignment import Alignment
 from stream_app.errors import BatchAbandonedError
 from stream_app.settings import Settings, WorkerSettings
-from stream_app.worker.alignment import PartitionAligner
+from stream_app.worker.alignment import PartitionAligner, scheduling
 from stream_app.worker.label_runner import LabelRunner
 from stream_app.worker.loop_lag import probe_loop_lag
 from stream_app.worker.ports import RawRecord
@@ -267,7 +267,8 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
     if worker.align_partitions:
         aligner = PartitionAligner(app, settings.topics.transactions.name,
                                    Alignment(worker.align_max_ahead_s, worker.align_max_idle_s), on_paused=on_paused)
-        app.sensors.add(aligner)
+        app.sensors.add(aligner)  # it hears when the agent takes a record
+        app.conf.ConsumerScheduler = scheduling(aligner)  # type: ignore[assignment]  # and when one is handed over
 
         @app.on_partitions_assigned.connect  # type: ignore[arg-type, untyped-decorator]
         async def _assigned(app: faust.App, assigned: Any, **_: Any) -> None:

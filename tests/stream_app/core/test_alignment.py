@@ -40,10 +40,11 @@ def test_nothing_is_paused_when_no_partition_has_records_left() -> None:
     assert partitions_to_pause({}, AHEAD) == set()
 
 
-def test_a_partition_with_records_left_and_no_time_yet_holds_every_other_one_back() -> None:
+def test_a_partition_whose_time_is_unknown_neither_holds_nor_is_paused() -> None:
     progress = {0: PartitionProgress(None, True), 1: PartitionProgress(-1e9, True), 2: PartitionProgress(5.0, False)}
-    assert frontier(progress) == -math.inf
-    assert partitions_to_pause(progress, AHEAD) == {1, 2}
+    assert frontier(progress) == -1e9
+    assert partitions_to_pause(progress, AHEAD) == {2}
+    assert partitions_to_pause({0: PartitionProgress(None, True)}, AHEAD) == set()
 
 
 def test_an_idle_partition_stops_holding_the_others_back_after_the_idle_bound() -> None:
@@ -67,7 +68,7 @@ def test_exactly_the_partitions_past_the_frontier_plus_the_bound_are_paused(
         progress: dict[int, PartitionProgress], ahead: float, idle: float) -> None:
     paused = partitions_to_pause(progress, ahead, idle)
     start = frontier(progress, idle)
-    holders = [k for k, p in progress.items() if p.behind and p.idle_s <= idle]
+    holders = [k for k, p in progress.items() if p.time is not None and p.behind and p.idle_s <= idle]
     if not holders:
         assert start is None and paused == set()
         return
@@ -166,3 +167,14 @@ def test_alignment_tracks_offsets_times_and_idle_clocks() -> None:
     alignment.assigned({"b"}, now=8.0)
     assert alignment.partitions() == ["b"]
     assert alignment.progress({"b": 50}, now=8.0) == {"b": PartitionProgress(None, True, 0.0)}
+
+
+def test_no_partition_is_idle_before_the_first_record_after_an_assignment() -> None:
+    alignment: Alignment[str] = Alignment(AHEAD, max_idle_s=5.0)
+    alignment.assigned({"a", "b"}, now=0.0)
+    assert {p.idle_s for p in alignment.progress({"a": 5, "b": 5}, now=60.0).values()} == {0.0}  # still starting
+    assert alignment.limit == -math.inf
+    alignment.delivered("a", 0, 100.0, now=60.0)
+    alignment.delivered("b", 0, 500.0, now=60.0)
+    assert alignment.decide({"a": 5, "b": 5}, now=61.0) == {"b"}
+    assert alignment.decide({"a": 5, "b": 5}, now=65.5) == set()  # a idle for 5 s since its record

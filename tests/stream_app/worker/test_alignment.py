@@ -13,7 +13,7 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 
 from stream_app.core.alignment import Alignment
-from stream_app.worker.alignment import PartitionAligner
+from stream_app.worker.alignment import PartitionAligner, scheduling
 
 TOPIC = "transactions"
 
@@ -66,13 +66,8 @@ class FakeApp:
     consumer: FakeConsumer
 
 
-@dataclass
-class Message:
-    value: bytes
-
-
-def _record(second: int) -> Message:
-    return Message(json.dumps({"event_time": f"2026-11-01T10:{second // 60:02d}:{second % 60:02d}Z"}).encode())
+def _record(second: int) -> bytes:
+    return json.dumps({"event_time": f"2026-11-01T10:{second // 60:02d}:{second % 60:02d}Z"}).encode()
 
 
 def _aligner(highwaters: dict[TP, int]) -> PartitionAligner:
@@ -84,17 +79,17 @@ def test_a_record_past_the_bound_asks_for_its_partition_to_be_paused() -> None:
     a, b = TP(TOPIC, 0), TP(TOPIC, 1)
     aligner = _aligner({a: 100, b: 100})
     aligner.assigned({a, b, TP("labels", 0)})
-    aligner.on_message_in(a, 0, _record(0))
-    aligner.on_message_in(b, 0, _record(20))
-    aligner.on_message_in(TP("labels", 0), 0, _record(59 * 60))  # another topic: not looked at
+    aligner.fetched(a, 0, _record(0))
+    aligner.fetched(b, 0, _record(20))
+    aligner.fetched(TP("labels", 0), 0, _record(59 * 60))  # another topic: not looked at
     assert aligner._wanted == frozenset()
-    aligner.on_message_in(b, 1, _record(40))
+    aligner.fetched(b, 1, _record(40))
     assert aligner._wanted == {b}
-    aligner.on_message_in(a, 1, _record(5))  # below the limit: resuming waits for the recheck
+    aligner.fetched(a, 1, _record(5))  # below the limit: resuming waits for the recheck
     assert aligner._wanted == {b}
     aligner._recheck()
     assert aligner._wanted == {b}  # 40 > 5 + 30
-    aligner.on_message_in(a, 2, _record(12))
+    aligner.fetched(a, 2, _record(12))
     aligner._recheck()
     assert aligner._wanted == frozenset()
 
@@ -119,6 +114,7 @@ def test_applying_pauses_in_aiokafka_restarts_the_idle_clock_of_the_resumed_and_
     aligner = PartitionAligner(app, TOPIC, Alignment(max_ahead_s=30.0, max_idle_s=5.0), on_paused=reported.append,
                                clock=lambda: clock[0])
     aligner.assigned({a, b})
+    aligner.fetched(a, 0, _record(0))  # idle clocks run from the first record on
     asyncio.run(aligner._apply(frozenset({b})))
     assert aiokafka.paused_now == {TopicPartition(TOPIC, 1)} and aligner.paused == frozenset({b})
     clock[0] = 100.0
@@ -135,8 +131,8 @@ def test_no_partition_counts_as_idle_while_the_agent_has_records_to_take() -> No
     app: Any = FakeApp(FakeConsumer({a: 100, b: 100}))
     aligner = PartitionAligner(app, TOPIC, Alignment(max_ahead_s=30.0, max_idle_s=5.0), clock=lambda: clock[0])
     aligner.assigned({a, b})
-    aligner.on_message_in(a, 0, _record(0))
-    aligner.on_message_in(b, 0, _record(100))
+    aligner.fetched(a, 0, _record(0))
+    aligner.fetched(b, 0, _record(100))
     aligner._recheck()
     assert aligner._wanted == {b}
     clock[0] = 60.0  # a hands nothing over for a minute: the agent's buffer is full of records not taken
@@ -148,3 +144,19 @@ def test_no_partition_counts_as_idle_while_the_agent_has_records_to_take() -> No
     clock[0] = 66.0  # the agent took everything, and a still hands nothing over: it stops holding b back
     aligner._recheck()
     assert aligner._wanted == frozenset()
+
+
+def test_the_scheduler_hands_records_over_in_fausts_order_and_tells_the_aligner() -> None:
+    a, b = TP(TOPIC, 0), TP(TOPIC, 1)
+    aligner = _aligner({a: 100, b: 100})
+    aligner.assigned({a, b})
+
+    @dataclass
+    class Record:
+        offset: int
+        value: bytes
+
+    records = {a: [Record(0, _record(0)), Record(1, _record(1))], b: [Record(0, _record(100))]}
+    handed = list(scheduling(aligner)().iterate(records))
+    assert sorted((tp.partition, r.offset) for tp, r in handed) == [(0, 0), (0, 1), (1, 0)]
+    assert aligner._wanted == {b}  # b is 99 s ahead of a

@@ -33,9 +33,9 @@ from tests.fixtures.world import MERCHANTS, SEED, USERS, prepare
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]  # a world, then two worker runs
 
 PARTITIONS = 4
-LIVE_RATES = (15.0, 15.0, 15.0, 15.0)  # events per second of event time, per partition, before the outage
-BACKLOG_RATES = (15.0, 45.0, 0.0, 0.0)  # and during it: partition 0 is sparse, 2 and 3 are idle
-LIVE_S, BACKLOG_S = 20.0, 150.0  # event time served live before the outage, and produced during it
+LIVE_RATES = (10.0, 10.0, 10.0, 10.0)  # events per second of event time, per partition, before the outage
+BACKLOG_RATES = (30.0, 90.0, 0.0, 0.0)  # and during it: partition 0 is sparse, 2 and 3 are idle
+LIVE_S, BACKLOG_S = 20.0, 120.0  # event time served live before the outage, and produced during it
 
 
 def _transactions(partition: int, start: datetime, seconds: float, rate: float,
