@@ -3,7 +3,7 @@ for minutes of event time, then restarted; it consumes its partitions in event-t
 window it serves equals the brute force, as if it had never been down.
 
 Transactions are keyed by user, so every merchant's transactions spread over the 4 partitions. During the
-outage partition 0 carries a third of partition 1's events per second of event time, and partitions 2 and 3
+outage partition 0 carries a sixth of partition 1's events per second of event time, and partitions 2 and 3
 none (caught up, they must not hold the others back): a catch-up that takes records from the partitions at
 similar rates (as the fetcher does) consumes partition 0 minutes of event time ahead, past the merchant lag
 (60 s), and partition 0's merchant features then miss partition 1's events. The backlog is written
@@ -30,11 +30,15 @@ from tests.fixtures.served import predictions_by_event, window_mismatches
 from tests.fixtures.workers import StartWorker
 from tests.fixtures.world import MERCHANTS, SEED, USERS, prepare
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]  # a world, then two worker runs
+pytestmark = [
+    pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200),  # a world, then two worker runs
+    pytest.mark.xfail(strict=True, reason="the alignment does not yet keep partition 0 within the lag: "
+                      "docs/decisions/0024-event-time-aligned-catch-up.md, Status"),
+]
 
 PARTITIONS = 4
 LIVE_RATES = (10.0, 10.0, 10.0, 10.0)  # events per second of event time, per partition, before the outage
-BACKLOG_RATES = (30.0, 90.0, 0.0, 0.0)  # and during it: partition 0 is sparse, 2 and 3 are idle
+BACKLOG_RATES = (30.0, 180.0, 0.0, 0.0)  # and during it: partition 0 is sparse, 2 and 3 are idle
 LIVE_S, BACKLOG_S = 20.0, 120.0  # event time served live before the outage, and produced during it
 
 
@@ -68,7 +72,8 @@ def _distinct(expected: int) -> Callable[[list[Record]], bool]:
 
 def test_a_catch_up_serves_the_merchant_windows_it_would_have_served_live(
         settings: Settings, unique: str, tmp_path: Path, worker_process: StartWorker) -> None:
-    settings = settings.model_copy(update={"worker": WorkerSettings(app_id=f"catch-up-{unique}", batch_size=200)})
+    settings = settings.model_copy(update={"worker": WorkerSettings(app_id=f"catch-up-{unique}", batch_size=200,
+                                                                      align_partitions=True)})
     assert settings.topics.transactions.partitions == PARTITIONS
     settings = prepare(settings, tmp_path, f"catch_up_{unique}")
     ensure_topics(settings.kafka, settings.topics.all())
