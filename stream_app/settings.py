@@ -205,7 +205,7 @@ class WorkerSettings(BaseModel):
     # a transactions partition more than align_max_ahead_s ahead in event time of the slowest one with records
     # left is paused; a partition with records left that hands over nothing for align_max_idle_s stops holding
     # the others back. Beyond the merchant lag the merchant windows would depend on the interleaving anyway.
-    align_partitions: bool = False  # off until tests/stream_app/worker/test_catch_up.py passes (0024, "Status")
+    align_partitions: bool = False  # off until the other integration tests ran with it on (0024, "Status")
     align_max_ahead_s: float = Field(default=DEFAULT_MAX_AHEAD_S, ge=0, le=MERCHANT_LAG_S)
     align_max_idle_s: float = Field(default=DEFAULT_MAX_IDLE_S, gt=0)
     # When set, the worker measures its event loop's stalls and appends them to this file once a second

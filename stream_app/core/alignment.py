@@ -46,9 +46,9 @@ def partitions_to_pause(progress: Mapping[K, PartitionProgress], max_ahead_s: fl
     - Only a partition with records left can hold the others back: one that is caught up has nothing to
       consume, and its next records are whatever producers write next. It is still paused when it is
       ahead of the frontier (those next records would be ahead too).
-    - A partition whose event time is unknown (nothing handed over since it was assigned) neither holds
-      nor is paused: after an outage every partition starts where the worker stopped, near the others,
-      and its first fetch tells.
+    - A partition with records left whose event time is unknown (nothing handed over since it was
+      assigned) holds every other one back until its first record comes: it may be the slowest, and one
+      fetch can hold a partition's whole backlog (aiokafka hands it over before any other partition's).
     - A partition with records left that has handed over nothing for more than ``max_idle_s`` stops
       holding the others back (Kafka Streams' ``max.task.idle.ms``): a stuck fetch, or a high-water mark
       that counts records never delivered (transaction markers), must not stop the worker for good. It
@@ -66,10 +66,13 @@ def partitions_to_pause(progress: Mapping[K, PartitionProgress], max_ahead_s: fl
 
 
 def frontier(progress: Mapping[K, PartitionProgress], max_idle_s: float = DEFAULT_MAX_IDLE_S) -> float | None:
-    """The earliest latest-event-time among the partitions that hold the others back (time known, records
-    left, not idle longer than ``max_idle_s``); None when none holds."""
-    holding = [p.time for p in progress.values() if p.time is not None and p.behind and p.idle_s <= max_idle_s]
-    return min(holding) if holding else None
+    """The earliest latest-event-time among the partitions that hold the others back (records left, not
+    idle longer than ``max_idle_s``): ``-inf`` if one of them has not handed over a record yet, None when
+    none holds."""
+    holding = [p.time for p in progress.values() if p.behind and p.idle_s <= max_idle_s]
+    if not holding:
+        return None
+    return min(-math.inf if t is None else t for t in holding)
 
 
 @dataclass(slots=True)

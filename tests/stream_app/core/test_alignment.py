@@ -40,10 +40,10 @@ def test_nothing_is_paused_when_no_partition_has_records_left() -> None:
     assert partitions_to_pause({}, AHEAD) == set()
 
 
-def test_a_partition_whose_time_is_unknown_neither_holds_nor_is_paused() -> None:
+def test_a_partition_with_records_left_and_no_time_yet_holds_every_other_one_back() -> None:
     progress = {0: PartitionProgress(None, True), 1: PartitionProgress(-1e9, True), 2: PartitionProgress(5.0, False)}
-    assert frontier(progress) == -1e9
-    assert partitions_to_pause(progress, AHEAD) == {2}
+    assert frontier(progress) == -math.inf
+    assert partitions_to_pause(progress, AHEAD) == {1, 2}
     assert partitions_to_pause({0: PartitionProgress(None, True)}, AHEAD) == set()
 
 
@@ -68,7 +68,7 @@ def test_exactly_the_partitions_past_the_frontier_plus_the_bound_are_paused(
         progress: dict[int, PartitionProgress], ahead: float, idle: float) -> None:
     paused = partitions_to_pause(progress, ahead, idle)
     start = frontier(progress, idle)
-    holders = [k for k, p in progress.items() if p.time is not None and p.behind and p.idle_s <= idle]
+    holders = [k for k, p in progress.items() if p.behind and p.idle_s <= idle]
     if not holders:
         assert start is None and paused == set()
         return

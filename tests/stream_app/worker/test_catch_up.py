@@ -30,11 +30,7 @@ from tests.fixtures.served import predictions_by_event, window_mismatches
 from tests.fixtures.workers import StartWorker
 from tests.fixtures.world import MERCHANTS, SEED, USERS, prepare
 
-pytestmark = [
-    pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200),  # a world, then two worker runs
-    pytest.mark.xfail(strict=True, reason="the alignment does not yet keep partition 0 within the lag: "
-                      "docs/decisions/0024-event-time-aligned-catch-up.md, Status"),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]  # a world, then two worker runs
 
 PARTITIONS = 4
 LIVE_RATES = (10.0, 10.0, 10.0, 10.0)  # events per second of event time, per partition, before the outage
