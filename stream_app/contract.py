@@ -306,6 +306,23 @@ def decode_transaction(value: bytes | None, key: bytes | None = None) -> Transac
     return txn
 
 
+_EVENT_TIME_FIELD = re.compile(rb'"event_time"\s*:\s*"([^"\\]{10,64})"')
+
+
+def transaction_time_hint(value: bytes | None) -> float | None:
+    """The event time (epoch seconds) a ``transactions`` record gives, read without validating the record:
+    cheap enough for every record as it is fetched (the worker's catch-up alignment). None when the
+    record has no readable event_time with a UTC offset; ``decode_transaction`` decides its validity."""
+    found = _EVENT_TIME_FIELD.search(value) if value else None
+    if found is None:
+        return None
+    try:
+        when = datetime.fromisoformat(found.group(1).decode("ascii"))
+        return None if when.utcoffset() is None else when.timestamp()
+    except (ValueError, OverflowError, UnicodeDecodeError):
+        return None
+
+
 def decode_label(value: bytes | None) -> Label:
     """Parse and validate one ``labels`` record; raises InvalidRecordError with a DLQ code."""
     return _decode(Label, value)

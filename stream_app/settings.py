@@ -15,8 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_app.contract import Topics
+from stream_app.core.alignment import DEFAULT_MAX_AHEAD_S, DEFAULT_MAX_IDLE_S
 from stream_app.core.drift import DEFAULT_SAMPLE_ROWS
 from stream_app.core.engine import DEFAULT_MAX_FUTURE_SKEW_S
+from stream_app.core.window_spec import MERCHANT_LAG_S
 from stream_app.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -291,6 +293,13 @@ class WorkerSettings(BaseModel):
     # A label whose prediction is not indexed yet, while transactions are behind its label_time, is held
     # (its batch retried) for up to this long before it is counted as unjoinable.
     label_join_wait_s: float = Field(default=30.0, ge=0)
+    # Event-time-aligned catch-up (stream_app.worker.alignment, docs/decisions/0024-event-time-aligned-catch-up.md):
+    # a transactions partition more than align_max_ahead_s ahead in event time of the slowest one with records
+    # left is paused; a partition with records left that hands over nothing for align_max_idle_s stops holding
+    # the others back. Beyond the merchant lag the merchant windows would depend on the interleaving anyway.
+    align_partitions: bool = True
+    align_max_ahead_s: float = Field(default=DEFAULT_MAX_AHEAD_S, ge=0, le=MERCHANT_LAG_S)
+    align_max_idle_s: float = Field(default=DEFAULT_MAX_IDLE_S, gt=0)
     # When set, the worker measures its event loop's stalls and appends them to this file once a second
     # (stream_app.worker.loop_lag; the bench sets it).
     loop_lag_file: Path | None = None

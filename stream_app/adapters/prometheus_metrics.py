@@ -44,6 +44,7 @@ REDIS_ERRORS: Final = "streamscore_redis_errors_total"
 RETRIES: Final = "streamscore_retries_total"
 OUTAGE_SECONDS: Final = "streamscore_outage_seconds_total"
 PUBLISHER_QUEUE: Final = "streamscore_publisher_queue"
+PARTITIONS_PAUSED: Final = "streamscore_partitions_paused"
 # worker: data
 FEATURE_FRESHNESS: Final = "streamscore_feature_freshness_seconds"
 FEATURE_DRIFT_PSI: Final = "streamscore_feature_drift_psi"
@@ -188,6 +189,8 @@ class PrometheusSensor(Collector):
                                           registry=r)
         self._shadow = ShadowComparison()
         self.lag = ConsumerLagGauge(group, r)
+        self.paused = Gauge(PARTITIONS_PAUSED, "transactions partitions paused for running ahead in event time "
+                            "(catch-up alignment)", registry=r)
         for code in ErrorCode:  # every series exists from the start, so rates and alerts see zeros
             self.dead_letters.labels(str(code))
         for reason in RETRY_REASONS:
@@ -215,6 +218,10 @@ class PrometheusSensor(Collector):
         self._publisher_queue = publisher_queue
         self._cache_age = profile_cache_age
         self._quality = quality
+
+    def on_partitions_paused(self, count: int) -> None:
+        """``count`` transactions partitions are paused for alignment now (stream_app.worker.alignment)."""
+        self.paused.set(count)
 
     # WorkerSensor
     def on_batch(self, batch: BatchSeen) -> None:

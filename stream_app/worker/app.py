@@ -20,8 +20,10 @@ from typing import Any
 
 import faust
 
+from stream_app.core.alignment import Alignment
 from stream_app.errors import BatchAbandonedError
 from stream_app.settings import Settings, WorkerSettings
+from stream_app.worker.alignment import PartitionAligner, scheduling
 from stream_app.worker.label_runner import LabelRunner
 from stream_app.worker.loop_lag import probe_loop_lag
 from stream_app.worker.ports import RawRecord
@@ -178,10 +180,13 @@ def _built(runner_factory: Callable[[faust.App], Runners], app: faust.App) -> Ru
 
 
 def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners],
-               web_enabled: bool = False, metrics: Callable[[], tuple[bytes, str]] | None = None) -> WorkerApp:
+               web_enabled: bool = False, metrics: Callable[[], tuple[bytes, str]] | None = None,
+               on_paused: Callable[[int], None] | None = None) -> WorkerApp:
     """The worker app. ``runner_factory`` builds the runners from the app; it is called lazily, on first
     use (an agent's first batch, or ``WorkerApp.runner``), so nothing connects at import. With the web
-    server enabled, ``metrics()`` (the exposition and its content type) is served at ``/metrics``.
+    server enabled, ``metrics()`` (the exposition and its content type) is served at ``/metrics``. With
+    ``align_partitions``, transactions partitions running ahead in event time are paused
+    (``stream_app.worker.alignment``); ``on_paused`` is told how many are, after each change.
 
     Each agent has concurrency 1: with more, faust-streaming #606 commits offsets past events still in
     flight. Scale out with partitions and workers in one consumer group instead."""
@@ -259,6 +264,20 @@ def create_app(settings: Settings, runner_factory: Callable[[faust.App], Runners
         @app.task  # type: ignore[untyped-decorator]
         async def probe_loop() -> None:
             await probe_loop_lag(lag_file)
+
+    if worker.align_partitions:
+        aligner = PartitionAligner(app, settings.topics.transactions.name,
+                                   Alignment(worker.align_max_ahead_s, worker.align_max_idle_s), on_paused=on_paused)
+        app.sensors.add(aligner)  # it hears when the agent takes a record
+        app.conf.ConsumerScheduler = scheduling(aligner)  # type: ignore[assignment]  # and when one is handed over
+
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type, untyped-decorator]
+        async def _assigned(app: faust.App, assigned: Any, **_: Any) -> None:
+            aligner.assigned(assigned)
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def align_partitions() -> None:
+            await aligner.run()
 
     @app.agent(transactions, concurrency=1)  # type: ignore[untyped-decorator]
     async def score(stream: Any) -> None:

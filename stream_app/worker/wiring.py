@@ -102,4 +102,4 @@ def build_worker(settings: Settings, web_enabled: bool = False) -> WorkerApp:
                       [settings.topics.transactions.name, settings.topics.labels.name])
     poll_every(LAG_POLL_S, lambda: sensor.lag.set(lag.poll()), threading.Event())
     return create_app(settings, lambda app: build_runners(settings, app, sensor), web_enabled=True,
-                      metrics=lambda: exposition(registry))
+                      metrics=lambda: exposition(registry), on_paused=sensor.on_partitions_paused)

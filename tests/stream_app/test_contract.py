@@ -14,6 +14,7 @@ from stream_app.contract import (
     decode_label,
     decode_transaction,
     encode,
+    transaction_time_hint,
     user_key,
 )
 from stream_app.errors import InvalidRecordError
@@ -122,3 +123,21 @@ def test_dead_letters_keep_original_bytes() -> None:
 def test_every_topic_role_has_a_distinct_name() -> None:
     names = [spec.name for spec in Topics().all()]
     assert names == ["transactions", "labels", "predictions", "predictions.shadow", "transactions.dlq", "labels.joined"]
+
+
+def test_the_time_hint_reads_event_time_as_the_decoder_does_without_validating() -> None:
+    record = _raw()
+    assert transaction_time_hint(record) == decode_transaction(record).event_time.timestamp()
+    assert transaction_time_hint(_raw(event_time="2026-11-01T11:00:00+01:00")) == transaction_time_hint(record)
+    assert transaction_time_hint(b'{"event_time" : "2026-11-01T10:00:00.250Z"}') == \
+        datetime(2026, 11, 1, 10, 0, 0, 250_000, tzinfo=UTC).timestamp()
+    assert transaction_time_hint(_raw(amount=-1)) is not None  # invalid otherwise: still a time
+
+
+@pytest.mark.parametrize("value", [
+    None, b"", b"not json", _raw(event_time="2026-11-01T10:00:00"), _raw(event_time="yesterday"),
+    _raw(event_time=1_700_000_000), json.dumps({k: v for k, v in GOOD.items() if k != "event_time"}).encode(),
+    b'{"event_time": "2026-13-45T99:00:00Z"}',
+])
+def test_the_time_hint_is_none_for_a_record_without_a_readable_event_time(value: bytes | None) -> None:
+    assert transaction_time_hint(value) is None
