@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import platform
 import pstats
 import shutil
 import signal
@@ -58,6 +57,7 @@ from harness import (
     prepare_world,
     record_pid,
     redis_memory,
+    result_header,
     rss_mb,
     scrape_metrics,
     sink_metrics,
@@ -865,14 +865,8 @@ def main() -> int:
     (root / "logs").mkdir(parents=True, exist_ok=True)
     settings = base_settings()
     out: dict[str, Any] = {
-        "command": ("BENCH_QUICK=1 " if QUICK else "") + " ".join([".venv/bin/python bench/bench_e2e.py",
-                                                                   *sys.argv[1:]]),
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} CPython {platform.python_version()}, {os.cpu_count()} cpus, "
-                   f"load average at start {os.getloadavg()[0]:.2f}",
-        "load_note": os.environ.get("BENCH_LOAD_NOTE", "machine shared with other work; expect noise"),
+        **result_header("bench_e2e.py", root),
         "services": {"kafka": settings.kafka.bootstrap_servers, "redis": settings.redis.url},
-        "run_dir": str(root),
         "errors": {},
     }
     log(f"run {args.run_id} in {root}")

@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -50,6 +49,7 @@ from harness import (
     prepare_world,
     record_pid,
     redis_memory,
+    result_header,
     rss_mb,
     scrape_metrics,
     start_child,
@@ -228,13 +228,7 @@ def main() -> int:
     root = Path(os.environ.get("STREAMSCORE_RUN_DIR", REPO_ROOT / ".run" / "bench")) / f"soak-{args.run_id}"
     (root / "logs").mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {
-        "command": ("BENCH_QUICK=1 " if QUICK else "") + " ".join([".venv/bin/python bench/bench_soak.py",
-                                                                   *sys.argv[1:]]),
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} CPython {platform.python_version()}, {os.cpu_count()} cpus, "
-                   f"load average at start {os.getloadavg()[0]:.2f}",
-        "load_note": os.environ.get("BENCH_LOAD_NOTE", "machine shared with other work; expect noise"),
-        "run_dir": str(root),
+        **result_header("bench_soak.py", root),
         "how": __doc__.split("\n\n")[0] if __doc__ else "",
         "settings": {"duration_s": args.duration, "interval_s": args.interval, "scrape_s": args.scrape,
                      "warmup_s": warmup, "label_delay_scale": args.label_delay_scale,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -50,6 +51,19 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def result_header(script: str, run_dir: Path) -> dict[str, Any]:
+    """The head of a benchmark's result JSON: the command that produced it (``bench/<script>`` and this
+    process's arguments), when, on what machine and load, and where its run directory is."""
+    return {
+        "command": ("BENCH_QUICK=1 " if QUICK else "") + " ".join([f".venv/bin/python bench/{script}", *sys.argv[1:]]),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} CPython {platform.python_version()}, {os.cpu_count()} cpus, "
+                   f"load average at start {os.getloadavg()[0]:.2f}",
+        "load_note": os.environ.get("BENCH_LOAD_NOTE", "machine shared with other work; expect noise"),
+        "run_dir": str(run_dir),
+    }
 
 
 def base_settings() -> Settings:
