@@ -18,13 +18,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from stream_app.adapters.feast_store import project_of
 from stream_app.adapters.offline_log import window_frame
+from stream_app.adapters.redis_client import connect
+from stream_app.adapters.state_store import RedisWindowStore, SeedCounts, state_namespace
 from stream_app.core import profiles
-from stream_app.core.engine import FeatureEngine, LabelEvent, TransactionEvent, WindowRows
+from stream_app.core.engine import FeatureEngine, LabelEvent, TransactionEvent, WindowRows, WindowState
 from stream_app.core.offline_layout import BATCH_DIR, MERCHANT_WINDOW_LOG, USER_WINDOW_LOG
 from stream_app.core.window_spec import MERCHANT_WINDOWS, USER_WINDOWS
 from stream_app.errors import ConfigError
-from stream_app.settings import get_settings
+from stream_app.settings import Settings, get_settings
 
 BACKFILL_PART = "part-backfill.parquet"
 RECORD_TIME = "record_time"  # optional transactions column: when the record entered Kafka
@@ -32,7 +35,7 @@ RECORD_TIME = "record_time"  # optional transactions column: when the record ent
 
 @dataclass(frozen=True)
 class BackfillResult:
-    """The served rows of a backfill run and its counts by outcome."""
+    """The served rows of a backfill run, its counts by outcome, and the window state it ended with."""
 
     user_rows: pd.DataFrame
     merchant_rows: pd.DataFrame
@@ -42,6 +45,8 @@ class BackfillResult:
     future: int
     duplicates: int
     seconds: float
+    state: WindowState  # every user's and merchant's windows after the last event (``seed_state``)
+    lateness_s: float
 
     @property
     def events_per_s(self) -> float:
@@ -129,7 +134,8 @@ def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float | No
     merchants = _frame("merchant_id", served["merchant_id"].to_numpy(dtype=np.int64), stamps, merchant_rows,
                        MERCHANT_WINDOWS)
     return BackfillResult(users, merchants, len(transactions), label_count, engine.stats.late,
-                          engine.stats.future, engine.stats.duplicates, time.perf_counter() - started)
+                          engine.stats.future, engine.stats.duplicates, time.perf_counter() - started,
+                          engine.state, lateness_s)
 
 
 def _frame(key: str, ids: np.ndarray, stamps: np.ndarray, rows: list[dict[str, float]],  # type: ignore[type-arg]
@@ -153,6 +159,24 @@ def write_outputs(repo: Path, result: BackfillResult, user_profiles: pd.DataFram
         frame.to_parquet(target, index=False)
         written.append(target)
     return written
+
+
+def seed_state(result: BackfillResult, settings: Settings, project: str | None = None) -> SeedCounts:
+    """Write the backfill's final window state into the worker's state store (``settings``' Redis, the
+    namespace of ``project`` and ``worker.app_id``; project default: the Feast repository's), so a
+    worker starting after the history serves the windows it left instead of empty ones. Keys the worker
+    already holds are kept (``RedisWindowStore.seed``). The worker's first events must come after the
+    history (within the allowed lateness of each key's latest event), as events after a restart would.
+    ConfigError if the backfill ran with another allowed lateness than the worker's."""
+    lateness = settings.worker.allowed_lateness_s
+    if result.lateness_s != lateness:
+        raise ConfigError(f"the backfill ran with an allowed lateness of {result.lateness_s:g} s, the worker's is "
+                          f"{lateness:g} s: its state would not be the worker's; backfill with the worker's")
+    project = project if project is not None else project_of(settings.feast.repo_path)
+    store = RedisWindowStore(connect(settings.redis), state_namespace(project, settings.worker.app_id),
+                             allowed_lateness_s=lateness, wait_replicas=settings.redis.wait_replicas,
+                             wait_timeout_ms=settings.redis.wait_timeout_ms)
+    return store.seed(result.state)
 
 
 def load_history(history: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

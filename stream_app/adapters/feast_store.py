@@ -91,6 +91,18 @@ def run_feast_cli(settings: Settings, args: Sequence[str], repo: Path | None = N
     return done.stdout
 
 
+def project_of(repo: Path) -> str:
+    """The Feast project named in ``repo``'s ``feature_store.yaml`` (read without importing Feast)."""
+    yaml = repo / "feature_store.yaml"
+    try:
+        found = re.search(r"(?m)^project: *(\S+)", yaml.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the Feast configuration {yaml}: {exc}") from exc
+    if found is None:
+        raise ConfigError(f"{yaml} names no project")
+    return found.group(1)
+
+
 def prepare_workspace(template: Path, dest: Path, project: str | None = None) -> Path:
     """A copy of the Feast repository's configuration at ``dest`` (same definitions, own registry and
     data dir; ``project`` renames the Feast project, for golden sets, demos, benchmarks and tests that

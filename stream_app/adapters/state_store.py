@@ -87,6 +87,19 @@ return stale
 _COMMIT_SHA = hashlib.sha1(_COMMIT_SCRIPT.encode()).hexdigest()  # how Redis names the script (EVALSHA)
 
 
+def state_namespace(project: str, app_id: str) -> str:
+    """The state namespace of a worker: its Feast project and its consumer group (``worker.app_id``)."""
+    return f"{project}:{app_id}"
+
+
+@dataclass(frozen=True)
+class SeedCounts:
+    """What ``RedisWindowStore.seed`` did: keys written per kind, and keys left as they were (they existed)."""
+
+    written: dict[Kind, int]
+    kept: int
+
+
 class Kind(StrEnum):
     """Which windows of an entity a key holds (part of the Redis key)."""
 
@@ -374,6 +387,45 @@ class RedisWindowStore:
             self.stats.keys_written += written
         self.stats.commits += 1
         self._return_to_pool(unit)
+
+    def seed(self, state: WindowState, chunk: int = 1000) -> SeedCounts:
+        """Write the windows of a state built elsewhere (the backfill's engine: plain dicts) as this store's
+        keys, so a worker starting on this namespace serves warm windows from its first event.
+
+        Each key is written only if it does not exist (SET NX): state a worker already committed is newer
+        than any backfill and stays, and seeding again changes nothing. The written copies forget their
+        source positions (``KeyWindows.forget_positions``): they are the backfill's arrival ranks, not
+        offsets of this deployment's topics, and would make its first records look like replays. Event
+        keys stay, so a historical event re-sent to the stream is a DUPLICATE. ``chunk`` keys per
+        pipelined round trip; with ``wait_replicas``, each round trip also waits for the replicas."""
+        token = os.urandom(_TOKEN_BYTES)
+        tables = ((Kind.USER, state.users), (Kind.MERCHANT_TXN, state.merchant_txns),
+                  (Kind.MERCHANT_LABEL, state.merchant_labels))
+        pending = [(kind, entity, windows) for kind, table in tables for entity, windows in table.items()]
+        written = dict.fromkeys(Kind, 0)
+        kept = 0
+        for start in range(0, len(pending), chunk):
+            part = pending[start:start + chunk]
+            pipe = self._client.pipeline(transaction=False)
+            for kind, entity, windows in part:
+                self._check_windows(kind, windows)
+                copy = KeyWindows.from_bytes(windows.specs, windows.allowed_lateness_s, windows.to_bytes())
+                copy.forget_positions()
+                pipe.set(self.key(kind, entity), token + copy.to_bytes(), px=self._ttl_ms[kind], nx=True)
+            if self._wait_replicas:
+                pipe.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)  # type: ignore[no-untyped-call]
+            with unavailable_when_down("seed window state"):
+                replies = pipe.execute()
+            if self._wait_replicas and int(replies[-1]) < self._wait_replicas:
+                raise ServiceUnavailableError(
+                    f"redis: seeded state reached {replies[-1]} of {self._wait_replicas} replicas within "
+                    f"{self._wait_timeout_ms} ms")
+            for (kind, _entity, _windows), reply in zip(part, replies, strict=False):
+                if reply:
+                    written[kind] += 1
+                else:
+                    kept += 1
+        return SeedCounts(written, kept)
 
     def invalidate(self) -> None:
         """Drop the in-process pool (after a rebalance or an error). Open units stay valid: their commit

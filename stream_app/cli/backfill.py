@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from stream_app.backfill import backfill
+from stream_app.adapters.feast_store import project_of
+from stream_app.backfill import backfill, seed_state
 from stream_app.cli.commands import Commands
 from stream_app.settings import get_settings
 
@@ -23,6 +24,10 @@ def register(commands: Commands) -> None:
     parser.add_argument("--max-future-skew", type=float, default=None,
                         help="seconds an event may be dated ahead of when it entered Kafka "
                         "(default: STREAMSCORE_WORKER__MAX_FUTURE_SKEW_S)")
+    parser.add_argument("--seed-state", action="store_true",
+                        help="also write the history's final window state into the worker's state store (Redis, "
+                        "namespace <Feast project>:<worker.app_id>), keeping any key the worker already holds: a "
+                        "worker started after the history then serves warm windows from its first event")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(run=run_backfill)
 
@@ -34,4 +39,9 @@ def run_backfill(args: argparse.Namespace) -> int:
     print(f"backfill: {result.transactions} transactions + {result.labels} labels in {result.seconds:.1f} s "
           f"= {result.events_per_s:,.0f} events/s; {len(result.user_rows)} rows served, {result.late} late, "
           f"{result.future} future, {result.duplicates} duplicate event ids", file=sys.stderr)
+    if args.seed_state:
+        counts = seed_state(result, get_settings(), project_of(repo))
+        print("backfill: seeded the worker's window state: "
+              + ", ".join(f"{n} {kind.value} keys" for kind, n in counts.written.items())
+              + f" written, {counts.kept} already there kept", file=sys.stderr)
     return 0

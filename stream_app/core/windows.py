@@ -363,6 +363,12 @@ class KeyWindows:
                     size += sum(sys.getsizeof(d) + 56 * len(d) for d in agg.distinct)
         return size
 
+    def forget_positions(self) -> None:
+        """Drop every recorded source position, keeping the windows and the event keys: for state carried
+        over to another log (a backfill's state seeding a worker), whose offsets say nothing about the
+        records this state saw. Redelivery is then recognised by event key only (DUPLICATE)."""
+        del self._positions[:]
+
     def __repr__(self) -> str:
         names = ",".join(s.name for s in self._plan.specs)
         return f"KeyWindows([{names}], retained={len(self._times)}, latest={self.latest_time})"

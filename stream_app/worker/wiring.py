@@ -16,7 +16,7 @@ from stream_app.adapters.online_store import OnlineFeatures
 from stream_app.adapters.prediction_index import PredictionIndex
 from stream_app.adapters.prometheus_metrics import PrometheusSensor, exposition
 from stream_app.adapters.redis_client import connect
-from stream_app.adapters.state_store import RedisWindowStore
+from stream_app.adapters.state_store import RedisWindowStore, state_namespace
 from stream_app.core.online_quality import OnlineQuality
 from stream_app.errors import ConfigError, RegistryError
 from stream_app.settings import Settings
@@ -60,7 +60,7 @@ def build_runners(settings: Settings, app: faust.App, sensor: PrometheusSensor |
     online = OnlineFeatures(store, profile_cache_size=settings.worker.profile_cache_size,
                             profile_refresh_s=settings.worker.profile_refresh_s)
     client = connect(settings.redis)
-    namespace = f"{store.project}:{settings.worker.app_id}"
+    namespace = state_namespace(store.project, settings.worker.app_id)
     store_state = RedisWindowStore(client, namespace=namespace,
                                    allowed_lateness_s=settings.worker.allowed_lateness_s,
                                    wait_replicas=settings.redis.wait_replicas,

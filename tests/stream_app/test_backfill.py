@@ -7,10 +7,13 @@ import pandas as pd
 import pytest
 
 from stream_app import backfill
-from stream_app.core.engine import FeatureEngine, WindowState
+from stream_app.adapters.redis_client import connect
+from stream_app.adapters.state_store import Kind, RedisWindowStore, state_namespace
+from stream_app.core.engine import FeatureEngine, LabelEvent, TransactionEvent, WindowRows, WindowState
+from stream_app.errors import ConfigError
 from stream_app.generator.config import HistoryConfig
 from stream_app.generator.history import generate_history, write_history
-from stream_app.settings import WorkerSettings, get_settings
+from stream_app.settings import RedisSettings, Settings, WorkerSettings, get_settings
 
 
 def _digest(paths: list[Path]) -> dict[str, str]:
@@ -110,3 +113,82 @@ def test_training_sees_each_event_id_once() -> None:
     key = ["user_id", "event_timestamp"]
     pd.testing.assert_frame_equal(result.user_rows.sort_values(key).reset_index(drop=True),
                                   clean.user_rows.sort_values(key).reset_index(drop=True))
+
+
+@pytest.mark.integration
+def test_a_worker_on_the_seeded_state_serves_what_the_whole_history_run_serves(redis_url: str, unique: str) -> None:
+    """The backfill of the first part of a history, seeded into Redis, then the rest through the state store
+    as the worker drives it (its own partitions and offsets from 0): every row served equals the one a
+    backfill of the whole history serves. Seeding again keeps what the worker wrote."""
+    history = generate_history(HistoryConfig(days=6, users=150, merchants=20, seed=8,
+                                             start=pd.Timestamp("2026-10-01", tz="UTC").to_pydatetime()))
+    txns, labels = history.transactions, history.labels
+    order = list(backfill.arrival_order(txns, labels))
+    cut = [n for n, (kind, _i) in enumerate(order) if kind == "transaction"][len(txns) * 2 // 3]
+    head_t = [i for kind, i in order[:cut] if kind == "transaction"]
+    head_l = [i for kind, i in order[:cut] if kind == "label"]
+    settings = Settings(redis=RedisSettings(url=redis_url))
+    lateness = settings.worker.allowed_lateness_s
+    whole = backfill.run(txns, labels, lateness)
+    head = backfill.run(txns.iloc[head_t], labels.iloc[head_l], lateness)
+    assert whole.late == whole.duplicates == 0
+
+    project = f"seed_{unique}"
+    client = connect(settings.redis)
+    try:
+        seeded = backfill.seed_state(head, settings, project)
+        assert seeded.kept == 0
+        assert seeded.written[Kind.USER] == len(head.state.users) > 0
+        assert seeded.written[Kind.MERCHANT_LABEL] == len(head.state.merchant_labels) > 0
+        store = RedisWindowStore(client, state_namespace(project, settings.worker.app_id), allowed_lateness_s=lateness)
+
+        t_rows, l_rows = txns.to_dict("records"), labels.to_dict("records")
+        merchant_of = {row["event_id"]: int(row["merchant_id"]) for row in t_rows}
+        offsets = {"labels": 0, **{f"p{p}": 0 for p in range(4)}}
+        user_rows: list[dict[str, float]] = []
+        merchant_rows: list[dict[str, float]] = []
+        rest = order[cut:]
+        for start in range(0, len(rest), 64):
+            batch = [(kind, t_rows[i] if kind == "transaction" else l_rows[i]) for kind, i in rest[start:start + 64]]
+            engine = FeatureEngine(lateness, store.load([int(r["user_id"]) for k, r in batch if k == "transaction"],
+                                                        [merchant_of[r["event_id"]] for _k, r in batch]))
+            for kind, row in batch:
+                if kind == "label":
+                    engine.on_label(LabelEvent(row["event_id"], merchant_of[row["event_id"]], bool(row["is_fraud"]),
+                                               row["label_time"].timestamp(), (0, offsets["labels"])))
+                    offsets["labels"] += 1
+                    continue
+                user = int(row["user_id"])
+                partition = user % 4
+                served = engine.on_transaction(TransactionEvent(
+                    row["event_id"], user, int(row["merchant_id"]), float(row["amount"]),
+                    row["event_time"].timestamp(), (partition, offsets[f"p{partition}"])))
+                offsets[f"p{partition}"] += 1
+                assert isinstance(served, WindowRows), (row["event_id"], served)
+                user_rows.append(served.user)
+                merchant_rows.append(served.merchant)
+            store.commit(engine.state)
+
+        for got, want in ((user_rows, whole.user_rows), (merchant_rows, whole.merchant_rows)):
+            frame = pd.DataFrame(got)
+            expected = want[list(frame.columns)].tail(len(frame)).reset_index(drop=True)
+            pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
+
+        after = store.load([user], []).users[user].to_bytes()
+        again = backfill.seed_state(head, settings, project)
+        assert sum(again.written.values()) == 0 and again.kept == sum(seeded.written.values())
+        assert store.load([user], []).users[user].to_bytes() == after
+    finally:
+        keys = list(client.scan_iter(match=f"{project}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def test_seeding_refuses_a_backfill_run_with_another_lateness() -> None:
+    history = generate_history(HistoryConfig(days=1, users=20, merchants=5, seed=4,
+                                             start=pd.Timestamp("2026-10-01", tz="UTC").to_pydatetime()))
+    settings = Settings(redis=RedisSettings(url="redis://127.0.0.1:1/0"))
+    result = backfill.run(history.transactions, history.labels, settings.worker.allowed_lateness_s + 60.0)
+    with pytest.raises(ConfigError, match="allowed lateness"):
+        backfill.seed_state(result, settings, "any")

@@ -198,6 +198,24 @@ def test_replay_and_late_change_nothing_and_late_redelivery_is_replay() -> None:
     assert kw.apply(obs(99.0, part=7, off=0, x=1.0, k=1.0, b=0.0)).outcome is Outcome.APPLIED
 
 
+def test_forgotten_positions_let_another_log_start_anywhere_while_event_keys_still_recognise_a_resend() -> None:
+    kw = KeyWindows(SMALL, allowed_lateness_s=2)
+    kw.apply(Observation(100.0, {"x": 1.0, "k": 1.0, "b": 0.0}, (0, 500), event_key=11))
+    kw.apply(Observation(101.0, {"x": 2.0, "k": 2.0, "b": 1.0}, (0, 501), event_key=12))
+    served = kw.query(101.5)
+    kw.forget_positions()
+    assert kw.positions == {}
+    assert_identical(kw.query(101.5), served)  # the windows are kept
+    # offset 0 of the new log is not a replay of the old log's offset 501 ...
+    fresh = kw.apply(Observation(101.5, {"x": 4.0, "k": 3.0, "b": 0.0}, (0, 0), event_key=13))
+    assert fresh.outcome is Outcome.APPLIED and fresh.features is not None
+    assert fresh.features["count_3"] == 3.0 and fresh.features["sum_x_3"] == 7.0
+    # ... and an event the old log carried, re-sent on the new one, is still counted once
+    assert kw.apply(Observation(101.0, {"x": 2.0, "k": 2.0, "b": 1.0}, (0, 1), event_key=12)).outcome \
+        is Outcome.DUPLICATE
+    assert kw.positions == {0: 1}
+
+
 def test_out_of_order_counts_only_earlier_applied() -> None:
     kw = KeyWindows(SMALL, allowed_lateness_s=5)
     kw.apply(obs(100.0, off=0, x=1.0, k=1.0, b=0.0))
