@@ -61,11 +61,13 @@ class World:
 
 
 def prepare_world(settings: Settings, repo_dir: Path, project: str, config: HistoryConfig, *,
-                  materialize: bool = True, model: QuickModel | None = None) -> World:
+                  materialize: bool = True, model: QuickModel | None = None, seed_state: bool = False) -> World:
     """Generate the history, backfill it into a copy of the Feast repository at ``repo_dir`` (Feast
     project ``project``, on ``settings``' Redis), apply the definitions, materialise the profiles up to
-    now when ``materialize``, and with ``model`` train one, register it in ``settings.models_dir`` and
-    point ``production`` at it."""
+    now when ``materialize`` (the latest of each, however long ago the history ended), and with ``model``
+    train one, register it in ``settings.models_dir`` and point ``production`` at it. ``seed_state``
+    also seeds the worker's window state with the history's (``backfill.seed_state``): a worker streaming
+    after the history then continues it."""
     from feast import FeatureStore  # noqa: PLC0415  (imports feast, ~5 s: only callers that build a world pay)
 
     seconds: dict[str, float] = {}
@@ -80,6 +82,8 @@ def prepare_world(settings: Settings, repo_dir: Path, project: str, config: Hist
     days = profiles.snapshot_days(history.transactions)
     backfill.write_outputs(path, result, profiles.user_profiles(history.transactions, history.users, days),
                            profiles.merchant_profiles(history.transactions, days))
+    if seed_state:
+        backfill.seed_state(result, settings, project)
     seconds["backfill"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -88,7 +92,7 @@ def prepare_world(settings: Settings, repo_dir: Path, project: str, config: Hist
     apply_definitions(store)
     if materialize:
         with in_repo(store):
-            store.materialize_incremental(end_date=datetime.now(UTC), feature_views=PROFILE_VIEWS)
+            store.materialize(start_date=config.start, end_date=datetime.now(UTC), feature_views=PROFILE_VIEWS)
     seconds["apply_materialize"] = time.perf_counter() - mark
 
     version = None

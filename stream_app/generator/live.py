@@ -76,6 +76,7 @@ class LiveCounts:
     delivery_errors: int = 0
     undelivered: int = 0  # still queued after the final flush
     by_pattern: dict[str, int] = field(default_factory=dict)
+    event_clock_end: datetime | None = None  # where the run's event time stood when its transactions stopped
 
 
 class TokenBucket:
@@ -547,6 +548,7 @@ def stream_live(
     if realistic and wall_end > 0 and source.clock_s > 0:
         speed = source.clock_s / wall_end
     event_end = source.clock_s if realistic else wall_end * time_scale
+    counts.event_clock_end = datetime.fromtimestamp((source.start_us + event_end * SECOND_US) / SECOND_US, UTC)
     while drain_labels and source.pending_labels and not stop.is_set():
         due = wall_end + ((source.next_label_due() or 0.0) - event_end) / speed
         stop.wait(min(0.5, max(0.0, due - (time.monotonic() - origin))))
