@@ -45,6 +45,7 @@ class BackfillResult:
     future: int
     duplicates: int
     seconds: float
+    labels_after_end: int  # arrived after the last transaction: not applied (``run``)
     state: WindowState  # every user's and merchant's windows after the last event (``seed_state``)
     lateness_s: float
 
@@ -86,7 +87,12 @@ def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float | No
     applied transaction). ``lateness_s`` and ``max_future_skew_s`` default to the worker's settings, so
     training and serving call the same events late or future. A transaction whose event_id its user's
     state already applied is skipped, as the worker dead-letters it (``duplicate``): training sees each
-    event_id once."""
+    event_id once.
+
+    Labels that arrive after the last transaction are not applied (counted in ``labels_after_end``): they
+    serve nothing here, and without them the state the run ends with is the history's as of its end, the
+    labels known by then (a generated history also holds the labels its last days will get). That is the
+    state ``seed_state`` hands a worker that continues the history."""
     started = time.perf_counter()
     worker = get_settings().worker
     lateness_s = worker.allowed_lateness_s if lateness_s is None else lateness_s
@@ -100,19 +106,23 @@ def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float | No
     t_ids = transactions["event_id"].to_numpy()
     merchant_of = dict(zip(t_ids, t_merchants, strict=True))
     l_times = _seconds(labels["label_time"]) if len(labels) else np.empty(0)
+    end = float(t_entered.max()) if len(t_entered) else -np.inf
     l_ids = labels["event_id"].to_numpy()
     l_fraud = labels["is_fraud"].to_numpy(dtype=bool)
 
     served_index: list[int] = []
     user_rows: list[dict[str, float]] = []
     merchant_rows: list[dict[str, float]] = []
-    label_count = 0
+    label_count = after_end = 0
     events = arrival_order(transactions, labels)
     total = len(transactions) + len(labels)
     # Positions are arrival ranks, not frame rows: the engine treats a position at or below the last one
     # applied as a replay, so they must grow in processing order whatever order the frames are in.
     for rank, (kind, i) in enumerate(tqdm(events, total=total, disable=not progress, unit="ev", mininterval=1.0)):
         if kind == "label":
+            if l_times[i] > end:
+                after_end += 1
+                continue
             merchant = merchant_of.get(l_ids[i])
             if merchant is None:
                 continue
@@ -135,7 +145,7 @@ def run(transactions: pd.DataFrame, labels: pd.DataFrame, lateness_s: float | No
                        MERCHANT_WINDOWS)
     return BackfillResult(users, merchants, len(transactions), label_count, engine.stats.late,
                           engine.stats.future, engine.stats.duplicates, time.perf_counter() - started,
-                          engine.state, lateness_s)
+                          after_end, engine.state, lateness_s)
 
 
 def _frame(key: str, ids: np.ndarray, stamps: np.ndarray, rows: list[dict[str, float]],  # type: ignore[type-arg]

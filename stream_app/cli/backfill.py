@@ -36,7 +36,8 @@ def run_backfill(args: argparse.Namespace) -> int:
     repo = args.repo or get_settings().feast.repo_path
     result = backfill(args.history, repo, args.lateness, progress=not args.no_progress,
                       max_future_skew_s=args.max_future_skew)
-    print(f"backfill: {result.transactions} transactions + {result.labels} labels in {result.seconds:.1f} s "
+    print(f"backfill: {result.transactions} transactions + {result.labels} labels ({result.labels_after_end} more "
+          f"arrive after the last transaction: not applied) in {result.seconds:.1f} s "
           f"= {result.events_per_s:,.0f} events/s; {len(result.user_rows)} rows served, {result.late} late, "
           f"{result.future} future, {result.duplicates} duplicate event ids", file=sys.stderr)
     if args.seed_state:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -37,7 +37,7 @@ from stream_app.demo.steps import StepError, last_line, pipeline_steps, run_step
 from stream_app.demo.summary import Observed, Sample, build_summary, format_summary
 from stream_app.demo.tap import CountingProducer, TopicTap, commit_group_offsets, end_offsets
 from stream_app.errors import StreamscoreError
-from stream_app.generator.live import LiveCounts, stream_live
+from stream_app.generator.live import LiveCounts, realistic_start, stream_live
 from stream_app.settings import FEATURE_REPO, REPO_ROOT, FeastSettings, Settings, WorkerSettings
 from stream_app.worker.process import SINK_ARGS, WorkerProcess, free_port
 
@@ -78,8 +78,14 @@ class Demo:
         self.metrics_ports: dict[str, int] = {}  # WORKER / SINK -> the port of its /metrics
         self.run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         self.app_id = f"streamscore-demo-{self.run_id}"
+        # The live stream's event time ends about now; the history ends at the midnight before it starts,
+        # and the worker continues the history's window state (seeded by the backfill step).
+        self.live_start = realistic_start(config.rate, config.duration_s, seed=config.seed, users=config.users,
+                                          merchants=config.merchants, end=datetime.now(UTC))
+        self.history_end = self.live_start.replace(hour=0, minute=0, second=0, microsecond=0)
         self.env = {
             **os.environ,
+            "STREAMSCORE_WORKER__APP_ID": self.app_id,  # the backfill seeds this worker's state
             "STREAMSCORE_DATA_DIR": str(config.out),
             "STREAMSCORE_MODELS_DIR": str(config.registry_dir),
             "STREAMSCORE_FEAST__REPO_PATH": str(config.repo_dir),
@@ -159,7 +165,7 @@ class Demo:
     def pipeline(self) -> None:
         reports = {"history": "transactions", "backfill": "backfill:", "feast-apply": None,
                    "train": "registered", "promote": '"version"', "materialize": None}
-        for step in pipeline_steps(self.config):
+        for step in pipeline_steps(self.config, ends_by=self.history_end):
             self.step(step.name, step.argv, report=reports.get(step.name))
 
     def model(self) -> tuple[str | None, dict[str, Any]]:
@@ -219,11 +225,10 @@ class Demo:
         t = time.monotonic()
         tap = TopicTap(settings, end_offsets(settings, [settings.topics.predictions.name]))
         try:
-            # Stamped at history's start: before every event of the realistic stream, whose event time runs
-            # up to now from hours or days back; a later warm-up event would make a user's events late.
+            # Stamped where the history ends: after its events (the worker holds their windows), before
+            # every event of the live stream (a later warm-up event would make a user's live events late).
             counts = stream_live(settings, rate=cfg.warm_up_events, duration_s=1.0, seed=cfg.seed + 1, users=cfg.users,
-                                 merchants=cfg.merchants, report=None,
-                                 start=datetime.now(UTC) - timedelta(days=cfg.days))
+                                 merchants=cfg.merchants, report=None, start=self.history_end)
             deadline = time.monotonic() + cfg.worker_ready_timeout_s
             while len(tap.predictions) < counts.valid:
                 if not worker.alive():
@@ -252,7 +257,8 @@ class Demo:
                 outcome.append(stream_live(
                     settings, cfg.rate, cfg.duration_s, seed=cfg.seed, users=cfg.users, merchants=cfg.merchants,
                     invalid_fraction=cfg.invalid_fraction, label_delay_scale=cfg.label_delay_scale,
-                    drain_labels=True, stop=stop, producer=producer, report=None, realistic=True))
+                    drain_labels=True, stop=stop, producer=producer, report=None, realistic=True,
+                    start=self.live_start))
             except Exception as exc:  # noqa: BLE001 - handed to the main thread, which reports it
                 failures.append(exc)
 

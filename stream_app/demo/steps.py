@@ -31,18 +31,20 @@ class Step:
     argv: list[str]
 
 
-def pipeline_steps(config: DemoConfig, now: datetime | None = None) -> list[Step]:
-    """The Makefile's ``pipeline`` with the demo's sizes. History ends yesterday, as in the Makefile, so
-    ``materialize-incremental`` (whose first run starts at now - TTL) loads the latest daily profiles."""
+def pipeline_steps(config: DemoConfig, now: datetime | None = None, ends_by: datetime | None = None) -> list[Step]:
+    """The Makefile's ``pipeline`` with the demo's sizes. History ends at the midnight (UTC) on or before
+    ``ends_by`` (default: today's, as in the Makefile), so ``materialize-incremental`` (whose first run
+    starts at now - TTL) loads the latest daily profiles. The backfill also seeds the worker's window state
+    (``--seed-state``): a live stream after the history continues it."""
     now = now or datetime.now(UTC)
     cli = [sys.executable, "-m", "stream_app"]
     history = str(config.history_dir)
-    start = (now - timedelta(days=config.days)).strftime("%Y-%m-%d")
+    start = ((ends_by or now) - timedelta(days=config.days)).strftime("%Y-%m-%d")
     return [
         Step("history", [*cli, "generate", "history", "--days", str(config.days),
                          "--users", str(config.users), "--merchants", str(config.merchants),
                          "--seed", str(config.seed), "--start", start, "--out", history]),
-        Step("backfill", [*cli, "backfill", "--history", history, "--no-progress"]),
+        Step("backfill", [*cli, "backfill", "--history", history, "--seed-state", "--no-progress"]),
         Step("feast-apply", [*cli, "feast", "apply"]),
         Step("train", [*cli, "train", "--history", history]),
         Step("promote", [*cli, "promote", "latest"]),

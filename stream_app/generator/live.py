@@ -417,6 +417,22 @@ def _rfc3339(us: int) -> str:
     return (_EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _realistic_start_us(pop: Population, rate: float, duration_s: float, end_us: int) -> int:
+    """Where a realistic run of ``rate`` × ``duration_s`` records starts so that it ends by ``end_us``: 3
+    sigma more purchases than expected are planned for, so a lucky run still ends before it."""
+    planned = rate * duration_s
+    return start_for(pop, end_us, planned + 3.0 * math.sqrt(planned))
+
+
+def realistic_start(rate: float, duration_s: float, *, seed: int, users: int, merchants: int,
+                    end: datetime) -> datetime:
+    """The event time a realistic ``stream_live`` run with these arguments (and no ``start``) would start
+    at if it began when the clock reads ``end``: for a caller that must place something before the run
+    (the history it continues, its warm-up)."""
+    pop = build_population(stream(seed, "population"), users, merchants)
+    return datetime.fromtimestamp(_realistic_start_us(pop, rate, duration_s, to_us(end)) / SECOND_US, UTC)
+
+
 def stream_live(
     settings: Settings,
     rate: float,
@@ -459,11 +475,9 @@ def stream_live(
     horizon_s = DAY_US / SECOND_US
     if realistic:
         per_s = float(expected_per_slot(pop).sum()) * SECOND_US / DAY_US  # population's purchases per event s
-        planned = rate * duration_s
-        horizon_s = max(horizon_s, 1.5 * planned / per_s)
-        # 3 sigma more purchases than expected, so a lucky run still ends before now
-        start_us = to_us(start) if start is not None else start_for(
-            pop, to_us(datetime.now(UTC)), planned + 3.0 * math.sqrt(planned))
+        horizon_s = max(horizon_s, 1.5 * rate * duration_s / per_s)
+        start_us = to_us(start) if start is not None else _realistic_start_us(pop, rate, duration_s,
+                                                                              to_us(datetime.now(UTC)))
     else:
         start_us = to_us(start) if start is not None else to_us(datetime.now(UTC))
     source = LiveSource(

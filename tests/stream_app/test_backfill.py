@@ -50,7 +50,8 @@ def test_frames_in_any_row_order_serve_the_same_rows() -> None:
     ordered = backfill.run(history.transactions, history.labels)
     shuffled = backfill.run(history.transactions.sample(frac=1.0, random_state=1),
                             history.labels.sample(frac=1.0, random_state=2))
-    assert (ordered.labels, ordered.late) == (shuffled.labels, shuffled.late) == (len(history.labels), 0)
+    assert (ordered.labels, ordered.late) == (shuffled.labels, shuffled.late)
+    assert ordered.labels + ordered.labels_after_end == len(history.labels) and ordered.late == 0
     key = ["user_id", "event_timestamp"]
     pd.testing.assert_frame_equal(ordered.user_rows.sort_values(key).reset_index(drop=True),
                                   shuffled.user_rows.sort_values(key).reset_index(drop=True))
@@ -124,7 +125,7 @@ def test_a_worker_on_the_seeded_state_serves_what_the_whole_history_run_serves(r
                                              start=pd.Timestamp("2026-10-01", tz="UTC").to_pydatetime()))
     txns, labels = history.transactions, history.labels
     order = list(backfill.arrival_order(txns, labels))
-    cut = [n for n, (kind, _i) in enumerate(order) if kind == "transaction"][len(txns) * 2 // 3]
+    cut = [n for n, (kind, _i) in enumerate(order) if kind == "transaction"][len(txns) * 2 // 3] + 1
     head_t = [i for kind, i in order[:cut] if kind == "transaction"]
     head_l = [i for kind, i in order[:cut] if kind == "label"]
     settings = Settings(redis=RedisSettings(url=redis_url))
@@ -192,3 +193,15 @@ def test_seeding_refuses_a_backfill_run_with_another_lateness() -> None:
     result = backfill.run(history.transactions, history.labels, settings.worker.allowed_lateness_s + 60.0)
     with pytest.raises(ConfigError, match="allowed lateness"):
         backfill.seed_state(result, settings, "any")
+
+
+def test_the_state_a_run_ends_with_knows_only_the_labels_that_arrived_by_the_last_transaction() -> None:
+    history = generate_history(HistoryConfig(days=2, users=60, merchants=8, seed=12,
+                                             start=pd.Timestamp("2026-10-01", tz="UTC").to_pydatetime()))
+    result = backfill.run(history.transactions, history.labels)
+    end = history.transactions["event_time"].max().timestamp()
+    later = int((history.labels["label_time"] > history.transactions["event_time"].max()).sum())
+    assert result.labels_after_end == later > 0  # a generated history holds its last days' future labels
+    assert result.labels + later == len(history.labels)
+    latest = [w.latest_time for w in result.state.merchant_labels.values() if w.latest_time is not None]
+    assert latest and max(latest) <= end

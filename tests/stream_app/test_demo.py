@@ -233,6 +233,10 @@ def test_pipeline_runs_the_makefile_clis_in_order(tmp_path: Path) -> None:
     assert history[history.index("--out") + 1] == str(tmp_path / "history")
     assert steps[4].argv[-2:] == ["promote", "latest"]
     assert steps[5].argv[-5:] == ["2026-11-23T10:30:05", "--views", "user_profile", "--views", "merchant_profile"]
+    assert "--seed-state" in steps[1].argv  # the worker continues the history's windows
+    before_live = pipeline_steps(config, now=datetime(2026, 11, 23, 10, 30, 5, tzinfo=UTC),
+                                 ends_by=datetime(2026, 11, 22, 11, 0, tzinfo=UTC))[0].argv
+    assert before_live[before_live.index("--start") + 1] == "2026-11-08"  # ends at the live stream's midnight
 
 
 def test_arguments_and_last_line() -> None:
