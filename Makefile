@@ -75,7 +75,7 @@ history: $(STAMP)
 	  --seed $(SEED) --start $$(date -u -d "$(DAYS) days ago" +%F) --out $(HISTORY)
 
 backfill: $(STAMP)
-	$(CLI) backfill --history $(HISTORY)
+	$(CLI) backfill --history $(HISTORY) --seed-state
 
 feast-apply: $(STAMP)
 	$(CLI) feast apply
