@@ -18,7 +18,7 @@ from stream_app.generator.arrivals import PopulationArrivals, expected_per_slot,
 from stream_app.generator.config import DAY_US, DRIFTS, SECOND_US, HistoryConfig, stream, to_us
 from stream_app.generator.history import generate_history
 from stream_app.generator.labels import FRAUD_DELAY_US, LEGIT_DELAY_US
-from stream_app.generator.live import LiveCounts, LiveSource
+from stream_app.generator.live import LiveCounts, LiveSource, realistic_start
 from stream_app.generator.population import HOME_COUNTRIES, USER_ID_BASE, Population, build_population
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -157,6 +157,15 @@ def test_start_for_plans_the_expected_number_of_purchases(pop: Population) -> No
                 break
             seen += int((when < end).sum())
         assert abs(seen - purchases) < 4 * np.sqrt(purchases) + 0.02 * purchases
+
+
+def test_realistic_start_is_where_a_run_planned_to_end_by_then_starts(pop: Population) -> None:
+    end = START + timedelta(days=5)
+    rate, duration_s = 50.0, 20.0
+    planned = rate * duration_s
+    begin = realistic_start(rate, duration_s, seed=7, users=USERS, merchants=MERCHANTS, end=end)
+    assert to_us(begin) == start_for(pop, to_us(end), planned + 3.0 * np.sqrt(planned))
+    assert START < begin < end
 
 
 def test_amount_drift_shifts_the_amount_distribution(pop: Population, live: pd.DataFrame) -> None:
