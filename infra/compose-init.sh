@@ -29,7 +29,7 @@ else
   # History ends yesterday so that materialize-incremental (first run: now - TTL) loads the latest profiles.
   start=$(date -u -d "$days days ago" +%F)
   streamscore generate history --days "$days" --users "$users" --merchants "$merchants" --seed "$seed" --start "$start" --out "$history"
-  streamscore backfill --history "$history" --no-progress
+  streamscore backfill --history "$history" --seed-state --no-progress  # the worker continues its windows
   streamscore feast apply
   streamscore train --history "$history"
   streamscore promote latest
