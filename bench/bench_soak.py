@@ -58,6 +58,7 @@ from harness import (
 from soak import Point, aggregate, capacity_from, event_speed, judge_run, labels_steady_s, write_chart
 
 from stream_app.settings import REPO_ROOT
+from stream_app.worker.loop_lag import worst_stall_ms
 from stream_app.worker.process import WorkerProcess
 
 
@@ -164,6 +165,7 @@ def soak(world: World, run: Run, root: Path, args: argparse.Namespace, out: dict
         log(f"soak: worker warmed up; generator at {rate:,.0f} ev/s for {args.duration:g} s, sampling every "
             f"{args.interval:g} s")
         origin = time.monotonic()
+        out["started_at_epoch_s"] = time.time()  # the loop-lag probe's reports are stamped with the wall clock
         points.append(point(0.0))
         gen = generator(run.env, world, args, rate, log_path=root / "logs" / "generator_soak.log", root=root)
         tx, labels = run.settings.topics.transactions.name, run.settings.topics.labels.name
@@ -240,10 +242,15 @@ def main() -> int:
     log(f"world ready in {world.seconds['total']} s")
     rate, source = choose_rate(args, world, root)
     out["rate"], out["rate_from"] = round(rate), source
-    run = make_run(world, f"bench-{args.run_id}-soak")
+    stalls = root / "logs" / "loop_lag_soak.jsonl"
+    run = make_run(world, f"bench-{args.run_id}-soak", worker={"loop_lag_file": stalls})
     points = soak(world, run, root, args, out)
     topics = run.settings.topics
     samples = aggregate(points, args.interval, topics.transactions.name, topics.labels.name)
+    for s in samples:  # the worker's longest event-loop stall and garbage collection in each interval
+        end = out["started_at_epoch_s"] + s["t_s"]
+        s["loop_stall_max_ms"] = worst_stall_ms(stalls, end - args.interval, end)
+        s["gc_max_ms"] = worst_stall_ms(stalls, end - args.interval, end, field="gc_max_ms")
     speed = event_speed((root / "logs" / "generator_soak.log").read_text(errors="replace"))
     if speed and args.warmup is None:  # not judged until the labels arrive at their steady rate
         out["labels_steady_after_s"] = round(labels_steady_s(speed, args.label_delay_scale), 1)

@@ -57,11 +57,11 @@ async def probe_loop_lag(path: Path, tick_s: float = TICK_S, report_s: float = R
         gc.callbacks.remove(collections)
 
 
-def worst_stall_ms(path: Path, start: float, end: float) -> float | None:
-    """The longest stall ``probe_loop_lag`` wrote to ``path`` in reports from ``start`` to ``end`` (wall
-    clock), None if there is none."""
+def worst_stall_ms(path: Path, start: float, end: float, field: str = "max_ms") -> float | None:
+    """The longest stall (``field="gc_max_ms"``: garbage collection) ``probe_loop_lag`` wrote to ``path`` in
+    reports from ``start`` to ``end`` (wall clock), None if there is none."""
     if not path.exists():
         return None
     reports = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    stalls = [float(r["max_ms"]) for r in reports if start <= r["t"] <= end]
+    stalls = [float(r[field]) for r in reports if start <= r["t"] <= end]
     return max(stalls) if stalls else None
