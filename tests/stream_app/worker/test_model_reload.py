@@ -70,21 +70,29 @@ def _versions(settings: Settings, expected: int) -> list[tuple[str, str]]:
     return [(p["event_id"], p["model_version"]) for p in _predictions(settings, expected)]
 
 
-def test_a_promotion_mid_stream_switches_versions_between_batches_and_a_corrupt_one_is_refused(
-        settings: Settings, unique: str, tmp_path: Path, worker_process: StartWorker) -> None:
+def _world(settings: Settings, tmp_path: Path, name: str, poll_s: float, *,
+           copies: int) -> tuple[Settings, ModelRegistry, str, list[str]]:
+    """A world on one-partition topics (Feast project and worker group ``name``, the model polled every
+    ``poll_s``): its settings, its registry, the production version and ``copies`` more versions of the
+    same model, registered but not promoted."""
     single = Topics(**{role: TopicSpec(name=spec.name, partitions=1) for role, spec in settings.topics})
     settings = settings.model_copy(update={"topics": single,
-                                           "worker": WorkerSettings(app_id=f"reload-{unique}", model_poll_s=0.3)})
-    settings = prepare(settings, tmp_path, f"reload_{unique}")
+                                           "worker": WorkerSettings(app_id=name, model_poll_s=poll_s)})
+    settings = prepare(settings, tmp_path, name)
     ensure_topics(settings.kafka, settings.topics.all())
     registry = ModelRegistry(settings.models_dir)
     first = registry.get_alias("production")
     assert first is not None
     served = registry.load(first)
-    second = registry.register(served.booster, served.metadata.model_copy(update={"version": None,
-                                                                                  "model_sha256": None}))
-    corrupt = registry.register(served.booster, served.metadata.model_copy(update={"version": None,
+    others = [registry.register(served.booster, served.metadata.model_copy(update={"version": None,
                                                                                    "model_sha256": None}))
+              for _ in range(copies)]
+    return settings, registry, first, others
+
+
+def test_a_promotion_mid_stream_switches_versions_between_batches_and_a_corrupt_one_is_refused(
+        settings: Settings, unique: str, tmp_path: Path, worker_process: StartWorker) -> None:
+    settings, registry, first, (second, corrupt) = _world(settings, tmp_path, f"reload_{unique}", 0.3, copies=2)
     web_port = free_port()
     with worker_process(settings, tmp_path / "worker.log", web_port=web_port) as worker:
         produced = _produce(settings, "warm")
@@ -125,17 +133,8 @@ def test_a_promotion_mid_stream_switches_versions_between_batches_and_a_corrupt_
 
 def test_a_rollback_restores_the_previous_version_in_the_running_worker_within_a_poll_interval(
         settings: Settings, unique: str, tmp_path: Path, worker_process: StartWorker) -> None:
-    single = Topics(**{role: TopicSpec(name=spec.name, partitions=1) for role, spec in settings.topics})
-    settings = settings.model_copy(update={"topics": single, "worker": WorkerSettings(
-        app_id=f"rollback-{unique}", model_poll_s=ROLLBACK_POLL_S)})
-    settings = prepare(settings, tmp_path, f"rollback_{unique}")
-    ensure_topics(settings.kafka, settings.topics.all())
-    registry = ModelRegistry(settings.models_dir)
-    first = registry.get_alias("production")
-    assert first is not None
-    served = registry.load(first)
-    second = registry.register(served.booster, served.metadata.model_copy(update={"version": None,
-                                                                                  "model_sha256": None}))
+    settings, registry, first, (second,) = _world(settings, tmp_path, f"rollback_{unique}", ROLLBACK_POLL_S,
+                                                  copies=1)
     registry.set_alias("production", second, forced=True)  # `first` is now the version to roll back to
     web_port = free_port()
     with worker_process(settings, tmp_path / "worker.log", web_port=web_port) as worker:

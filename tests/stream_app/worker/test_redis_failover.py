@@ -9,7 +9,7 @@ promoted master has no replica of its own, so commits still are not acknowledged
 rejoins as its replica (``infra/redis-sentinel.sh start``); then the worker catches up.
 
 Checked: the consumer group's committed offset never passes an event whose output is not delivered
-(``CommitAudit``, as in test_redis_outage); afterwards every event has a prediction, duplicates are
+(``tests.fixtures.audit.CommitAudit``, as in test_redis_outage); afterwards every event has a prediction, duplicates are
 identical, every served window feature equals a brute-force recomputation from the raw events (so
 nothing the lost master held had been acknowledged, and nothing was counted twice); the worker is the
 same process throughout; and Feast's own online reads, through Sentinel, find the new master's rows.
@@ -18,26 +18,21 @@ The topics have one partition, so offset order is processing order."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from stream_app.adapters.feast_store import open_store
 from stream_app.adapters.kafka_admin import ensure_topics
 from stream_app.adapters.online_store import USER_WINDOWS_VIEW
 from stream_app.contract import Topics, TopicSpec, decode_transaction
-from stream_app.generator.live import LiveCounts, stream_live
 from stream_app.settings import Settings, WorkerSettings
-from tests.fixtures.kafka import TopicReader
+from tests.fixtures.audit import AuditedStream
 from tests.fixtures.redis_sentinel import SentinelSet
 from tests.fixtures.served import predictions_by_event, window_mismatches
 from tests.fixtures.workers import StartWorker
 from tests.fixtures.world import MERCHANTS, SEED, USERS, prepare
-from tests.stream_app.worker.test_redis_outage import CommitAudit
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -56,74 +51,22 @@ def test_a_failover_mid_stream_loses_nothing_acknowledged_and_counts_nothing_twi
     settings = prepare(settings, tmp_path, f"failover_{unique}")  # Feast materializes through Sentinel
     ensure_topics(settings.kafka, settings.topics.all())
     log = tmp_path / "worker.log"
-    group, topic = settings.worker.app_id, settings.topics.transactions.name
-    admin = AdminClient(settings.kafka.confluent())
-    inputs = TopicReader(settings, topic)
-    predictions = TopicReader(settings, settings.topics.predictions.name)
-    dead = TopicReader(settings, settings.topics.transactions_dlq.name)
-    audit = CommitAudit(inputs, predictions, dead)
     old, replica = redis_sentinel.node_ports
-
-    stop_producing = threading.Event()
-    produced: list[LiveCounts] = []
-    producer = threading.Thread(target=lambda: produced.append(stream_live(
-        settings, rate=RATE, duration_s=120, seed=SEED, users=USERS, merchants=MERCHANTS, stop=stop_producing,
-        report=None)))
-
-    def sample() -> None:
-        assert worker.alive(), log.read_text()[-3000:]
-        audit.sample(admin, group)
-
-    def audit_for(seconds: float) -> None:
-        until = time.monotonic() + seconds
-        while time.monotonic() < until:
-            sample()
-            time.sleep(0.3)
-
-    try:
-        with worker_process(settings, log) as worker:
-            deadline = time.monotonic() + 90
-            while "[^Worker]: Ready" not in log.read_text():
-                assert time.monotonic() < deadline, "worker not ready\n" + log.read_text()[-3000:]
-                assert worker.alive(), log.read_text()[-3000:]
-                time.sleep(0.2)
-            producer.start()
-            while len(predictions.records) < 200:  # the worker is in its group and scoring
-                assert time.monotonic() < deadline, "no predictions\n" + log.read_text()[-3000:]
-                assert worker.alive(), log.read_text()[-3000:]
-                time.sleep(0.5)
-                predictions.catch_up()
-            audit_for(1.0)
-
-            redis_sentinel.fall_behind(replica)
-            try:
-                audit_for(LAG_S)
-                assert redis_sentinel.kill_master() == old
-            finally:
-                redis_sentinel.resume(replica)
-            assert redis_sentinel.wait_for_failover(old, between=sample) == replica
-            audit_for(2.0)  # a master without replica: still nothing acknowledged
-            redis_sentinel.rejoin()
-            audit_for(3.0)  # events keep arriving after the old node rejoined
-            stop_producing.set()
-            producer.join(timeout=60)
-            assert produced, "the producer thread failed"
-            total = produced[0].valid + produced[0].invalid
-            assert produced[0].undelivered == 0 and produced[0].delivery_errors == 0
-
-            deadline = time.monotonic() + 120
-            while True:  # catch up: outputs for every event, and the commit at the end of the topic
-                audit_for(0.5)
-                if audit.samples[-1][1] == total and audit.samples[-1][2] == total:
-                    break
-                assert time.monotonic() < deadline, f"no catch-up: {audit.samples[-1]}\n" + log.read_text()[-3000:]
-            assert worker.alive(), "the worker process died\n" + log.read_text()[-3000:]
-    finally:
-        stop_producing.set()
-        if producer.is_alive():
-            producer.join(timeout=60)
-        for reader in (inputs, predictions, dead):
-            reader.close()
+    with AuditedStream(settings, log, rate=RATE, seed=SEED, users=USERS, merchants=MERCHANTS) as run, \
+            worker_process(settings, log) as worker:
+        run.start(worker)
+        redis_sentinel.fall_behind(replica)
+        try:
+            run.audit_for(LAG_S)
+            assert redis_sentinel.kill_master() == old
+        finally:
+            redis_sentinel.resume(replica)
+        assert redis_sentinel.wait_for_failover(old, between=run.sample) == replica
+        run.audit_for(2.0)  # a master without replica: still nothing acknowledged
+        redis_sentinel.rejoin()
+        run.audit_for(3.0)  # events keep arriving after the old node rejoined
+        total = run.finish()
+    inputs, predictions, dead = run.inputs, run.predictions, run.dead
 
     worker_log = log.read_text()
     assert "0 of 1 replicas" in worker_log, worker_log[-3000:]  # commits were held back, not acknowledged
