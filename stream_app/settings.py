@@ -25,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = REPO_ROOT / ".run"  # local service processes (infra/*.sh), bench and test runs
 KAFKA_ADDRESS_ENV = "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"  # the variables that point at running services
 REDIS_ADDRESS_ENV = "STREAMSCORE_REDIS__URL"
+DEFAULT_STATE_CACHE_SIZE = 20_000  # decoded window states a worker keeps (WorkerSettings.state_cache_size)
 FEATURE_REPO = REPO_ROOT / "feature_repo"  # the Feast definitions; runtime copies of its configuration hold the data
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -290,6 +291,10 @@ class WorkerSettings(BaseModel):
     # drops them): a new materialization is served at most this long after it lands.
     profile_cache_size: int = Field(default=200_000, ge=0)
     profile_refresh_s: float = Field(default=10.0, gt=0)
+    # Decoded window states kept between batches (LRU; 0 = none): a kept state whose token Redis still holds
+    # is neither transferred nor decoded again. Each costs the cycle collector about eight objects to walk in
+    # every full collection, which stalls the whole worker (docs/decisions/0029-a-small-window-state-pool.md).
+    state_cache_size: int = Field(default=DEFAULT_STATE_CACHE_SIZE, ge=0)
     # A label whose prediction is not indexed yet, while transactions are behind its label_time, is held
     # (its batch retried) for up to this long before it is counted as unjoinable.
     label_join_wait_s: float = Field(default=30.0, ge=0)

@@ -27,11 +27,11 @@ from stream_app.core.engine import MERCHANT_LABEL_SPECS, MERCHANT_TXN_SPECS, USE
 from stream_app.core.window_spec import DAY, WindowSpec
 from stream_app.core.windows import KeyWindows
 from stream_app.errors import ConfigError, ServiceUnavailableError, StateConflictError
+from stream_app.settings import DEFAULT_STATE_CACHE_SIZE
 
 _TOKEN_BYTES = 8
 DEFAULT_GRACE_S = float(DAY)
 DEFAULT_USER_TTL_S = 30.0 * DAY
-DEFAULT_CACHE_SIZE = 100_000
 _MERGE_ATTEMPTS = 20  # merchant merges per commit before giving up (each means another worker committed)
 
 # KEYS: the batch's n state keys, then one key per hash read; ARGV: n, then per state key the token of its
@@ -237,7 +237,7 @@ class RedisWindowStore:
                  merchant_txn_specs: tuple[WindowSpec, ...] = MERCHANT_TXN_SPECS,
                  merchant_label_specs: tuple[WindowSpec, ...] = MERCHANT_LABEL_SPECS,
                  ttl_s: Mapping[Kind, float | None] | None = None,
-                 cache_size: int = DEFAULT_CACHE_SIZE, wait_replicas: int = 0, wait_timeout_ms: int = 1000,
+                 cache_size: int = DEFAULT_STATE_CACHE_SIZE, wait_replicas: int = 0, wait_timeout_ms: int = 1000,
                  ) -> None:
         if not namespace or any(c.isspace() for c in namespace):
             raise ConfigError(f"state store namespace must be non-empty without spaces, got {namespace!r}")

@@ -63,6 +63,7 @@ def build_runners(settings: Settings, app: faust.App, sensor: PrometheusSensor |
     namespace = state_namespace(store.project, settings.worker.app_id)
     store_state = RedisWindowStore(client, namespace=namespace,
                                    allowed_lateness_s=settings.worker.allowed_lateness_s,
+                                   cache_size=settings.worker.state_cache_size,
                                    wait_replicas=settings.redis.wait_replicas,
                                    wait_timeout_ms=settings.redis.wait_timeout_ms)
     sensed: WorkerSensor = NULL_SENSOR if sensor is None else sensor
