@@ -21,7 +21,7 @@ from tqdm import tqdm
 from stream_app.adapters.feast_store import project_of
 from stream_app.adapters.offline_log import window_frame
 from stream_app.adapters.redis_client import connect
-from stream_app.adapters.state_store import RedisWindowStore, SeedCounts, state_namespace
+from stream_app.adapters.state_store import RedisWindowStore, SeedCounts
 from stream_app.core import profiles
 from stream_app.core.engine import FeatureEngine, LabelEvent, TransactionEvent, WindowRows, WindowState
 from stream_app.core.offline_layout import BATCH_DIR, MERCHANT_WINDOW_LOG, USER_WINDOW_LOG
@@ -183,10 +183,7 @@ def seed_state(result: BackfillResult, settings: Settings, project: str | None =
         raise ConfigError(f"the backfill ran with an allowed lateness of {result.lateness_s:g} s, the worker's is "
                           f"{lateness:g} s: its state would not be the worker's; backfill with the worker's")
     project = project if project is not None else project_of(settings.feast.repo_path)
-    store = RedisWindowStore(connect(settings.redis), state_namespace(project, settings.worker.app_id),
-                             allowed_lateness_s=lateness, wait_replicas=settings.redis.wait_replicas,
-                             wait_timeout_ms=settings.redis.wait_timeout_ms)
-    return store.seed(result.state)
+    return RedisWindowStore.for_worker(connect(settings.redis), settings, project).seed(result.state)
 
 
 def load_history(history: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -27,6 +27,7 @@ REDIS_CONNECTION_ENV = "STREAMSCORE_FEAST_REDIS_CONNECTION"
 REDIS_TYPE_ENV = "STREAMSCORE_FEAST_REDIS_TYPE"
 REDIS_SENTINEL_MASTER_ENV = "STREAMSCORE_FEAST_REDIS_SENTINEL_MASTER"
 REPO_FILES = ("feature_store.yaml", ".feastignore", "repo.py")
+_PROJECT_LINE = re.compile(r"(?m)^project: *(\S+).*$")  # feature_store.yaml's project name
 
 
 def feast_env(settings: Settings) -> dict[str, str]:
@@ -95,7 +96,7 @@ def project_of(repo: Path) -> str:
     """The Feast project named in ``repo``'s ``feature_store.yaml`` (read without importing Feast)."""
     yaml = repo / "feature_store.yaml"
     try:
-        found = re.search(r"(?m)^project: *(\S+)", yaml.read_text())
+        found = _PROJECT_LINE.search(yaml.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read the Feast configuration {yaml}: {exc}") from exc
     if found is None:
@@ -114,5 +115,5 @@ def prepare_workspace(template: Path, dest: Path, project: str | None = None) ->
         shutil.copy2(template / name, dest / name)
     if project is not None:
         yaml = dest / "feature_store.yaml"
-        yaml.write_text(re.sub(r"(?m)^project: .*$", f"project: {project}", yaml.read_text()))
+        yaml.write_text(_PROJECT_LINE.sub(f"project: {project}", yaml.read_text()))
     return dest

@@ -27,7 +27,7 @@ from stream_app.core.engine import MERCHANT_LABEL_SPECS, MERCHANT_TXN_SPECS, USE
 from stream_app.core.window_spec import DAY, WindowSpec
 from stream_app.core.windows import KeyWindows
 from stream_app.errors import ConfigError, ServiceUnavailableError, StateConflictError
-from stream_app.settings import DEFAULT_STATE_CACHE_SIZE
+from stream_app.settings import DEFAULT_STATE_CACHE_SIZE, Settings
 
 _TOKEN_BYTES = 8
 DEFAULT_GRACE_S = float(DAY)
@@ -269,6 +269,15 @@ class RedisWindowStore:
         self._wait_timeout_ms = wait_timeout_ms
         self._fence_key = f"{namespace}:committed"
         self.stats = StoreStats()
+
+    @classmethod
+    def for_worker(cls, client: redis.Redis[bytes], settings: Settings, project: str) -> RedisWindowStore:
+        """The store of the worker ``settings`` describe in Feast project ``project``: its namespace
+        (``state_namespace``), allowed lateness, pool size and replica wait."""
+        worker = settings.worker
+        return cls(client, state_namespace(project, worker.app_id), allowed_lateness_s=worker.allowed_lateness_s,
+                   cache_size=worker.state_cache_size, wait_replicas=settings.redis.wait_replicas,
+                   wait_timeout_ms=settings.redis.wait_timeout_ms)
 
     @staticmethod
     def default_ttl_s(kind: Kind, specs: Sequence[WindowSpec], allowed_lateness_s: float) -> float:

@@ -16,7 +16,7 @@ from stream_app.adapters.online_store import OnlineFeatures
 from stream_app.adapters.prediction_index import PredictionIndex
 from stream_app.adapters.prometheus_metrics import PrometheusSensor, exposition
 from stream_app.adapters.redis_client import connect
-from stream_app.adapters.state_store import RedisWindowStore, state_namespace
+from stream_app.adapters.state_store import RedisWindowStore
 from stream_app.core.online_quality import OnlineQuality
 from stream_app.errors import ConfigError, RegistryError
 from stream_app.settings import Settings
@@ -60,12 +60,8 @@ def build_runners(settings: Settings, app: faust.App, sensor: PrometheusSensor |
     online = OnlineFeatures(store, profile_cache_size=settings.worker.profile_cache_size,
                             profile_refresh_s=settings.worker.profile_refresh_s)
     client = connect(settings.redis)
-    namespace = state_namespace(store.project, settings.worker.app_id)
-    store_state = RedisWindowStore(client, namespace=namespace,
-                                   allowed_lateness_s=settings.worker.allowed_lateness_s,
-                                   cache_size=settings.worker.state_cache_size,
-                                   wait_replicas=settings.redis.wait_replicas,
-                                   wait_timeout_ms=settings.redis.wait_timeout_ms)
+    store_state = RedisWindowStore.for_worker(client, settings, store.project)
+    namespace = store_state.namespace
     sensed: WorkerSensor = NULL_SENSOR if sensor is None else sensor
     state = store_state if sensor is None else TimedState(store_state, sensor)
     index = PredictionIndex(client, namespace)

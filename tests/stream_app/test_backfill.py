@@ -8,7 +8,7 @@ import pytest
 
 from stream_app import backfill
 from stream_app.adapters.redis_client import connect
-from stream_app.adapters.state_store import Kind, RedisWindowStore, state_namespace
+from stream_app.adapters.state_store import Kind, RedisWindowStore
 from stream_app.core.engine import FeatureEngine, LabelEvent, TransactionEvent, WindowRows, WindowState
 from stream_app.errors import ConfigError
 from stream_app.generator.config import HistoryConfig
@@ -141,7 +141,7 @@ def test_a_worker_on_the_seeded_state_serves_what_the_whole_history_run_serves(r
         assert seeded.kept == 0
         assert seeded.written[Kind.USER] == len(head.state.users) > 0
         assert seeded.written[Kind.MERCHANT_LABEL] == len(head.state.merchant_labels) > 0
-        store = RedisWindowStore(client, state_namespace(project, settings.worker.app_id), allowed_lateness_s=lateness)
+        store = RedisWindowStore.for_worker(client, settings, project)
 
         t_rows, l_rows = txns.to_dict("records"), labels.to_dict("records")
         merchant_of = {row["event_id"]: int(row["merchant_id"]) for row in t_rows}
